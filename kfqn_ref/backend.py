@@ -1,0 +1,123 @@
+"""The array module in use and the dtype policy.
+
+Every piece of kfqn_ref that touches data goes through this module, so that the same code runs on
+NumPy (the default, the reference) and on CuPy (an optional GPU backend).
+
+Array module
+------------
+* :func:`xp` returns the *current* array module (``numpy`` unless :func:`use_cupy` was called).
+* :func:`xp_of` returns the module that owns a given array (``cupy`` for a ``cupy.ndarray``,
+  ``numpy`` otherwise). Code that receives arrays should prefer ``xp_of(array)`` over ``xp()``.
+* :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy).
+  Host transfers are always explicit.
+
+dtype policy
+------------
+float64 is the reference precision (``DEFAULT_DTYPE``); float32 is allowed for speed. Nothing else
+is: :func:`resolve_dtype` rejects integer, complex and half-precision types with a ``TypeError``.
+See ``docs/conventions.md``.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+#: The reference precision.
+DEFAULT_DTYPE = np.dtype(np.float64)
+#: The floating dtypes kfqn_ref computes in.
+SUPPORTED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+_current_module: types.ModuleType = np
+
+
+def xp() -> types.ModuleType:
+    """Return the array module currently selected (``numpy`` by default)."""
+    return _current_module
+
+
+def use_numpy() -> None:
+    """Select NumPy as the array module (the default)."""
+    global _current_module
+    _current_module = np
+
+
+def use_cupy() -> None:
+    """Select CuPy as the array module.
+
+    Raises
+    ------
+    ImportError
+        If CuPy is not installed (``pip install 'kfqn-ref[cupy]'``) or no CUDA device is usable.
+    """
+    global _current_module
+    try:
+        import cupy  # noqa: PLC0415 - optional dependency, imported on request only
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        raise ImportError(
+            "use_cupy() needs the optional CuPy backend: pip install 'kfqn-ref[cupy]'"
+        ) from error
+    cupy.cuda.runtime.getDeviceCount()  # raises if no CUDA device is usable
+    _current_module = cupy
+
+
+def xp_of(*arrays) -> types.ModuleType:
+    """Return the array module owning ``arrays`` (``cupy`` if any is a CuPy array, else ``numpy``)."""
+    for array in arrays:
+        if type(array).__module__.split(".")[0] == "cupy":
+            import cupy  # noqa: PLC0415
+
+            return cupy
+    return np
+
+
+def to_host(array) -> np.ndarray:
+    """Return ``array`` as a host ``numpy.ndarray`` (copying from the GPU when needed)."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        return array.get()
+    return np.asarray(array)
+
+
+def resolve_dtype(dtype=None) -> np.dtype:
+    """Return the validated floating dtype; ``None`` means the default, float64.
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not float64 or float32.
+    """
+    if dtype is None:
+        return DEFAULT_DTYPE
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be float64 or float32, got {dtype!r}") from error
+    if resolved not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float64 or float32, got {resolved}")
+    return resolved
+
+
+def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
+    """Validate an input array and return it unchanged.
+
+    Checks, in order: that ``array`` is an ndarray of a supported floating dtype (``TypeError``),
+    that it matches ``dtype`` when given (``TypeError``: no silent casting), that it has ``ndim``
+    dimensions when given (``ValueError``), and that every entry is finite (``ValueError``).
+    The messages name ``name`` and the expected form.
+    """
+    module = xp_of(array)
+    if not isinstance(array, module.ndarray):
+        raise TypeError(f"{name} must be an array of float64 or float32, got {type(array).__name__}")
+    if array.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must have dtype float64 or float32, got {array.dtype}")
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but {np.dtype(dtype)} was expected "
+            "(mixed dtypes are not cast silently; convert with .astype first)"
+        )
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
+    if not bool(module.all(module.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    return array
