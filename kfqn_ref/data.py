@@ -21,6 +21,7 @@ User files
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -126,7 +127,7 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
             if missing:
                 raise ValueError(f"missing arrays {missing}; the file holds {archive.files}")
             X, T = archive[x_key], archive[t_key]
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
     except ValueError as error:
         raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error

@@ -27,6 +27,7 @@ import abc
 import dataclasses
 import math
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,7 @@ def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"cannot read optimizer state from {os.fspath(path)!r}: {error}") from error
 
 
