@@ -1,0 +1,304 @@
+"""``Sequential``: a chain of layers and a loss, with the per-layer records K-BFGS needs.
+
+For a minibatch ``X`` of ``N`` samples and targets ``T`` the model computes the mean loss
+``f = (1/N) sum_n l_n`` (conventions §6) and, per trainable layer (in network order), the record of
+conventions §4:
+
+* ``a``: the homogeneous inputs ``a~`` (dense ``(N, d_in + 1)``, conv ``(N, T, c_in k_h k_w + 1)``);
+* ``h``: the pre-activations ``h = W~ a~`` (dense ``(N, d_out)``, conv ``(N, T, c_out)``);
+* ``g``: the per-sample pre-activation gradients ``g_n = dl_n/dh_n = N df/dh_n`` (shape of ``h``);
+* ``grad``: ``df/dW~ = (1/N) sum_n sum_t g_{n,t} a~_{n,t}^T`` (shape of ``W~``).
+
+The backward pass propagates per-sample output gradients ``dl_n/dz_n`` (any ``(N, d_out)`` array:
+Fisher and GGN code pass sampled-target gradients or Hessian square-root columns through the same
+pass). Every sample's loss depends on that sample only, so propagating them gives ``g_n`` directly.
+
+Weights live in the model as a list of homogeneous matrices ``W~ = [W | b]`` (conventions §3),
+exchanged with :meth:`Sequential.weights` / :meth:`Sequential.set_weights`; layers hold none, and no
+pass stores anything in the model, so every pass can be repeated with the same result.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from kfqn_ref import backend
+from kfqn_ref.backend import check_float_array, resolve_dtype
+from kfqn_ref.nn.layers import Layer
+from kfqn_ref.nn.losses import Loss
+
+
+@dataclass(frozen=True, eq=False)
+class LayerRecord:
+    """The record of one trainable layer (conventions §4); ``grad`` is None if not requested."""
+
+    layer_index: int
+    a: object
+    h: object
+    g: object
+    grad: object
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardPass:
+    """A forward pass: the output ``z`` and what the backward pass needs.
+
+    ``caches[i]`` is what ``layers[i].forward`` returned besides its output; ``weights`` are the
+    weights the pass used (the backward uses them, even if the model's weights changed since).
+    """
+
+    z: object
+    caches: tuple
+    weights: tuple
+    trainable_indices: tuple
+
+    @property
+    def records(self) -> list:
+        """Per trainable layer (network order) a :class:`LayerRecord` with ``a`` and ``h``.
+
+        ``g`` and ``grad`` are None: they come from :meth:`Sequential.backward_pass`.
+        """
+        return [
+            LayerRecord(index, self.caches[index].a, self.caches[index].h, g=None, grad=None)
+            for index in self.trainable_indices
+        ]
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardBackward:
+    """Result of :meth:`Sequential.forward_backward`: mean loss, output ``z`` and the records."""
+
+    loss: float
+    output: object
+    records: list
+
+    @property
+    def grads(self) -> list:
+        """``df/dW~`` of every trainable layer, in network order (None entries if not computed)."""
+        return [record.grad for record in self.records]
+
+
+def _make_rng(seed) -> np.random.Generator:
+    """``Generator(PCG64(seed))`` for an int ``seed >= 0``; a ``Generator`` is used as it is."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed must be an int >= 0 or a numpy.random.Generator, got {seed!r}")
+    return np.random.Generator(np.random.PCG64(int(seed)))
+
+
+class Sequential:
+    """A chain of layers followed by a loss.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Applied in order; at least one must be trainable (``Dense`` or ``Conv2d``).
+    loss : Loss
+        Applied to the last layer's output ``z`` ``(N, d_out)``.
+    seed : int or numpy.random.Generator
+        Initialisation: ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order,
+        each ``W~`` by ``layer.init_weight`` (every entry of ``W`` and ``b`` i.i.d.
+        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, drawn in float64 row-major and rounded to
+        ``dtype``). Same seed, same bits.
+    dtype : float64 (default) or float32
+        The dtype of the weights and of every array the model accepts (no silent casting).
+
+    """
+
+    def __init__(self, layers, loss, seed=0, dtype=np.float64):
+        if not isinstance(layers, list | tuple) or not all(isinstance(x, Layer) for x in layers):
+            raise TypeError(
+                "layers must be a list of kfqn_ref.nn layers (Dense, Conv2d, ReLU, ...)"
+            )
+        if not isinstance(loss, Loss):
+            raise TypeError(
+                "loss must be a kfqn_ref.nn loss (SquaredError, SigmoidCrossEntropy, "
+                f"SoftmaxCrossEntropy), got {type(loss).__name__}"
+            )
+        self.layers = tuple(layers)
+        self.loss = loss
+        self.dtype = resolve_dtype(dtype)
+        self.trainable_indices = tuple(i for i, layer in enumerate(self.layers) if layer.trainable)
+        if not self.trainable_indices:
+            raise ValueError("layers must contain at least one trainable layer (Dense or Conv2d)")
+        rng = _make_rng(seed)
+        xp = backend.xp()
+        self._weights = [
+            xp.asarray(self.layers[i].init_weight(rng, self.dtype)) for i in self.trainable_indices
+        ]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}], loss={self.loss!r}, dtype={self.dtype})"
+
+    def _label(self, index: int) -> str:
+        """``"Conv2d (layers[2])"``: how error messages name a layer."""
+        return f"{type(self.layers[index]).__name__} (layers[{index}])"
+
+    def _per_layer(self, weights) -> list:
+        """``weights`` (one per trainable layer) spread over all layers, None for the others."""
+        remaining = iter(weights)
+        return [next(remaining) if layer.trainable else None for layer in self.layers]
+
+    # -- weights -----------------------------------------------------------------------------------
+
+    def weights(self) -> list:
+        """Return copies of the homogeneous weights ``W~ = [W | b]``, one per trainable layer."""
+        return [w.copy() for w in self._weights]
+
+    def set_weights(self, weights) -> None:
+        """Replace the weights by copies of ``weights`` (a list of homogeneous ``W~``).
+
+        Checks the count, every shape (``layer.weight_shape``), the dtype (the model's) and that
+        every entry is finite before changing anything: a rejected call leaves the model unchanged.
+        """
+        self._check_weight_count(weights)
+        for j, (index, w) in enumerate(zip(self.trainable_indices, weights, strict=True)):
+            check_float_array(f"weights[{j}] for {self._label(index)}", w, dtype=self.dtype)
+        self._check_weight_shapes(weights)
+        self._weights = [w.copy() for w in weights]
+
+    def _check_weight_count(self, weights) -> None:
+        """Check for a list or tuple (or autograd's box of one), one entry per trainable layer."""
+        if not hasattr(weights, "__len__") or hasattr(weights, "shape"):
+            raise TypeError(
+                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
+                f"[W | b] (one per trainable layer), got {type(weights).__name__}"
+            )
+        if len(weights) != len(self.trainable_indices):
+            raise ValueError(
+                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
+                f"[W | b] (one per trainable layer), got {len(weights)}"
+            )
+
+    def _check_weight_shapes(self, weights) -> None:
+        """Check the shapes only (``weights`` may be autograd boxes); after the count check."""
+        for j, (index, w) in enumerate(zip(self.trainable_indices, weights, strict=True)):
+            expected = self.layers[index].weight_shape
+            if tuple(getattr(w, "shape", ())) != expected:
+                raise ValueError(
+                    f"weights[{j}] for {self._label(index)} must have shape {expected} "
+                    f"(homogeneous [W | b]), got {getattr(w, 'shape', type(w).__name__)}"
+                )
+
+    # -- input checks ------------------------------------------------------------------------------
+
+    def output_shape(self, input_shape) -> tuple:
+        """Return the output shape for inputs of ``input_shape``.
+
+        Raises ``ValueError`` naming the first layer whose input does not fit.
+        """
+        shape = tuple(input_shape)
+        for index, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape, self._label(index))
+        return shape
+
+    def _check_input(self, X) -> None:
+        check_float_array("X", X, dtype=self.dtype)
+        if X.ndim == 0 or X.shape[0] < 1:
+            raise ValueError(f"X must hold at least one sample (first axis N >= 1), got {X.shape}")
+        self.output_shape(X.shape)
+
+    # -- passes ------------------------------------------------------------------------------------
+
+    def forward(self, X):
+        """Network outputs ``z`` for inputs ``X`` (no caches kept)."""
+        self._check_input(X)
+        return self._apply_layers(self._weights, X, backend.xp_of(X))
+
+    def output_function(self, weights, X, xp):
+        """Network outputs ``z`` as a pure function of ``weights`` (list of ``W~``).
+
+        Uses each layer's ``apply`` (the same forward the passes use), so with
+        ``xp = autograd.numpy`` it can be differentiated w.r.t. the weights. ``X`` must be a plain
+        array.
+        """
+        self._check_input(X)
+        self._check_weight_count(weights)
+        self._check_weight_shapes(weights)
+        return self._apply_layers(weights, X, xp)
+
+    def loss_function(self, weights, X, T, xp):
+        """Mean loss ``f(W~_1, ..., W~_L) = (1/N) sum_n l_n`` as a pure function of ``weights``."""
+        z = self.output_function(weights, X, xp)
+        self.loss.check_targets(z, T)
+        return self.loss.mean_value(z, T, xp)
+
+    def _apply_layers(self, weights, X, xp):
+        x = X
+        for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
+            x = layer.apply(weight, x, xp) if layer.trainable else layer.apply(x, xp)
+        return x
+
+    def forward_pass(self, X) -> ForwardPass:
+        """Forward pass keeping every layer's cache; its ``records`` give ``a~`` and ``h``."""
+        self._check_input(X)
+        weights = tuple(self._weights)
+        caches = []
+        x = X
+        for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
+            x, cache = layer.forward(weight, x) if layer.trainable else layer.forward(x)
+            caches.append(cache)
+        return ForwardPass(
+            z=x,
+            caches=tuple(caches),
+            weights=weights,
+            trainable_indices=self.trainable_indices,
+        )
+
+    def backward_pass(self, forward_pass, output_gradients, weight_gradients=True) -> list:
+        """Propagate per-sample output gradients back: one :class:`LayerRecord` per trainable layer.
+
+        ``output_gradients`` ``(N, d_out)`` are any per-sample ``dl_n/dz_n`` (the loss's gradient, a
+        sampled-target gradient, a column of a Hessian square root). The pass stops at the first
+        trainable layer (nothing before it is needed) and skips that layer's input gradient. With
+        ``weight_gradients=False`` the records' ``grad`` is None (K-BFGS's second pass needs only
+        ``h`` and ``g``).
+        """
+        if not isinstance(forward_pass, ForwardPass):
+            raise TypeError(
+                f"forward_pass must be the ForwardPass of forward_pass(X), got "
+                f"{type(forward_pass).__name__}"
+            )
+        if not isinstance(weight_gradients, bool):
+            raise TypeError(f"weight_gradients must be True or False, got {weight_gradients!r}")
+        check_float_array("output_gradients", output_gradients, dtype=self.dtype)
+        if output_gradients.shape != forward_pass.z.shape:
+            raise ValueError(
+                f"output_gradients must have the shape of the output, {forward_pass.z.shape}, "
+                f"got {output_gradients.shape}"
+            )
+        first = self.trainable_indices[0]
+        weights = self._per_layer(forward_pass.weights)
+        records = []
+        dy = output_gradients
+        for index in range(len(self.layers) - 1, first - 1, -1):
+            layer, cache = self.layers[index], forward_pass.caches[index]
+            if not layer.trainable:
+                dy = layer.backward(cache, dy)
+                continue
+            result = layer.backward(
+                weights[index],
+                cache,
+                dy,
+                input_gradient=index > first,
+                weight_gradient=weight_gradients,
+            )
+            records.append(LayerRecord(index, cache.a, cache.h, result.g, result.grad))
+            dy = result.input_gradient
+        records.reverse()
+        return records
+
+    def forward_backward(self, X, T, weight_gradients=True) -> ForwardBackward:
+        """Mean loss, output and per-layer records (conventions §4) on the minibatch ``(X, T)``."""
+        forward_pass = self.forward_pass(X)
+        z = forward_pass.z
+        loss = self.loss.value(z, T)
+        records = self.backward_pass(
+            forward_pass, self.loss.output_gradient(z, T), weight_gradients
+        )
+        return ForwardBackward(loss=loss, output=z, records=records)

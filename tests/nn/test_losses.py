@@ -1,0 +1,173 @@
+"""Losses: values, per-sample gradients and closed-form Hessians against autograd on textbook
+formulas (``tests/nn/reference.py``); Hessian square roots; predictive sampling."""
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad, hessian
+from helpers.compare import assert_close
+
+from kfqn_ref import nn
+
+from .reference import LOSSES
+
+N, K = 5, 4
+
+
+def _targets(loss, rng, n=N, k=K):
+    """Valid targets of every accepted form for ``loss``."""
+    if isinstance(loss, nn.SquaredError):
+        return [rng.standard_normal((n, k))]
+    if isinstance(loss, nn.SigmoidCrossEntropy):
+        return [rng.random((n, k)), (rng.random((n, k)) < 0.5).astype(np.float64)]
+    probabilities = np.exp(rng.standard_normal((n, k)))
+    return [rng.integers(0, k, size=n), probabilities / probabilities.sum(axis=1, keepdims=True)]
+
+
+LOSS_OBJECTS = [nn.SquaredError(), nn.SigmoidCrossEntropy(), nn.SoftmaxCrossEntropy()]
+CASES = [
+    (loss, form)
+    for loss in LOSS_OBJECTS
+    for form in range(len(_targets(loss, np.random.default_rng(0))))
+]
+IDS = [f"{loss!r}-targets{form}" for loss, form in CASES]
+
+
+def _case(loss, form, seed=0):
+    rng = np.random.default_rng(seed)
+    z = 2.0 * rng.standard_normal((N, K))
+    return z, _targets(loss, rng)[form]
+
+
+def _per_sample_loss(loss, t_n):
+    """``l(z_n)``: the reference mean loss of a minibatch holding sample ``n`` only."""
+    reference = LOSSES[type(loss)]
+    return lambda z_n: reference(z_n[None, :], t_n[None, ...])
+
+
+@pytest.mark.parametrize(("loss", "form"), CASES, ids=IDS)
+def test_value_matches_reference_formula(loss, form):
+    z, t = _case(loss, form)
+    assert_close(loss.value(z, t), LOSSES[type(loss)](z, t), what=f"{loss!r}.value")
+
+
+@pytest.mark.parametrize(("loss", "form"), CASES, ids=IDS)
+def test_output_gradient_is_per_sample_gradient(loss, form):
+    # Expected: N * autograd gradient of the reference mean loss (so NOT divided by N).
+    z, t = _case(loss, form)
+    expected = N * grad(lambda u: LOSSES[type(loss)](u, t))(z)
+    assert_close(loss.output_gradient(z, t), expected, what=f"{loss!r}.output_gradient")
+
+
+@pytest.mark.parametrize(("loss", "form"), CASES, ids=IDS)
+def test_output_hessian_matches_autograd_per_sample(loss, form):
+    z, t = _case(loss, form)
+    expected = np.stack([hessian(_per_sample_loss(loss, t[n]))(z[n]) for n in range(N)])
+    assert_close(loss.output_hessian(z, t), expected, what=f"{loss!r}.output_hessian")
+
+
+@pytest.mark.parametrize(("loss", "form"), CASES, ids=IDS)
+def test_output_hessian_sqrt_squares_to_hessian(loss, form):
+    # Closed-form identity S S^T = d2l/dz2 (softmax: uses sum_i p_i = 1).
+    z, t = _case(loss, form)
+    s = loss.output_hessian_sqrt(z, t)
+    assert s.shape == (N, K, K)
+    assert_close(s @ s.transpose(0, 2, 1), loss.output_hessian(z, t), what=f"{loss!r} S S^T")
+
+
+@pytest.mark.parametrize(("loss", "form"), CASES, ids=IDS)
+def test_mean_value_under_autograd_matches_value(loss, form):
+    # The functional form used for exact Hessians gives the same number as value().
+    z, t = _case(loss, form)
+    assert_close(loss.mean_value(z, t, anp), loss.value(z, t), what=f"{loss!r}.mean_value")
+    assert_close(
+        grad(lambda u: loss.mean_value(u, t, anp))(z) * N,
+        loss.output_gradient(z, t),
+        what=f"{loss!r} autograd of mean_value",
+    )
+
+
+def test_squared_error_hessian_is_identity():
+    z, t = _case(nn.SquaredError(), 0)
+    np.testing.assert_array_equal(
+        nn.SquaredError().output_hessian(z, t), np.broadcast_to(np.eye(K), (N, K, K))
+    )
+
+
+def test_large_logits_give_exact_finite_values():
+    # Closed form: softplus(1000) - 1000 = log1p(e^-1000) = 0 to double precision; softplus(-1000)
+    # = 0; softplus(1000) - 0 = 1000. Softmax: logsumexp([1000, 0, -1000]) = 1000.
+    z = np.array([[1000.0, -1000.0, 1000.0]])
+    t = np.array([[1.0, 0.0, 0.0]])
+    assert nn.SigmoidCrossEntropy().value(z, t) == 1000.0
+    np.testing.assert_array_equal(nn.SigmoidCrossEntropy().output_gradient(z, t), [[0.0, 0.0, 1.0]])
+    logits = np.array([[1000.0, 0.0, -1000.0]])
+    assert nn.SoftmaxCrossEntropy().value(logits, np.array([0])) == 0.0
+    assert nn.SoftmaxCrossEntropy().value(logits, np.array([1])) == 1000.0
+    np.testing.assert_array_equal(
+        nn.SoftmaxCrossEntropy().output_gradient(logits, np.array([1])), [[1.0, -1.0, 0.0]]
+    )
+
+
+@pytest.mark.parametrize("loss", LOSS_OBJECTS, ids=repr)
+def test_float32_stays_float32(loss):
+    z, t = _case(loss, 0)
+    z = z.astype(np.float32)
+    t = t if t.dtype.kind == "i" else t.astype(np.float32)
+    assert isinstance(loss.value(z, t), float)
+    assert loss.output_gradient(z, t).dtype == np.float32
+    assert loss.output_hessian(z, t).dtype == np.float32
+    assert loss.output_hessian_sqrt(z, t).dtype == np.float32
+    assert loss.sample_targets(z, np.random.default_rng(0)).dtype.kind == t.dtype.kind
+
+
+@pytest.mark.parametrize("loss", LOSS_OBJECTS, ids=repr)
+def test_sample_targets_same_seed_same_bits_and_accepted(loss):
+    z, _ = _case(loss, 0)
+    first = loss.sample_targets(z, np.random.default_rng(7))
+    second = loss.sample_targets(z, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, second)
+    assert first.dtype == second.dtype
+    loss.check_targets(z, first)  # the loss accepts what it samples
+
+
+#: Monte Carlo sample size and the accepted deviation in standard errors (a 5-sigma two-sided
+#: bound fails with probability below 1e-6 per entry; the seeds are fixed, so the test is stable).
+DRAWS = 20_000
+SIGMAS = 5.0
+
+
+def _repeat(z_row):
+    return np.repeat(z_row[None, :], DRAWS, axis=0)
+
+
+def test_squared_error_samples_are_output_plus_standard_normal():
+    z = _repeat(np.array([0.5, -1.0, 2.0]))
+    noise = nn.SquaredError().sample_targets(z, np.random.default_rng(1)) - z
+    # Mean 0 with standard error 1/sqrt(M); variance 1 with standard error sqrt(2/M).
+    assert np.all(np.abs(noise.mean(axis=0)) < SIGMAS / np.sqrt(DRAWS))
+    assert np.all(np.abs(noise.var(axis=0) - 1.0) < SIGMAS * np.sqrt(2.0 / DRAWS))
+
+
+def test_sigmoid_samples_are_bernoulli_of_sigmoid():
+    z_row = np.array([-2.0, 0.0, 1.5])
+    p = 1.0 / (1.0 + np.exp(-z_row))
+    t = nn.SigmoidCrossEntropy().sample_targets(_repeat(z_row), np.random.default_rng(2))
+    assert set(np.unique(t)) <= {0.0, 1.0}
+    assert np.all(np.abs(t.mean(axis=0) - p) < SIGMAS * np.sqrt(p * (1 - p) / DRAWS))
+
+
+def test_softmax_samples_are_categorical_of_softmax():
+    z_row = np.array([1.0, -0.5, 0.0, 2.0])
+    p = np.exp(z_row) / np.exp(z_row).sum()
+    c = nn.SoftmaxCrossEntropy().sample_targets(_repeat(z_row), np.random.default_rng(3))
+    assert c.dtype == np.int64 and c.shape == (DRAWS,)
+    frequencies = np.bincount(c, minlength=len(p)) / DRAWS
+    assert np.all(np.abs(frequencies - p) < SIGMAS * np.sqrt(p * (1 - p) / DRAWS))
+
+
+def test_softmax_sampling_never_leaves_the_class_range():
+    # A class with probability ~1 and rows whose cumulative sum rounds below 1.
+    z = np.tile(np.array([[0.0, 0.0, 800.0]]), (1000, 1))
+    c = nn.SoftmaxCrossEntropy().sample_targets(z, np.random.default_rng(4))
+    np.testing.assert_array_equal(c, 2)
