@@ -1,0 +1,242 @@
+"""The structure of exact layer blocks (docs/derivations/hessian-structure.md, eqs. 3-10).
+
+Expected values: autograd Hessians/GGNs of the model's functional forward (``kfqn_ref.curvature.
+hessian``), compared with the structure formulas evaluated on the hand-written records; the losses'
+closed-form Hessians; for the T = 1 conv case, an equivalent dense net fed the padded images.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from helpers.compare import assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kfqn_ref import nn
+from kfqn_ref.curvature import hessian
+from kfqn_ref.curvature.kronecker import nearest_kronecker
+
+from .nets import ACTIVATIONS, LOSSES, Case, build_case, conv_cases, dense_cases, seeds, sizes
+
+
+def _assert_symmetric(matrix, what):
+    assert_close(np.swapaxes(matrix, -1, -2), matrix, what=f"{what} symmetry")
+
+
+def _assert_structure_formula(case, record):
+    """eq. 3/4 against autograd's layer Hessian, eq. 5 against autograd's layer GGN."""
+    layer = record.layer_index
+    for block_of, per_sample_of, name in (
+        (hessian.layer_hessian, hessian.preactivation_hessians, "Hessian"),
+        (hessian.layer_ggn, hessian.preactivation_ggns, "GGN"),
+    ):
+        expected = block_of(case.model, case.X, case.T, layer)
+        per_sample = per_sample_of(case.model, case.X, case.T, layer)
+        _assert_symmetric(expected, f"layer {layer} {name} block")
+        _assert_symmetric(per_sample, f"layer {layer} pre-activation {name}s")
+        assert_close(
+            hessian.structure_block(record, per_sample),
+            expected,
+            what=f"structure formula vs autograd {name} block of layer {layer}",
+        )
+
+
+def _single_sample(record, per_sample, n):
+    """Sample ``n``'s record and pre-activation matrices, as a minibatch of one."""
+    return dataclasses.replace(record, a=record.a[n : n + 1]), per_sample[n : n + 1]
+
+
+@given(dense_cases())
+def test_dense_structure_formula_equals_autograd_layer_blocks(case):
+    for record in case.model.forward_backward(case.X, case.T).records:
+        _assert_structure_formula(case, record)
+
+
+@given(conv_cases())
+def test_conv_structure_formula_equals_autograd_layer_blocks(case):
+    """Also checks the per-sample Kronecker rank bound of eq. 10: rank <= T^2."""
+    for record in case.model.forward_backward(case.X, case.T).records:
+        _assert_structure_formula(case, record)
+    conv = case.model.forward_backward(case.X, case.T).records[0]
+    n_positions, width = conv.a.shape[1:]
+    per_sample = hessian.preactivation_hessians(case.model, case.X, case.T, conv.layer_index)
+    c_out = per_sample.shape[1] // n_positions
+    result = nearest_kronecker(
+        hessian.structure_block(*_single_sample(conv, per_sample, 0)),
+        (width, width),
+        (c_out, c_out),
+    )
+    assert result.kronecker_rank <= min(n_positions**2, width**2, c_out**2)
+
+
+@settings(max_examples=10)
+@given(st.one_of(dense_cases(), conv_cases()))
+def test_full_hessian_and_ggn_diagonal_blocks_are_the_layer_blocks(case):
+    """eq. 6: diagonal blocks of the full matrices (theta = [vec W~_1; vec W~_2; ...]) are the layer
+    blocks; every matrix is symmetric."""
+    full_h = hessian.full_hessian(case.model, case.X, case.T)
+    full_g = hessian.full_ggn(case.model, case.X, case.T)
+    _assert_symmetric(full_h, "full Hessian")
+    _assert_symmetric(full_g, "full GGN")
+    start = 0
+    for layer, weight in zip(case.model.trainable_indices, case.model.weights(), strict=True):
+        block = slice(start, start + weight.size)
+        assert_close(
+            full_h[block, block],
+            hessian.layer_hessian(case.model, case.X, case.T, layer),
+            what=f"full Hessian block of layer {layer}",
+        )
+        assert_close(
+            full_g[block, block],
+            hessian.layer_ggn(case.model, case.X, case.T, layer),
+            what=f"full GGN block of layer {layer}",
+        )
+        start += weight.size
+    assert start == full_h.shape[0]
+
+
+@given(st.one_of(dense_cases(), conv_cases()))
+def test_last_layer_preactivation_hessian_is_the_closed_form_loss_hessian(case):
+    """eq. 3 for the last layer: h = z, so d2l_n/dh_n^2 (autograd) is the loss's closed form."""
+    model = case.model
+    expected = model.loss.output_hessian(model.forward(case.X), case.T)
+    last = model.trainable_indices[-1]
+    for per_sample_of in (hessian.preactivation_hessians, hessian.preactivation_ggns):
+        assert_close(
+            per_sample_of(model, case.X, case.T, last),
+            expected,
+            what=f"{per_sample_of.__name__} of the output layer vs loss.output_hessian",
+        )
+
+
+@given(dense_cases())
+def test_dense_per_sample_block_has_kronecker_rank_one(case):
+    """eq. 9: the block of ONE sample's loss (autograd, on the minibatch of that sample alone) is
+    (a~ a~^T) kron H_1: Kronecker rank 1, nearest-Kronecker error 0 (rank 0 if it vanishes)."""
+    X, T = case.X[:1], case.T[:1]
+    for layer, (d_out, width) in zip(
+        case.model.trainable_indices, (w.shape for w in case.model.weights()), strict=True
+    ):
+        block = hessian.layer_hessian(case.model, X, T, layer)
+        result = nearest_kronecker(block, (width, width), (d_out, d_out))
+        assert result.kronecker_rank == (1 if np.any(block) else 0), result.singular_values
+        assert result.relative_error < 1e-10
+        assert_close(np.kron(result.A, result.G), block, what=f"nearest Kronecker of layer {layer}")
+
+
+@given(
+    sizes,
+    sizes,
+    st.integers(min_value=1, max_value=3),
+    st.integers(min_value=0, max_value=1),
+    st.integers(min_value=1, max_value=2),
+    st.sampled_from(ACTIVATIONS),
+    st.sampled_from(LOSSES),
+    seeds,
+)
+def test_conv_covering_the_input_is_the_dense_case(
+    c_in, c_out, size, padding, stride, activation, loss, seed
+):
+    """eq. 10: a kernel that covers the whole padded input has T = 1, and the conv net is the dense
+    net on the flattened padded image (patch order (c, k_h, k_w) = row-major flattening). Both
+    autograd blocks agree, and a single sample's conv block has Kronecker rank 1."""
+    kernel = size + 2 * padding
+    conv_layers = [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding),
+        activation(),
+        nn.Flatten(),
+        nn.Dense(c_out, 3),
+    ]
+    conv = build_case(conv_layers, loss(), (2, c_in, size, size), seed)
+    padded = np.pad(conv.X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dense_model = nn.Sequential(
+        [nn.Dense(c_in * kernel**2, c_out), activation(), nn.Dense(c_out, 3)], loss()
+    )
+    dense_model.set_weights(conv.model.weights())
+    dense = Case(dense_model, padded.reshape(2, -1), conv.T)
+    assert conv.model.forward_backward(conv.X, conv.T).records[0].a.shape[1] == 1
+    for layer_conv, layer_dense in ((0, 0), (3, 2)):
+        assert_close(
+            hessian.layer_hessian(*conv, layer_conv),
+            hessian.layer_hessian(*dense, layer_dense),
+            what=f"conv (T = 1) vs dense Hessian block, conv layer {layer_conv}",
+        )
+    width = c_in * kernel**2 + 1
+    result = nearest_kronecker(
+        hessian.layer_hessian(conv.model, conv.X[:1], conv.T[:1], 0), (width, width), (c_out, c_out)
+    )
+    assert result.kronecker_rank <= 1
+    assert result.relative_error < 1e-10
+
+
+#: Conv layers with T > 1 whose per-sample Kronecker structure is measured (not assumed):
+#: (c_in, c_out, image size, kernel, stride, padding, dilation).
+MEASURED_CONV_LAYERS = (
+    (1, 2, 5, 3, 1, 0, 1),  # the PyTorch reference CNN's conv layer: T = 9
+    (1, 2, 4, 3, 1, 0, 1),  # T = 4
+    (2, 3, 4, 2, 2, 0, 1),  # non-overlapping patches, T = 4
+    (1, 2, 5, 3, 2, 1, 1),  # stride and padding, T = 9
+    (2, 2, 5, 2, 1, 0, 2),  # dilation, T = 9
+    (1, 3, 3, (3, 2), 1, 0, 1),  # T = 2: the bound T^2 = 4 < c_out^2 = 9
+)
+
+
+@pytest.mark.parametrize("geometry", MEASURED_CONV_LAYERS)
+def test_conv_per_sample_kronecker_rank_and_nearest_error_are_reported(geometry):
+    """eq. 8-10 for T > 1: one sample's exact conv block (autograd; conv -> tanh -> dense ->
+    softmax cross-entropy) is a sum of T^2 Kronecker products. The test prints its Kronecker rank
+    and the relative error of the nearest Kronecker product and asserts only the bound of eq. 10 and
+    the consistency of the two numbers; run with ``pytest -s`` to read them."""
+    c_in, c_out, size, kernel, stride, padding, dilation = geometry
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation)
+    out_h, out_w = conv.output_size(size, size)
+    assert out_h * out_w > 1
+    layers = [conv, nn.Tanh(), nn.Flatten(), nn.Dense(c_out * out_h * out_w, 3)]
+    case = build_case(layers, nn.SoftmaxCrossEntropy(), (1, c_in, size, size), seed=14)
+    block = hessian.layer_hessian(case.model, case.X, case.T, 0)
+    width = conv.weight_shape[1]
+    result = nearest_kronecker(block, (width, width), (c_out, c_out))
+    n_positions = out_h * out_w
+    print(
+        f"\nconv {geometry}: T = {n_positions}, Kronecker rank {result.kronecker_rank}, "
+        f"nearest-Kronecker relative error {result.relative_error:.3e}"
+    )
+    assert 1 <= result.kronecker_rank <= min(n_positions**2, width**2, c_out**2)
+    assert (result.kronecker_rank == 1) == (result.relative_error < 1e-10)
+
+
+def test_bad_input_is_refused():
+    """Layer indices that are out of range, not ints or not trainable; nets too large for an
+    explicit matrix; record and pre-activation shapes that do not fit."""
+    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 2)], nn.SquaredError(), (2, 3), 0)
+    for layer in (-1, 3, 1.0, True, "0"):
+        with pytest.raises(ValueError, match="layer must be an int index into model.layers"):
+            hessian.layer_hessian(*case, layer)
+    for function in (
+        hessian.layer_hessian,
+        hessian.layer_ggn,
+        hessian.preactivation_hessians,
+        hessian.preactivation_ggns,
+    ):
+        with pytest.raises(ValueError, match=r"layer 1 \(Tanh\) has no parameters"):
+            function(*case, 1)
+    side = int(np.sqrt(hessian.MAX_EXPLICIT_PARAMETERS)) + 1
+    big = build_case([nn.Dense(side, side)], nn.SquaredError(), (1, side), 0)
+    for function in (hessian.full_hessian, hessian.full_ggn):
+        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS .* Hessian-vector"):
+            function(*big)
+    for function in (hessian.layer_hessian, hessian.layer_ggn):
+        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS"):
+            function(*big, 0)
+    wide = build_case(
+        [nn.Dense(1, hessian.MAX_EXPLICIT_PARAMETERS + 1, bias=False)], nn.SquaredError(), (1, 1), 0
+    )
+    with pytest.raises(ValueError, match="pre-activation Hessian of layer 0 .* above MAX_EXPLICIT"):
+        hessian.preactivation_hessians(*wide, 0)
+    record = case.model.forward_backward(case.X, case.T).records[0]
+    for shape in ((3, 2, 2), (2, 2, 3), (2, 4)):
+        with pytest.raises(
+            ValueError, match=r"preactivation_hessians must have shape \(N, T c_out"
+        ):
+            hessian.structure_block(record, np.zeros(shape))
