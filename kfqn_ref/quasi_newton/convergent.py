@@ -1,0 +1,110 @@
+"""The convergent variant (SdLBFGS style) and its eigenvalue bounds.
+
+``docs/derivations/convergence.md`` states the theorem and derives the bounds cited here as
+``[CV-n]``. The variant differs from the practical K-BFGS(L) in two places:
+
+1. Powell damping is taken with respect to the FIXED initial matrix ``H_0 = gamma I`` (not the
+   current ``H``), then Levenberg–Marquardt damping ``y <- y + mu2 s`` (:func:`convergent_damping`);
+2. the L-BFGS store keeps ``gamma`` fixed (``GammaRule.FIXED``), accepts any pair with
+   ``s^T y > 0``, and holds at most ``p`` pairs (:func:`convergent_lbfgs_append`).
+
+Then every stored pair satisfies ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y`` with
+``C = 1 / (mu1 gamma) + 2 mu2`` [CV-3, CV-4], and every matrix the store represents satisfies
+``kappa_lo I <= H <= kappa_hi I`` with the constants of :func:`convergent_eigenvalue_bounds`
+[CV-7, CV-8], whatever the pairs fed in (negative curvature included).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+from kfqn_ref.quasi_newton.bfgs import check_in_interval, check_positive
+from kfqn_ref.quasi_newton.damping import (
+    AUTHORS_MU1,
+    DoubleDampedPair,
+    levenberg_marquardt_damping,
+    powell_damping,
+)
+from kfqn_ref.quasi_newton.lbfgs import GammaRule, LBFGSAppend, LBFGSState, lbfgs_append
+
+
+class EigenvalueBounds(NamedTuple):
+    """``kappa_lo I <= H <= kappa_hi I`` for every ``H`` of the convergent variant."""
+
+    kappa_lo: float
+    kappa_hi: float
+
+
+def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
+    """``C = 1 / (mu1 gamma) + 2 mu2``: ``||y||^2 <= C s^T y`` for every damped pair [CV-4]."""
+    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
+    return 1.0 / (mu1 * gamma) + 2.0 * mu2
+
+
+def convergent_eigenvalue_bounds(
+    gamma: float, mu1: float, mu2: float, memory: int
+) -> EigenvalueBounds:
+    """Explicit ``(kappa_lo, kappa_hi)`` for the convergent variant with ``p = memory`` pairs.
+
+    ::
+
+        kappa_lo = 1 / (1/gamma + p C)                                  [CV-7]
+        kappa_hi = r^p gamma + (1/mu2) (r^p - 1) / (r - 1),  r = C / mu2 > 2   [CV-8]
+
+    with ``C`` of :func:`curvature_constant`. Both hold for any ``q <= p`` stored pairs (the
+    bounds are monotone in ``p``).
+    """
+    C = curvature_constant(gamma, mu1, mu2)
+    if isinstance(memory, bool) or not isinstance(memory, numbers.Integral) or memory < 1:
+        raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
+    r = C / mu2
+    try:
+        growth = r**memory
+    except OverflowError:  # the bound is then vacuous, but still a bound
+        growth = math.inf
+    kappa_lo = 1.0 / (1.0 / gamma + memory * C)
+    kappa_hi = growth * gamma + (growth - 1.0) / ((r - 1.0) * mu2)
+    return EigenvalueBounds(kappa_lo, kappa_hi)
+
+
+def convergent_damping(
+    s, y, *, gamma: float, mu2: float, mu1: float = AUTHORS_MU1
+) -> DoubleDampedPair:
+    """Powell damping with respect to ``H_0 = gamma I`` [CV-1], then LM damping [CV-2].
+
+    ::
+
+        if s^T y < mu1 gamma y^T y:   theta = (1 - mu1) gamma y^T y / (gamma y^T y - s^T y)
+                                      s <- theta s + (1 - theta) gamma y
+        y <- y + mu2 s
+
+    Guarantees [CV-3, CV-4]: ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y``.
+    Shapes ``(d,)``; returns ``DoubleDampedPair(s, y, powell_damped, second_damped=True)``.
+    """
+    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
+    powell = powell_damping(s, y, lambda u: gamma * u, mu1=mu1)
+    lm = levenberg_marquardt_damping(powell.s, powell.y, mu2=mu2)
+    return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
+
+
+def convergent_lbfgs_append(
+    state: LBFGSState, s, y, *, mu2: float, mu1: float = AUTHORS_MU1
+) -> LBFGSAppend:
+    """Damp ``(s, y)`` for the convergent variant and append it to the store.
+
+    :func:`convergent_damping` with ``gamma = state.gamma``, then :func:`lbfgs_append` with a fixed
+    ``gamma`` and the plain acceptance rule ``s^T y > 0`` (a pair is rejected only when ``s = 0``).
+    Returns :class:`~kfqn_ref.quasi_newton.lbfgs.LBFGSAppend`.
+    """
+    pair = convergent_damping(s, y, gamma=state.gamma, mu1=mu1, mu2=mu2)
+    return lbfgs_append(state, pair.s, pair.y, gbar_norm=0.0, gamma_rule=GammaRule.FIXED)
+
+
+def _check_parameters(gamma, mu1, mu2) -> tuple[float, float, float]:
+    return (
+        check_positive("gamma", gamma),
+        check_in_interval("mu1", mu1, 0.0, 1.0, closed_high=False),
+        check_positive("mu2", mu2),
+    )

@@ -1,0 +1,213 @@
+"""Damping of a curvature pair ``(s, y)`` before a BFGS update, with the guarantee of each scheme.
+
+Equations are cited as ``[QN-n]`` from ``docs/derivations/quasi-newton.md`` section 5.
+
+=====================================  =======================  ====================================
+function                               modifies                 guarantee afterwards
+=====================================  =======================  ====================================
+:func:`powell_damping`                 ``s`` (H-form, ``mu1``)  ``s^T y >= mu1 y^T H y``  [QN-16]
+:func:`second_damping`                 ``y`` (2020, ``eps``)    ``s^T y >= eps s^T s``  [QN-18]
+:func:`levenberg_marquardt_damping`    ``y`` (``mu2``)          ``s^T y += mu2 s^T s``  [QN-19]
+:func:`double_damping_2020`            Powell, then second      ``s^T y >= eps s^T s``  [QN-20]
+:func:`double_damping_2022`            Powell, then LM          ``s^T y >= mu2 s^T s``  [QN-21]
+=====================================  =======================  ====================================
+
+(``y0`` is the ``y`` entering the LM step.) ``H`` is given as an SPD matrix ``(d, d)`` or as a
+callable ``u -> H u`` (an L-BFGS operator, ``gamma * u``, ...). Every function is pure: it returns
+new arrays (or the input arrays themselves when nothing changes) and says whether it damped.
+
+A damping test is written ``s^T y < mu1 y^T H y`` (strict). The authors' code tests the ratio
+``s^T y / y^T H y <= mu1``; at equality their ``theta`` is exactly 1, so the results agree, and the
+product form stays defined for ``y = 0`` (or ``s = 0`` in the second damping) where their ratio is
+``0 / 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from kfqn_ref.quasi_newton.bfgs import (
+    as_operator,
+    check_in_interval,
+    check_pair,
+    check_positive,
+)
+
+#: The authors' Powell parameter (``kbfgs_utils.kron_bfgs_update_damping`` passes ``0.2``).
+AUTHORS_MU1 = 0.2
+
+
+class DampedPair(NamedTuple):
+    """A pair after one damping step; ``damped`` says whether it was modified."""
+
+    s: object
+    y: object
+    damped: bool
+
+
+class DoubleDampedPair(NamedTuple):
+    """A pair after a double damping: Powell first, then the second scheme (2020 or LM)."""
+
+    s: object
+    y: object
+    powell_damped: bool
+    second_damped: bool
+
+
+def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True) -> DampedPair:
+    """Powell damping in H-form [QN-15]: interpolate ``s`` towards ``H y``.
+
+    ::
+
+        if s^T y < mu1 y^T H y:
+            theta = (1 - mu1) y^T H y / (y^T H y - s^T y)          in (0, 1)
+            s    <- theta s + (1 - theta) H y
+
+    Guarantee [QN-16]: ``s^T y >= mu1 y^T H y`` afterwards (with equality when damped), hence
+    ``s^T y >= 0``, and ``> 0`` when ``y != 0``; this holds for pairs of negative curvature too.
+
+    Parameters
+    ----------
+    s, y
+        arrays ``(d,)``, finite, one dtype.
+    H
+        array ``(d, d)`` SPD, or a callable ``u -> H u`` (the current inverse approximation; the
+        convergent variant uses ``H_0 = gamma I``).
+    mu1
+        in ``(0, 1)``; the authors use ``0.2``.
+    check_spd
+        verify that a matrix ``H`` is symmetric positive definite.
+
+    Returns
+    -------
+    DampedPair(s, y, damped); ``y`` is returned unchanged.
+
+    Raises
+    ------
+    ValueError
+        Bad ``s``, ``y``, ``H``; ``mu1`` outside ``(0, 1)``; ``y^T H y <= 0`` for ``y != 0`` when
+        ``H`` is a callable (it is then not positive definite).
+
+    """
+    check_pair(s, y)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0, closed_high=False)
+    apply_H = as_operator("H", H, s.shape[0], s.dtype, check_spd=check_spd)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        Hy = apply_H(y)
+        s_dot_y = s @ y
+        y_H_y = y @ Hy
+    _check_finite_products(s_dot_y, y_H_y, "y^T H y")
+    if float(y_H_y) <= 0.0 and bool((y != 0).any()):
+        raise ValueError(f"H must be positive definite, but y^T H y = {float(y_H_y):.3e} <= 0")
+    if not float(s_dot_y) < mu1 * float(y_H_y):
+        return DampedPair(s, y, False)
+    theta = (1.0 - mu1) * y_H_y / (y_H_y - s_dot_y)
+    return DampedPair(theta * s + (1.0 - theta) * Hy, y, True)
+
+
+def second_damping(s, y, *, eps: float) -> DampedPair:
+    """Apply the authors' 2020 second damping [QN-17]: interpolate ``y`` towards ``s``.
+
+    (``kbfgs_utils.get_BFGS_ModifiedDamping``.)
+
+    ::
+
+        if s^T y < eps s^T s:
+            theta = (1 - eps) s^T s / (s^T s - s^T y)              in [0, 1)
+            y    <- theta y + (1 - theta) s
+
+    Guarantee [QN-18]: ``s^T y >= eps s^T s`` afterwards (with equality when damped), for any
+    sign of the incoming curvature. The authors use ``eps = sqrt(lambda)``
+    (``Kron_BFGS_H_epsilon``).
+
+    Parameters
+    ----------
+    s, y
+        arrays ``(d,)``, finite, one dtype.
+    eps
+        in ``(0, 1]`` (``theta`` is a convex weight only for ``eps <= 1``).
+
+    Returns
+    -------
+    DampedPair(s, y, damped); ``s`` is returned unchanged.
+
+    """
+    check_pair(s, y)
+    eps = check_in_interval("eps", eps, 0.0, 1.0, closed_high=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        s_dot_s = s @ s
+        s_dot_y = s @ y
+    _check_finite_products(s_dot_y, s_dot_s, "s^T s")
+    if not float(s_dot_y) < eps * float(s_dot_s):
+        return DampedPair(s, y, False)
+    theta = (1.0 - eps) * s_dot_s / (s_dot_s - s_dot_y)
+    return DampedPair(s, theta * y + (1.0 - theta) * s, True)
+
+
+def levenberg_marquardt_damping(s, y, *, mu2: float) -> DampedPair:
+    """Levenberg–Marquardt damping [QN-19]: ``y <- y + mu2 s`` (always applied).
+
+    It is the secant pair of ``B + mu2 I`` when ``(s, y)`` is one of ``B``:
+    ``s^T y+ = s^T y + mu2 s^T s``, so ``s^T y+ >= mu2 s^T s`` exactly when ``s^T y >= 0``
+    (e.g. after :func:`powell_damping`); on its own it does NOT repair negative curvature.
+
+    Parameters
+    ----------
+    s, y
+        arrays ``(d,)``, finite, one dtype.
+    mu2
+        ``> 0``; the 2022 configuration uses ``sqrt(lambda)`` (asdl ``powell_lm_damping_``).
+
+    Returns
+    -------
+    DampedPair(s, y + mu2 s, True)
+
+    """
+    check_pair(s, y)
+    mu2 = check_positive("mu2", mu2)
+    return DampedPair(s, y + mu2 * s, True)
+
+
+def double_damping_2020(
+    s, y, H, *, eps: float, mu1: float = AUTHORS_MU1, check_spd: bool = True
+) -> DoubleDampedPair:
+    """Apply DD-2020 [QN-20]: Powell damping, then the 2020 second damping.
+
+    (``kbfgs_utils.kron_bfgs_update_damping``): :func:`powell_damping` with ``H`` and ``mu1``,
+    then :func:`second_damping` with ``eps``.
+
+    Guarantee: ``s^T y >= eps s^T s`` afterwards (the Powell inequality may be lost by the second
+    step). Parameters as in the two steps; returns ``DoubleDampedPair(s, y, powell_damped,
+    second_damped)``.
+    """
+    powell = powell_damping(s, y, H, mu1=mu1, check_spd=check_spd)
+    second = second_damping(powell.s, powell.y, eps=eps)
+    return DoubleDampedPair(second.s, second.y, powell.damped, second.damped)
+
+
+def double_damping_2022(
+    s, y, H, *, mu2: float, mu1: float = AUTHORS_MU1, check_spd: bool = True
+) -> DoubleDampedPair:
+    """Apply DD-2022 [QN-21]: Powell damping, then Levenberg–Marquardt damping.
+
+    ("DDV2", asdl ``powell_lm_damping_``): :func:`powell_damping` with ``H`` and ``mu1``, then
+    :func:`levenberg_marquardt_damping` with ``mu2``.
+
+    Guarantee: ``s^T y >= mu1 y0^T H y0 + mu2 s^T s >= mu2 s^T s`` afterwards (``y0`` the
+    incoming ``y``, ``s`` the Powell-damped step), for any sign of the incoming curvature.
+    Returns ``DoubleDampedPair(s, y, powell_damped, second_damped=True)``.
+    """
+    powell = powell_damping(s, y, H, mu1=mu1, check_spd=check_spd)
+    lm = levenberg_marquardt_damping(powell.s, powell.y, mu2=mu2)
+    return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
+
+
+def _check_finite_products(s_dot_y, other, other_name: str) -> None:
+    if not (math.isfinite(float(s_dot_y)) and math.isfinite(float(other))):
+        raise ValueError(
+            f"s^T y = {float(s_dot_y)!r} and {other_name} = {float(other)!r} must be finite: "
+            "the pair overflows the floating-point range (rescale s and y)"
+        )

@@ -1,0 +1,317 @@
+"""Limited-memory BFGS: a memory of at most ``p`` pairs, initial matrix ``H_0 = gamma I``.
+
+Equations are cited as ``[QN-n]`` from ``docs/derivations/quasi-newton.md`` section 4.
+
+The state is an :class:`LBFGSState` of plain arrays and numbers (ready for a ``state_dict``):
+``S`` and ``Y`` of shape ``(p, d)`` hold the pairs as ROWS, OLDEST FIRST, in rows
+``0 .. count-1``; the remaining rows are zero. The memory size ``p`` is ``S.shape[0]``. When the
+memory is full, appending drops the oldest pair (a sliding window: the first row leaves, the new
+pair becomes the last row).
+
+The same matrix ``H`` (the BFGS matrix obtained from ``gamma I`` by the stored pairs, oldest first)
+is applied three ways, kept together by the tests:
+
+* :func:`lbfgs_two_loop` — the two-loop recursion (Nocedal & Wright, Algorithm 7.4) [QN-12];
+* :func:`lbfgs_compact_apply` — the compact representation of Byrd, Nocedal & Schnabel (1994),
+  which the authors' ``LBFGS_Hv`` uses [QN-13];
+* :func:`lbfgs_inverse_matrix` — the dense matrix by repeated dense BFGS updates [QN-11] (slow
+  twin, for tests and small ``d``).
+
+``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
+applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
+"""
+
+from __future__ import annotations
+
+import enum
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from kfqn_ref.backend import check_float_array, resolve_dtype, xp, xp_of
+from kfqn_ref.quasi_newton.bfgs import (
+    AUTHORS_RELATIVE_THRESHOLD,
+    SkipReason,
+    as_operator,
+    bfgs_inverse_formula,
+    check_pair,
+    check_positive,
+    check_vector,
+    curvature_skip_reason,
+)
+
+
+class GammaRule(enum.Enum):
+    """How ``gamma`` (``H_0 = gamma I``) evolves when a pair is accepted."""
+
+    #: Keep ``state.gamma`` (the authors' K-BFGS(L): ``Kron_LBFGS_Hg_initial = 1``; the
+    #: convergent variant needs a fixed ``gamma``).
+    FIXED = "fixed"
+    #: ``gamma = s^T y / y^T y`` of the newest accepted pair (Nocedal & Wright eq. 7.20; the
+    #: authors' ``gamma = -1``). A rejected pair leaves ``gamma`` unchanged.
+    NEWEST_PAIR = "newest_pair"
+
+
+class LBFGSState(NamedTuple):
+    """Limited-memory store (plain arrays and numbers).
+
+    ``S, Y``: ``(p, d)``, rows oldest first, rows ``>= count`` zero; ``count``: number of stored
+    pairs, ``0 <= count <= p``; ``gamma > 0``: ``H_0 = gamma I``.
+    """
+
+    S: object
+    Y: object
+    count: int
+    gamma: float
+
+
+class LBFGSAppend(NamedTuple):
+    """Result of :func:`lbfgs_append`: the new state (the input state when rejected)."""
+
+    state: LBFGSState
+    accepted: bool
+    reason: SkipReason
+
+
+class CompactFactors(NamedTuple):
+    """Small matrices of the compact representation [QN-13] of ``q = count`` stored pairs.
+
+    ``S, Y``: ``(q, d)`` stored pairs (oldest first); ``R_inv``: ``(q, q)`` inverse of the upper
+    triangle ``R`` of ``S Y^T`` (``R_ij = s_i^T y_j`` for ``i <= j``); ``D``: ``(q,)`` with
+    ``D_i = s_i^T y_i``; ``YtY``: ``(q, q)`` Gram matrix ``Y Y^T``.
+    """
+
+    S: object
+    Y: object
+    R_inv: object
+    D: object
+    YtY: object
+
+
+def lbfgs_init(dim: int, memory: int, *, gamma: float = 1.0, dtype=np.float64) -> LBFGSState:
+    """Return an empty store for vectors of length ``dim``, at most ``memory`` (``p >= 1``) pairs.
+
+    ``H = gamma I`` until the first pair is accepted. Arrays are created with the current array
+    module (:func:`kfqn_ref.backend.xp`) and ``dtype`` (float64 or float32).
+    """
+    _check_count("dim", dim, minimum=1)
+    _check_count("memory", memory, minimum=1)
+    gamma = check_positive("gamma", gamma)
+    zeros = xp().zeros((memory, dim), dtype=resolve_dtype(dtype))
+    return LBFGSState(zeros, zeros.copy(), 0, gamma)
+
+
+def lbfgs_pairs(state: LBFGSState):
+    """Return ``(S, Y)``, each ``(count, d)``: the stored pairs, oldest first."""
+    _check_state(state)
+    return state.S[: state.count], state.Y[: state.count]
+
+
+def lbfgs_append(
+    state: LBFGSState,
+    s,
+    y,
+    *,
+    gbar_norm: float = 0.0,
+    relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
+    gamma_rule: GammaRule = GammaRule.FIXED,
+) -> LBFGSAppend:
+    """Append the pair ``(s, y)`` if the authors' acceptance rule holds; drop the oldest if full.
+
+    Acceptance (``Kron_LBFGS_append_s_y``) is the complement of the BFGS skip rule [QN-5]:
+    ``s^T y > relative_threshold * (s^T s) * gbar_norm`` with finite inner products, and
+    ``s^T y > 0`` in any case. With ``gbar_norm = 0`` (the default) it is ``s^T y > 0``.
+
+    Parameters
+    ----------
+    state
+        the current :class:`LBFGSState` (not modified).
+    s, y
+        arrays ``(d,)``, finite, the state's dtype.
+    gbar_norm, relative_threshold
+        as in :func:`kfqn_ref.quasi_newton.bfgs_inverse_update`.
+    gamma_rule
+        :class:`GammaRule`; ``FIXED`` keeps ``state.gamma``.
+
+    Returns
+    -------
+    LBFGSAppend(state, accepted, reason)
+
+    """
+    _check_state(state)
+    check_pair(s, y)
+    check_vector("s", s, dim=state.S.shape[1], dtype=state.S.dtype)
+    if not isinstance(gamma_rule, GammaRule):
+        raise ValueError(f"gamma_rule must be a GammaRule, got {gamma_rule!r}")
+    reason = curvature_skip_reason(s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold)
+    if reason is not SkipReason.NONE:
+        return LBFGSAppend(state, False, reason)
+    gamma = state.gamma
+    if gamma_rule is GammaRule.NEWEST_PAIR:
+        gamma = _newest_pair_gamma(s, y)
+        if gamma is None:
+            return LBFGSAppend(state, False, SkipReason.NON_FINITE_INNER_PRODUCT)
+    memory = state.S.shape[0]
+    S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
+    return LBFGSAppend(LBFGSState(S, Y, min(state.count + 1, memory), gamma), True, reason)
+
+
+def lbfgs_two_loop(state: LBFGSState, V):
+    """Return ``H V`` by the two-loop recursion [QN-12] (``O(p d k)`` for ``V`` ``(d, k)``).
+
+    ::
+
+        q = V
+        for i = newest .. oldest:   alpha_i = rho_i s_i^T q;   q -= y_i alpha_i
+        r = gamma q
+        for i = oldest .. newest:   beta_i = rho_i y_i^T r;    r += s_i (alpha_i - beta_i)
+        return r                                               (rho_i = 1 / s_i^T y_i)
+
+    ``V``: ``(d,)`` or ``(d, k)``; the result has the shape and dtype of ``V``.
+    """
+    S, Y = lbfgs_pairs(state)
+    module = xp_of(S)
+    q = _as_columns(state, V)
+    rho = 1.0 / (S * Y).sum(axis=1)
+    alphas = [None] * state.count
+    for i in reversed(range(state.count)):
+        alphas[i] = rho[i] * (S[i] @ q)
+        q = q - module.outer(Y[i], alphas[i])
+    r = state.gamma * q
+    for i in range(state.count):
+        beta = rho[i] * (Y[i] @ r)
+        r = r + module.outer(S[i], alphas[i] - beta)
+    return r.reshape(V.shape)
+
+
+def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
+    """Return the small matrices of the compact representation [QN-13] (:class:`CompactFactors`)."""
+    S, Y = lbfgs_pairs(state)
+    module = xp_of(S)
+    S_Yt = S @ Y.T
+    R = module.triu(S_Yt)
+    R_inv = module.linalg.solve(R, module.eye(state.count, dtype=S.dtype))
+    return CompactFactors(S, Y, R_inv, module.diagonal(S_Yt).copy(), Y @ Y.T)
+
+
+def lbfgs_compact_apply(state: LBFGSState, V):
+    """Return ``H V`` by the compact representation of Byrd, Nocedal & Schnabel [QN-13].
+
+    ::
+
+        H = gamma I + [S^T  gamma Y^T] [[R^-T (D + gamma Y Y^T) R^-1,  -R^-T],
+                                        [-R^-1,                         0   ]] [S; gamma Y]
+
+    with the pairs as rows of ``S, Y`` (``(q, d)``). Cost ``O(q d k + q^2 k)`` per product after
+    ``O(q^2 d + q^3)`` for the factors. ``V``: ``(d,)`` or ``(d, k)``; the result has its shape.
+    """
+    Q = _as_columns(state, V)
+    S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
+    SV = S @ Q
+    YV = Y @ Q
+    a = R_inv @ SV  # R^-1 S V
+    inner = R_inv.T @ (D[:, None] * a + state.gamma * (YtY @ a) - state.gamma * YV)
+    result = state.gamma * Q + S.T @ inner - state.gamma * (Y.T @ a)
+    return result.reshape(V.shape)
+
+
+def lbfgs_inverse_matrix(state: LBFGSState):
+    """Return the dense ``(d, d)`` matrix ``H`` (the slow twin of the two fast forms).
+
+    ``gamma I`` updated by the stored pairs, oldest first, with the dense BFGS formula [QN-11].
+    """
+    S, Y = lbfgs_pairs(state)
+    module = xp_of(S)
+    H = state.gamma * module.eye(S.shape[1], dtype=S.dtype)
+    for s, y in zip(S, Y, strict=True):
+        H = bfgs_inverse_formula(H, s, y)
+    return H
+
+
+def hessian_action_lbfgs_append(
+    state: LBFGSState,
+    v,
+    M,
+    *,
+    gbar_norm: float = 0.0,
+    relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
+    gamma_rule: GammaRule = GammaRule.FIXED,
+    check_spd: bool = True,
+) -> LBFGSAppend:
+    """Append a limited-memory Hessian-action pair [QN-14] for a known SPD ``M``.
+
+    ``s = H v`` (compact form), ``y = M s``, then :func:`lbfgs_append`, so that ``H ~ M^{-1}``
+    without forming ``M`` or any ``(d, d)`` matrix.
+
+    ``M``: an SPD array ``(d, d)`` or a callable ``u -> M u``. The authors' ``Hessian-action-LBFGS``
+    passes no reference vector (``gbar_norm = 0``).
+    """
+    check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
+    s = lbfgs_compact_apply(state, v)
+    y = as_operator("M", M, v.shape[0], v.dtype, check_spd=check_spd)(s)
+    return lbfgs_append(
+        state,
+        s,
+        y,
+        gbar_norm=gbar_norm,
+        relative_threshold=relative_threshold,
+        gamma_rule=gamma_rule,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _newest_pair_gamma(s, y) -> float | None:
+    """``s^T y / y^T y`` [NW 7.20], or ``None`` if ``y^T y`` under- or overflows."""
+    y_dot_y = float(y @ y)
+    if not 0.0 < y_dot_y < float("inf"):
+        return None
+    return float(s @ y) / y_dot_y
+
+
+def _with_row(rows, count: int, new_row):
+    """Return the rows with ``new_row`` after the ``count`` stored ones (a new array).
+
+    Rows are oldest first; when the array is full the oldest row leaves.
+    """
+    module = xp_of(rows)
+    if count < rows.shape[0]:
+        updated = rows.copy()
+        updated[count] = new_row
+        return updated
+    return module.concatenate([rows[1:], new_row[None, :]], axis=0)
+
+
+def _as_columns(state: LBFGSState, V):
+    """``V`` as a ``(d, k)`` matrix (a vector becomes one column), after validation."""
+    _check_state(state)
+    check_float_array("V", V, dtype=state.S.dtype)
+    if V.ndim not in (1, 2) or V.shape[0] != state.S.shape[1]:
+        raise ValueError(
+            f"V must have shape ({state.S.shape[1]},) or ({state.S.shape[1]}, k), "
+            f"got {tuple(V.shape)}"
+        )
+    return V.reshape(V.shape[0], -1)
+
+
+def _check_count(name: str, value, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_state(state: LBFGSState) -> None:
+    if not isinstance(state, LBFGSState):
+        raise ValueError(f"state must be an LBFGSState, got {type(state).__name__}")
+    check_float_array("state.S", state.S, ndim=2)
+    check_float_array("state.Y", state.Y, dtype=state.S.dtype, ndim=2)
+    if state.Y.shape != state.S.shape or state.S.shape[0] < 1:
+        raise ValueError(
+            f"state.S and state.Y must share a shape (p, d) with p >= 1, got "
+            f"{tuple(state.S.shape)} and {tuple(state.Y.shape)}"
+        )
+    _check_count("state.count", state.count, minimum=0)
+    if state.count > state.S.shape[0]:
+        raise ValueError(f"state.count must be <= p = {state.S.shape[0]}, got {state.count}")
+    check_positive("state.gamma", state.gamma)

@@ -1,0 +1,198 @@
+"""The limited-memory store: two-loop == compact == dense BFGS, the sliding window, acceptance,
+gamma rules, matrix right-hand sides, limited-memory Hessian action (docs/derivations/
+quasi-newton.md section 4)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kfqn_ref.quasi_newton import (
+    GammaRule,
+    SkipReason,
+    bfgs_inverse_update,
+    hessian_action_lbfgs_append,
+    lbfgs_append,
+    lbfgs_compact_apply,
+    lbfgs_compact_factors,
+    lbfgs_init,
+    lbfgs_inverse_matrix,
+    lbfgs_pairs,
+    lbfgs_two_loop,
+)
+from tests.helpers.compare import assert_close
+from tests.quasi_newton.pair_streams import CURVED_KINDS, curved_stream, random_spd
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def dense_bfgs(gamma, pairs, d):
+    """Expected H: gamma I updated by the pairs, oldest first, with the public dense update."""
+    H = gamma * np.eye(d)
+    for s, y in pairs:
+        H = bfgs_inverse_update(H, s, y).H
+    return H
+
+
+@settings(max_examples=60)
+@given(
+    seed=seeds,
+    d=st.integers(1, 7),
+    memory=st.integers(1, 8),
+    gamma=st.floats(0.1, 10.0),
+    kinds=st.lists(st.sampled_from(CURVED_KINDS), min_size=1, max_size=8),
+    k=st.integers(1, 3),
+)
+def test_two_loop_compact_and_dense_bfgs_agree_while_nothing_is_dropped(
+    seed, d, memory, gamma, kinds, k
+):
+    """[QN-11] = [QN-12] = [QN-13] after each append, as long as at most ``memory`` pairs were
+    accepted: expected from dense BFGS (bfgs_inverse_update) of gamma I over the accepted pairs.
+    Rejected pairs (negative curvature, y = 0) leave the state unchanged. Also: a (d, k) matrix is
+    transformed column by column."""
+    rng = np.random.default_rng(seed)
+    state = lbfgs_init(d, memory, gamma=gamma)
+    accepted = []
+    V = rng.standard_normal((d, k))
+    for step, (s, y) in enumerate(curved_stream(rng, d, kinds)):
+        result = lbfgs_append(state, s, y)
+        assert result.accepted == (s @ y > 0)
+        if not result.accepted:
+            assert result.state is state and result.reason is SkipReason.NON_POSITIVE_CURVATURE
+            continue
+        state = result.state
+        accepted.append((s, y))
+        if len(accepted) > memory:
+            break
+        expected = dense_bfgs(gamma, accepted, d)
+        where = f"step {step}"
+        assert_close(lbfgs_inverse_matrix(state), expected, rtol=1e-10, what=f"{where}: dense")
+        assert_close(
+            lbfgs_two_loop(state, np.eye(d)), expected, rtol=1e-10, what=f"{where}: two-loop"
+        )
+        assert_close(
+            lbfgs_compact_apply(state, np.eye(d)), expected, rtol=1e-10, what=f"{where}: compact"
+        )
+        for apply in (lbfgs_two_loop, lbfgs_compact_apply):
+            HV = apply(state, V)
+            assert HV.shape == V.shape
+            columns = np.stack([apply(state, V[:, j]) for j in range(k)], axis=1)
+            assert_close(HV, columns, rtol=1e-12, what=f"{where}: matrix vs columns")
+            assert_close(HV, expected @ V, rtol=1e-10, what=f"{where}: H V")
+
+
+def test_empty_store_is_gamma_identity():
+    """No pair yet: H = gamma I in all three forms (expected: gamma I)."""
+    state = lbfgs_init(3, 2, gamma=0.5)
+    v = np.array([1.0, -2.0, 3.0])
+    assert_close(lbfgs_two_loop(state, v), 0.5 * v, what="two-loop")
+    assert_close(lbfgs_compact_apply(state, v), 0.5 * v, what="compact")
+    assert_close(lbfgs_inverse_matrix(state), 0.5 * np.eye(3), what="dense")
+
+
+def test_sliding_window_once_full():
+    """Memory 3, seven accepted pairs: the store holds the last three, oldest first; H equals dense
+    BFGS of gamma I over those three (expected) and no longer equals dense BFGS over all pairs."""
+    rng = np.random.default_rng(7)
+    d, memory = 5, 3
+    pairs = curved_stream(rng, d, ["curved"] * 7)
+    state = lbfgs_init(d, memory)
+    for k, (s, y) in enumerate(pairs, start=1):
+        state = lbfgs_append(state, s, y).state
+        window = pairs[max(0, k - memory) : k]
+        S, Y = lbfgs_pairs(state)
+        assert state.count == len(window) and state.S.shape == (memory, d)
+        assert np.array_equal(S, np.stack([p[0] for p in window]))
+        assert np.array_equal(Y, np.stack([p[1] for p in window]))
+        expected = dense_bfgs(1.0, window, d)
+        for apply in (lbfgs_two_loop, lbfgs_compact_apply):
+            assert_close(apply(state, np.eye(d)), expected, rtol=1e-10, what=f"pair {k}")
+    all_pairs = dense_bfgs(1.0, pairs, d)
+    assert np.max(np.abs(lbfgs_inverse_matrix(state) - all_pairs)) > 1e-3
+
+
+def test_append_never_modifies_the_input_state():
+    rng = np.random.default_rng(8)
+    state = lbfgs_init(4, 2)
+    for s, y in curved_stream(rng, 4, ["curved"] * 3):
+        S, Y = state.S.copy(), state.Y.copy()
+        new = lbfgs_append(state, s, y).state
+        assert np.array_equal(state.S, S) and np.array_equal(state.Y, Y)
+        assert new.S is not state.S
+        state = new
+
+
+def test_acceptance_rule_is_the_authors_relative_rule():
+    """Accepted iff s^T y > 1e-4 (s^T s) ||gbar|| (expected from the rule's definition)."""
+    state = lbfgs_init(2, 2)
+    s = np.array([1.0, 0.0])
+    below = lbfgs_append(state, s, np.array([1e-5, 1.0]), gbar_norm=1.0)
+    assert not below.accepted and below.reason is SkipReason.BELOW_RELATIVE_THRESHOLD
+    assert below.state is state
+    assert lbfgs_append(state, s, np.array([1e-3, 1.0]), gbar_norm=1.0).accepted
+    assert lbfgs_append(state, s, np.array([1e-5, 1.0])).accepted  # gbar_norm = 0: s^T y > 0
+
+
+def test_gamma_rules():
+    """FIXED keeps gamma; NEWEST_PAIR sets gamma = s^T y / y^T y of the newest ACCEPTED pair
+    (expected from that formula), and a rejected pair leaves it unchanged."""
+    state = lbfgs_init(2, 3, gamma=2.0)
+    s, y = np.array([1.0, 1.0]), np.array([3.0, 1.0])
+    assert lbfgs_append(state, s, y).state.gamma == 2.0
+    auto = lbfgs_append(state, s, y, gamma_rule=GammaRule.NEWEST_PAIR).state
+    assert auto.gamma == pytest.approx(4.0 / 10.0, rel=1e-15)
+    rejected = lbfgs_append(auto, s, -y, gamma_rule=GammaRule.NEWEST_PAIR)
+    assert not rejected.accepted and rejected.state.gamma == auto.gamma
+
+
+def test_compact_factors_are_the_inverse_triangle():
+    """R_inv is the inverse of triu(S Y^T) (expected: numpy.linalg.inv), D its diagonal,
+    YtY = Y Y^T."""
+    rng = np.random.default_rng(9)
+    state = lbfgs_init(6, 4)
+    for s, y in curved_stream(rng, 6, ["curved"] * 4):
+        state = lbfgs_append(state, s, y).state
+    S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
+    R = np.triu(S @ Y.T)
+    assert_close(R_inv, np.linalg.inv(R), rtol=1e-10, what="R^-1")
+    assert_close(D, np.einsum("ij,ij->i", S, Y), rtol=1e-12, what="D")
+    assert_close(YtY, Y @ Y.T, rtol=1e-12, what="Y Y^T")
+
+
+def test_float32_store_keeps_dtype():
+    """float32 state, pairs and right-hand sides give float32 results that agree with the float64
+    computation to float32 accuracy (rtol 1e-4)."""
+    rng = np.random.default_rng(10)
+    pairs = curved_stream(rng, 4, ["curved"] * 3)
+    v = rng.standard_normal(4)
+    state32, state64 = lbfgs_init(4, 3, dtype=np.float32), lbfgs_init(4, 3)
+    for s, y in pairs:
+        state32 = lbfgs_append(state32, s.astype(np.float32), y.astype(np.float32)).state
+        state64 = lbfgs_append(state64, s, y).state
+    for apply in (lbfgs_two_loop, lbfgs_compact_apply):
+        result = apply(state32, v.astype(np.float32))
+        assert result.dtype == np.float32
+        assert_close(result, apply(state64, v), rtol=1e-4, what=f"float32 {apply.__name__}")
+    assert lbfgs_inverse_matrix(state32).dtype == np.float32
+
+
+@given(seed=seeds, d=st.integers(1, 6))
+def test_limited_memory_hessian_action_recovers_m_inverse(seed, d):
+    """[QN-14] With memory >= d and v chosen so that the M^{1/2} s_k are orthonormal, d
+    Hessian-action appends give H = M^{-1} (expected: numpy.linalg.inv), the same with M as a
+    matrix or as a callable."""
+    rng = np.random.default_rng(seed)
+    M = random_spd(rng, d, log10_eig=(-1, 1))
+    w, V = np.linalg.eigh(M)
+    root = (V * np.sqrt(w)) @ V.T
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    by_matrix = by_operator = lbfgs_init(d, d + 1, gamma=0.7)
+    for k in range(d):
+        s_k = np.linalg.solve(root, Q[:, k])
+        v_k = np.linalg.solve(lbfgs_inverse_matrix(by_matrix), s_k)
+        result = hessian_action_lbfgs_append(by_matrix, v_k, M)
+        assert result.accepted
+        by_matrix = result.state
+        by_operator = hessian_action_lbfgs_append(by_operator, v_k, lambda u: M @ u).state
+        assert_close(by_operator.S, by_matrix.S, rtol=1e-13, what="operator vs matrix M")
+    assert_close(lbfgs_inverse_matrix(by_matrix), np.linalg.inv(M), rtol=1e-9, what="H vs M^-1")
