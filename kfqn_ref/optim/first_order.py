@@ -1,0 +1,366 @@
+"""First-order baselines: SGD with momentum, Adam and RMSprop.
+
+Every optimizer here works on the homogeneous weights ``W~ = [W | b]`` of each trainable layer
+(``docs/conventions.md`` §3) and sees, per step, the regularised gradient
+
+    d = grad f(W~) + tau W~                       (coupled L2 weight decay, bias column included)
+
+of the minibatch-mean loss ``f`` (§6). Weight decay is added to the gradient of ``W`` AND ``b``, as
+the K-BFGS authors' code does for every method it compares [code-2020]. Each update below is written
+per layer and elementwise; squares, square roots and divisions of matrices are elementwise.
+
+The helpers :class:`MomentumForm`, :func:`momentum_update`, :func:`regularised_gradients` and
+:func:`apply_steps` are shared with the Kronecker-factored baselines (``kfac.py``, ``shampoo.py``).
+
+References
+----------
+* Polyak (1964), "Some methods of speeding up the convergence of iteration methods" — heavy ball.
+* Sutskever, Martens, Dahl & Hinton (2013), "On the importance of initialization and momentum in
+  deep learning", ICML — momentum 0.9, Nesterov's accelerated gradient as a momentum method.
+* Kingma & Ba (2015), "Adam: A method for stochastic optimization", ICLR — Algorithm 1 and its
+  defaults.
+* Tieleman & Hinton (2012), COURSERA "Neural Networks for Machine Learning", lecture 6.5 — RMSprop.
+* ``torch.optim.SGD`` / ``torch.optim.RMSprop`` (PyTorch 2.x) — the formulation and defaults used
+  for SGD and RMSprop, so that runs are comparable with the usual PyTorch baselines.
+* [code-2020]: github renyiryry/kbfgs_neurips2020_public, ``training_function.py``.
+
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import NamedTuple
+
+from kfqn_ref import backend
+from kfqn_ref.optim.base import (
+    Optimizer,
+    check_choice,
+    check_non_negative,
+    check_positive,
+    check_unit_interval_closed_open,
+    require_finite,
+)
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces.
+# --------------------------------------------------------------------------------------------
+
+
+class MomentumForm(enum.Enum):
+    """How a momentum buffer ``v`` accumulates the regularised gradient ``d`` (momentum ``mu``).
+
+    ``HEAVY_BALL``: ``v <- mu v + d`` (Polyak 1964; ``torch.optim.SGD`` with ``dampening=0``).
+    ``AVERAGE``: ``v <- mu v + (1 - mu) d``, an exponential average (the K-BFGS authors' code,
+    ``momentum_gradient_rho = 0.9``, for every method it compares [code-2020]).
+    """
+
+    HEAVY_BALL = "heavy_ball"
+    AVERAGE = "average"
+
+
+def _new_gradient_weight(momentum: float, form: MomentumForm) -> float:
+    """Return ``c`` of ``v <- mu v + c d``: 1 (heavy ball) or ``1 - mu`` (average)."""
+    return 1.0 if form is MomentumForm.HEAVY_BALL else 1.0 - momentum
+
+
+def momentum_update(velocity, direction, momentum: float, form: MomentumForm):
+    """Return the new buffer ``mu v + c d`` (a new array; ``c`` as in :class:`MomentumForm`)."""
+    return momentum * velocity + _new_gradient_weight(momentum, form) * direction
+
+
+def nesterov_direction(new_velocity, direction, momentum: float, form: MomentumForm):
+    """Nesterov's look-ahead step ``mu v_new + c d`` (Sutskever et al. 2013, eq. 3-4 rewritten).
+
+    With ``form = HEAVY_BALL`` this is ``torch.optim.SGD(nesterov=True)``.
+    """
+    return momentum * new_velocity + _new_gradient_weight(momentum, form) * direction
+
+
+def regularised_gradients(model, X, T, weight_decay: float):
+    """One forward/backward pass at the current weights.
+
+    Returns ``(loss, weights, directions)`` where ``loss`` is the minibatch-mean loss ``f`` (without
+    the weight-decay term), ``weights`` the homogeneous weights ``W~`` (copies) and ``directions``
+    the regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array per trainable layer.
+    """
+    result = model.forward_backward(X, T)
+    require_finite_loss_and_gradients(result.loss, result.grads)
+    weights = model.weights()
+    directions = [
+        grad + weight_decay * weight for grad, weight in zip(result.grads, weights, strict=True)
+    ]
+    return result.loss, weights, directions
+
+
+def require_finite_loss_and_gradients(loss, grads) -> None:
+    """Refuse the step (:class:`~kfqn_ref.optim.base.NonFiniteError`) on a NaN/Inf loss or grad."""
+    require_finite("loss", loss)
+    for i, grad in enumerate(grads):
+        require_finite(f"gradient of trainable layer {i}", grad)
+
+
+def apply_steps(model, weights, steps, lr: float) -> None:
+    """Set the model's weights to ``W~ - lr * p`` for each layer's step ``p`` (new arrays).
+
+    Raises :class:`~kfqn_ref.optim.base.NonFiniteError` (the step is refused) if a new weight is
+    not finite.
+    """
+    new_weights = [weight - lr * step for weight, step in zip(weights, steps, strict=True)]
+    for i, weight in enumerate(new_weights):
+        require_finite(f"new weights of trainable layer {i}", weight)
+    model.set_weights(new_weights)
+
+
+def zeros_like_weights(model) -> tuple:
+    """One zero array per trainable layer, shaped and typed like its homogeneous weight."""
+    return tuple(backend.xp_of(w).zeros_like(w) for w in model.weights())
+
+
+def _check_momentum_form(form) -> None:
+    check_choice("form", form, tuple(MomentumForm))
+
+
+# --------------------------------------------------------------------------------------------
+# SGD with momentum.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDMomentumConfig:
+    """Options of :class:`SGDMomentum` (defaults and their sources).
+
+    lr : float > 0
+        Learning rate ``alpha``; 1e-3 is the ``torch.optim.SGD`` default.
+    momentum : float in [0, 1)
+        ``mu``; 0.9 as in Sutskever et al. (2013) and the K-BFGS papers' baselines.
+    weight_decay : float >= 0
+        ``tau`` of the coupled L2 term; 0 (``torch.optim.SGD``).
+    nesterov : bool
+        Use Nesterov's look-ahead (Sutskever et al. 2013); False (``torch.optim.SGD``).
+    form : MomentumForm
+        How the buffer accumulates; ``HEAVY_BALL`` (``torch.optim.SGD``, ``dampening=0``).
+    """
+
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    form: MomentumForm = MomentumForm.HEAVY_BALL
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_unit_interval_closed_open("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(self.nesterov).__name__}")
+        _check_momentum_form(self.form)
+
+
+class SGDMomentumState(NamedTuple):
+    """``velocity[i]``: the momentum buffer ``v`` of trainable layer ``i``, shaped like ``W~``."""
+
+    velocity: tuple
+
+
+class SGDMomentum(Optimizer):
+    r"""Stochastic gradient descent with (Nesterov) momentum.
+
+    Per trainable layer, with ``d = grad f + tau W~`` (shape ``(d_out, D)``)::
+
+        v_{k+1} = mu v_k + c d_k            c = 1 (HEAVY_BALL) or 1 - mu (AVERAGE), v_0 = 0
+        p_k     = v_{k+1}                   (classical momentum, Polyak 1964)
+        p_k     = mu v_{k+1} + c d_k        (nesterov=True, Sutskever et al. 2013)
+        W~_{k+1} = W~_k - alpha p_k
+
+    With ``momentum = 0`` this is plain SGD. Tested by
+    ``tests/optim/test_baselines.py::test_sgd_momentum_matches_written_out_recursion``.
+    """
+
+    config_class = SGDMomentumConfig
+
+    def _initial_state(self) -> SGDMomentumState:
+        return SGDMomentumState(velocity=zeros_like_weights(self.model))
+
+    def _step(self, X, T):
+        cfg = self.config
+        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        velocity = tuple(
+            momentum_update(v, d, cfg.momentum, cfg.form)
+            for v, d in zip(self.state.velocity, directions, strict=True)
+        )
+        if cfg.nesterov:
+            steps = [
+                nesterov_direction(v, d, cfg.momentum, cfg.form)
+                for v, d in zip(velocity, directions, strict=True)
+            ]
+        else:
+            steps = list(velocity)
+        apply_steps(self.model, weights, steps, cfg.lr)
+        return loss, SGDMomentumState(velocity=velocity)
+
+
+# --------------------------------------------------------------------------------------------
+# Adam.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamConfig:
+    """Options of :class:`Adam`; defaults: Kingma & Ba (2015), Algorithm 1, "good default settings".
+
+    lr : float > 0
+        Step size ``alpha`` = 1e-3.
+    beta1, beta2 : float in [0, 1)
+        Decay rates of the first and second moment estimates, 0.9 and 0.999.
+    eps : float > 0
+        ``epsilon`` = 1e-8, added to ``sqrt(v_hat)``.
+    weight_decay : float >= 0
+        ``tau`` of the coupled L2 term (``torch.optim.Adam``); 0.
+    """
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_unit_interval_closed_open("beta1", self.beta1)
+        check_unit_interval_closed_open("beta2", self.beta2)
+        check_positive("eps", self.eps)
+        check_non_negative("weight_decay", self.weight_decay)
+
+
+class AdamState(NamedTuple):
+    """Biased moment estimates per trainable layer, shaped like ``W~``.
+
+    ``first_moment[i]`` is ``m`` and ``second_moment[i]`` is ``v`` of Kingma & Ba (2015). The step
+    number ``t`` is the optimizer's ``step_count + 1``.
+    """
+
+    first_moment: tuple
+    second_moment: tuple
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba 2015, Algorithm 1) with coupled L2 weight decay.
+
+    At step ``t = 1, 2, ...``, per trainable layer, elementwise, with ``d = grad f + tau W~``::
+
+        m_t = beta1 m_{t-1} + (1 - beta1) d             m_0 = 0
+        v_t = beta2 v_{t-1} + (1 - beta2) d^2           v_0 = 0
+        m_hat = m_t / (1 - beta1^t)                     (bias corrections)
+        v_hat = v_t / (1 - beta2^t)
+        W~_t = W~_{t-1} - alpha m_hat / (sqrt(v_hat) + eps)
+
+    All arrays have the shape ``(d_out, D)`` of ``W~``. Tested by
+    ``tests/optim/test_baselines.py::test_adam_matches_algorithm_1``.
+    """
+
+    config_class = AdamConfig
+
+    def _initial_state(self) -> AdamState:
+        zeros = zeros_like_weights(self.model)
+        return AdamState(first_moment=zeros, second_moment=zeros)
+
+    def _step(self, X, T):
+        cfg = self.config
+        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        t = self.step_count + 1
+        first = tuple(
+            cfg.beta1 * m + (1.0 - cfg.beta1) * d
+            for m, d in zip(self.state.first_moment, directions, strict=True)
+        )
+        second = tuple(
+            cfg.beta2 * v + (1.0 - cfg.beta2) * d * d
+            for v, d in zip(self.state.second_moment, directions, strict=True)
+        )
+        steps = [_adam_direction(m, v, cfg, t) for m, v in zip(first, second, strict=True)]
+        apply_steps(self.model, weights, steps, cfg.lr)
+        return loss, AdamState(first_moment=first, second_moment=second)
+
+
+def _adam_direction(m, v, cfg: AdamConfig, t: int):
+    """``m_hat / (sqrt(v_hat) + eps)`` with the bias corrections of step ``t``."""
+    xp = backend.xp_of(m)
+    m_hat = m / (1.0 - cfg.beta1**t)
+    v_hat = v / (1.0 - cfg.beta2**t)
+    return m_hat / (xp.sqrt(v_hat) + cfg.eps)
+
+
+# --------------------------------------------------------------------------------------------
+# RMSprop.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RMSpropConfig:
+    """Options of :class:`RMSprop`; defaults are those of ``torch.optim.RMSprop``.
+
+    lr : float > 0
+        Learning rate ``alpha`` = 1e-2.
+    decay : float in [0, 1)
+        ``rho``, the decay of the running mean square (``alpha`` in PyTorch) = 0.99.
+    eps : float > 0
+        Added to the root mean square, 1e-8.
+    momentum : float in [0, 1)
+        ``mu`` of the heavy-ball buffer on the scaled gradient, 0.
+    weight_decay : float >= 0
+        ``tau`` of the coupled L2 term, 0.
+    """
+
+    lr: float = 1e-2
+    decay: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_unit_interval_closed_open("decay", self.decay)
+        check_positive("eps", self.eps)
+        check_unit_interval_closed_open("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+
+
+class RMSpropState(NamedTuple):
+    """Per trainable layer, shaped like ``W~``: the running mean square ``s``, the buffer ``b``."""
+
+    square_average: tuple
+    momentum_buffer: tuple
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman & Hinton 2012, lecture 6.5), as ``torch.optim.RMSprop`` writes it.
+
+    Per trainable layer, elementwise, with ``d = grad f + tau W~``::
+
+        s_{k+1} = rho s_k + (1 - rho) d^2                    s_0 = 0
+        b_{k+1} = mu b_k + d / (sqrt(s_{k+1}) + eps)         b_0 = 0
+        W~_{k+1} = W~_k - alpha b_{k+1}
+
+    With ``mu = 0`` the step is ``alpha d / (sqrt(s) + eps)``. No bias correction. Tested by
+    ``tests/optim/test_baselines.py::test_rmsprop_matches_written_out_recursion``.
+    """
+
+    config_class = RMSpropConfig
+
+    def _initial_state(self) -> RMSpropState:
+        zeros = zeros_like_weights(self.model)
+        return RMSpropState(square_average=zeros, momentum_buffer=zeros)
+
+    def _step(self, X, T):
+        cfg = self.config
+        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        square = tuple(
+            cfg.decay * s + (1.0 - cfg.decay) * d * d
+            for s, d in zip(self.state.square_average, directions, strict=True)
+        )
+        buffer = tuple(
+            cfg.momentum * b + d / (backend.xp_of(s).sqrt(s) + cfg.eps)
+            for b, d, s in zip(self.state.momentum_buffer, directions, square, strict=True)
+        )
+        apply_steps(self.model, weights, buffer, cfg.lr)
+        return loss, RMSpropState(square_average=square, momentum_buffer=buffer)

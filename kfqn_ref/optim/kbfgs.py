@@ -1,0 +1,512 @@
+"""K-BFGS and K-BFGS(L): Kronecker-factored quasi-Newton methods for Dense and Conv2d layers.
+
+Sources: Goldfarb, Ren & Bahamou (2020), *Practical Quasi-Newton Methods for Training Deep Neural
+Networks* (arXiv 2006.08877) and their public code [code-2020]; Ren, Bahamou & Goldfarb (2022),
+*Kronecker-factored Quasi-Newton Methods for Deep Learning* (arXiv 2102.06737), their KF-QN-CNN
+configuration [code-cnn] and the ``asdl`` package [asdl]. ``docs/optimizers/kbfgs.md`` writes every
+variant out as equations, names each equation's test and gives every option's source.
+
+Per trainable layer (``W~`` of shape ``(d_out, D1)``, records ``a~``, ``h``, ``g``) and step ``k``::
+
+    m   = rho m + (1 - rho)(grad f + tau W~)                          momentum   (d_out, D1)
+    A   = beta A + (1 - beta)(1/N) sum_n a~ a~^T       (running A: dense layers, 2020/2022)
+    p   = - H_g m H_a ;   W~ <- W~ + alpha p                          direction  (d_out, D1)
+    on update steps (k % update_interval == 0), a second pass at the NEW weights, same minibatch:
+    s, y = mean(h) - mean(h+), mean(g) - mean(g+)   -> averaged, damped -> BFGS / L-BFGS on H_g
+    s_a = H_a abar,  y_a = (A + lambda_A I) s_a     -> Hessian-action BFGS on H_a
+
+:class:`KBFGSVariant` selects the authors' 2020 iteration (replayed to 1e-12 by
+``tests/optim/test_kbfgs_replay.py``), the 2022 conv extension (the default) or the convergent
+variant of ``docs/derivations/convergence.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from kfqn_ref import backend, nn
+from kfqn_ref.curvature.factors import kbfgs_input_factor
+from kfqn_ref.optim.base import (
+    Optimizer,
+    check_choice,
+    check_int_at_least,
+    check_non_negative,
+    check_open_unit_interval,
+    check_positive,
+    check_unit_interval_closed_open,
+    require_finite,
+)
+from kfqn_ref.optim.first_order import MomentumForm, momentum_update
+from kfqn_ref.optim.kbfgs_factors import (
+    LayerState,
+    PairDiagnostics,
+    PairRule,
+    damp_output_pair,
+    damped_inverse,
+    ema_input_factor,
+    lost_positive_definiteness,
+    minibatch_action,
+    position_count,
+    precondition,
+    running_action,
+    sample_position_mean,
+    update_input_factor,
+    update_output_factor,
+)
+from kfqn_ref.quasi_newton import DoubleDampedPair, LBFGSState, SkipReason, lbfgs_init
+
+
+class KBFGSVariant(enum.Enum):
+    """Which K-BFGS iteration to run (``docs/optimizers/kbfgs.md`` writes each out).
+
+    ``AUTHORS_2020`` ("2020"): the authors' public code for dense nets, step for step
+    (ALGORITHMS.md §3): running ``A`` for every layer, ``H_a`` inverted explicitly at step 0,
+    Powell + second damping (DD-2020) on the ``G`` pair. Dense layers only.
+    ``KFQN_2022`` ("2022", the default): the conv extension (ALGORITHMS.md §4): minibatch Hessian
+    action for Conv2d ``A`` (running ``A`` for Dense), spatial-mean pairs, Powell +
+    Levenberg-Marquardt (DDV2) on the ``G`` pair, damping split, update interval.
+    ``CONVERGENT`` ("convergent"): the damped limited-memory variant of the convergence theorem
+    (``docs/derivations/convergence.md``; :class:`KBFGSL` with ``memory_light=True`` and
+    ``momentum=0`` only): both factors are limited-memory stores with a fixed ``H_0 = gamma I``,
+    Powell w.r.t. ``H_0`` then LM damping on both pairs, so that ``kappa_lo I <= H <= kappa_hi I``;
+    the factors used at step ``k`` depend only on minibatches before ``k``.
+    """
+
+    AUTHORS_2020 = "2020"
+    KFQN_2022 = "2022"
+    CONVERGENT = "convergent"
+
+
+class KBFGSDampingSplit(enum.Enum):
+    """How ``lambda`` is shared between the factors of a layer with ``T`` output positions.
+
+    ``EQUAL``: ``lambda_A = lambda_G = sqrt(lambda)`` (the authors' default [code-2020],
+    [code-cnn]).
+    ``SQRT_T``: ``lambda_A = sqrt(lambda) sqrt(T)``, ``lambda_G = sqrt(lambda) / sqrt(T)`` ([asdl];
+    the "SqrtT" ablation of [code-cnn]). Dense layers have ``T = 1``: both splits agree there.
+    """
+
+    EQUAL = "equal"
+    SQRT_T = "sqrt_t"
+
+
+@dataclasses.dataclass(frozen=True)
+class _KBFGSOptions:
+    """Options shared by :class:`KBFGSConfig` and :class:`KBFGSLConfig` (docstring there)."""
+
+    variant: KBFGSVariant = KBFGSVariant.KFQN_2022
+    lr: float = 0.3
+    damping: float = 0.3
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    a_decay: float = 0.9
+    pair_decay: float = 0.9
+    powell_mu1: float = 0.2
+    skip_threshold: float = 1e-4
+    hg_initial: float = 1.0
+    update_interval: int = 1
+    damping_split: KBFGSDampingSplit = KBFGSDampingSplit.EQUAL
+    conv_position_average: bool = False
+
+    def __post_init__(self):
+        check_choice("variant", self.variant, tuple(KBFGSVariant))
+        check_positive("lr", self.lr)
+        check_positive("damping", self.damping)
+        check_unit_interval_closed_open("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+        check_unit_interval_closed_open("a_decay", self.a_decay)
+        check_unit_interval_closed_open("pair_decay", self.pair_decay)
+        check_open_unit_interval("powell_mu1", self.powell_mu1)
+        check_non_negative("skip_threshold", self.skip_threshold)
+        check_positive("hg_initial", self.hg_initial)
+        check_int_at_least("update_interval", self.update_interval, 1)
+        check_choice("damping_split", self.damping_split, tuple(KBFGSDampingSplit))
+        if not isinstance(self.conv_position_average, bool):
+            raise TypeError("conv_position_average must be a bool, got "
+                            f"{type(self.conv_position_average).__name__}")
+        if self.variant is KBFGSVariant.AUTHORS_2020 and self.damping > 1.0:
+            raise ValueError("variant 2020 needs damping <= 1: its second damping uses "
+                             f"eps = sqrt(damping) in (0, 1], got damping = {self.damping}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KBFGSConfig(_KBFGSOptions):
+    """Options of :class:`KBFGS` (dense ``H_g`` and ``H_a``). Sources in brackets.
+
+    variant : KBFGSVariant = KFQN_2022. ``AUTHORS_2020`` or ``KFQN_2022`` (``CONVERGENT`` needs
+        limited memory: use :class:`KBFGSL`).
+    lr : float > 0 = 0.3 — ``alpha`` [code-2020 driver].
+    damping : float > 0 = 0.3 — ``lambda``; ``sqrt(lambda)`` is ``Kron_BFGS_A_LM_epsilon`` and
+        ``Kron_BFGS_H_epsilon`` [code-2020]; 2020 needs ``lambda <= 1``.
+    momentum : float in [0, 1) = 0.9 — ``rho`` of ``m <- rho m + (1 - rho) d``, no bias correction
+        [code-2020 ``momentum_gradient_rho``].
+    weight_decay : float >= 0 = 1e-5 — ``tau``, added to the gradient of ``W`` AND ``b``
+        [code-2020].
+    a_decay : float in [0, 1) = 0.9 — ``beta`` of the running ``A`` [code-2020
+        ``Kron_BFGS_A_decay``].
+    pair_decay : float in [0, 1) = 0.9 — decay of the exponential averages of the ``G`` pairs
+        (hard-coded 0.9 when the minibatch is smaller than the data set, else 0 [code-2020];
+        "momentum-s-y" [code-cnn]). Set 0 for full-batch training.
+    powell_mu1 : float in (0, 1) = 0.2 — Powell's ``mu1`` [code-2020, asdl].
+    skip_threshold : float >= 0 = 1e-4 — skip when ``s^T y <= c (s^T s) ||gbar||`` [code-2020].
+    hg_initial : float > 0 = 1 — ``H_g = hg_initial I`` at start [code-2020
+        ``Kron_LBFGS_Hg_initial``].
+    update_interval : int >= 1 = 1 — the factors (and the second pass) are updated on steps
+        ``k % update_interval == 0`` only [code-2020 updates every step; 2022 abstract].
+    damping_split : KBFGSDampingSplit = EQUAL [code-cnn]; ``SQRT_T`` [asdl].
+    conv_position_average : bool = False — Conv2d ``A`` sums over positions [code-cnn]; True
+        divides by ``T`` [asdl].
+    """
+
+    def __post_init__(self):
+        check_choice("variant", self.variant, tuple(KBFGSVariant))
+        if self.variant is KBFGSVariant.CONVERGENT:
+            raise ValueError("the convergent variant keeps both factors in limited memory: use "
+                             "KBFGSL(..., variant=KBFGSVariant.CONVERGENT, memory_light=True)")
+        super().__post_init__()
+
+
+@dataclasses.dataclass(frozen=True)
+class KBFGSLConfig(_KBFGSOptions):
+    """Options of :class:`KBFGSL`: those of :class:`KBFGSConfig` plus
+
+    memory : int >= 1 = 100 — pairs kept by each limited-memory store [code-2020
+        ``Kron_BFGS_number_s_y``].
+    memory_light : bool = False — keep ``H_a`` as a limited-memory Hessian-action store too and
+        use the minibatch Hessian action for every layer: no ``D1 x D1`` or ``d_out x d_out``
+        matrix is kept (2022 abstract). Required by ``CONVERGENT``; not available in 2020.
+    ha_initial : float > 0 = 1 — ``gamma`` of the limited-memory ``H_a`` store, ``H_a = gamma I``
+        before its first pair (named after [code-2020] ``Kron_LBFGS_Ha_initial``, whose value the
+        public driver does not set).
+    """
+
+    memory: int = 100
+    memory_light: bool = False
+    ha_initial: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int_at_least("memory", self.memory, 1)
+        if not isinstance(self.memory_light, bool):
+            raise TypeError(f"memory_light must be a bool, got {type(self.memory_light).__name__}")
+        check_positive("ha_initial", self.ha_initial)
+        if self.variant is KBFGSVariant.AUTHORS_2020 and self.memory_light:
+            raise ValueError("variant 2020 keeps H_a dense (the authors' code): memory_light "
+                             "needs variant 2022 or convergent")
+        if self.variant is KBFGSVariant.CONVERGENT and not self.memory_light:
+            raise ValueError("the convergent variant needs memory_light=True (both factors in "
+                             "limited memory, so that their eigenvalues stay bounded)")
+        if self.variant is KBFGSVariant.CONVERGENT and self.momentum != 0.0:
+            raise ValueError("the convergent variant steps along H_k grad f_k (assumption (ii) of "
+                             f"the theorem): set momentum=0, got momentum = {self.momentum}")
+
+
+class KBFGSState(NamedTuple):
+    """``layers``: one :class:`~kfqn_ref.optim.kbfgs_factors.LayerState` per trainable layer;
+    ``a_prepassed``: :meth:`KBFGS.initialize_A` has set the running ``A`` (so the first update
+    step does not average ``A``, [code-2020])."""
+
+    layers: tuple
+    a_prepassed: bool
+
+
+class StepDiagnostics(NamedTuple):
+    """What the last successful step computed (``opt.last_step``; not part of the state).
+
+    step : the step index ``k``. loss : minibatch loss at the old weights.
+    gradients : ``grad f`` per layer (before weight decay). directions : ``p`` per layer
+    (``W~_{k+1} = W~_k + lr p``). pairs : one :class:`PairDiagnostics` per layer on update steps,
+    else ``()``.
+    """
+
+    step: int
+    loss: float
+    gradients: tuple
+    directions: tuple
+    pairs: tuple
+
+
+def checked(operator, name: str):
+    """``operator`` that raises :class:`NonFiniteError` naming ``name`` on a non-finite result."""
+
+    def apply(u):
+        result = operator(u)
+        require_finite(name, result)
+        return result
+
+    return apply
+
+
+_PAIR_RULES = {
+    KBFGSVariant.AUTHORS_2020: PairRule.AUTHORS_2020,
+    KBFGSVariant.KFQN_2022: PairRule.KFQN_2022,
+    KBFGSVariant.CONVERGENT: PairRule.CONVERGENT,
+}
+
+
+class _KroneckerBFGS(Optimizer):
+    """The iteration shared by :class:`KBFGS` and :class:`KBFGSL` (they differ in ``H_g``)."""
+
+    supported_layers = (nn.Dense, nn.Conv2d)
+    #: Whether ``H_g`` is an L-BFGS store (K-BFGS(L)) rather than a dense matrix.
+    limited_memory_g = False
+
+    def __init__(self, model, config=None, **options):
+        self.last_step: StepDiagnostics | None = None
+        self._pending: StepDiagnostics | None = None
+        super().__init__(model, config, **options)
+
+    # -- layout decided by the configuration -------------------------------------------------
+    @property
+    def _memory_light(self) -> bool:
+        return getattr(self.config, "memory_light", False)
+
+    def _keeps_running_A(self, layer) -> bool:
+        """Running ``A``: every layer in 2020; Dense layers in 2022 unless memory-light."""
+        if self.config.variant is KBFGSVariant.AUTHORS_2020:
+            return True
+        return (self.config.variant is KBFGSVariant.KFQN_2022 and not self._memory_light
+                and isinstance(layer, nn.Dense))
+
+    def _layer(self, position: int):
+        return self.model.layers[self.model.trainable_indices[position]]
+
+    def _damping_shares(self, a) -> tuple[float, float]:
+        """``(lambda_A, lambda_G)`` for a layer whose record ``a`` has ``T`` positions."""
+        root = math.sqrt(self.config.damping)
+        if self.config.damping_split is KBFGSDampingSplit.SQRT_T:
+            scale = math.sqrt(position_count(a))
+            return root * scale, root / scale
+        return root, root
+
+    # -- state --------------------------------------------------------------------------------
+    def _initial_state(self) -> KBFGSState:
+        if self.config.variant is KBFGSVariant.AUTHORS_2020:
+            for position in range(len(self.model.trainable_indices)):
+                if not isinstance(self._layer(position), nn.Dense):
+                    raise TypeError("variant 2020 is the authors' code for dense nets; layers["
+                                    f"{self.model.trainable_indices[position]}] is a "
+                                    f"{type(self._layer(position)).__name__}: use variant 2022")
+        layers = tuple(self._initial_layer_state(position, weight)
+                       for position, weight in enumerate(self.model.weights()))
+        return KBFGSState(layers=layers, a_prepassed=False)
+
+    def _initial_layer_state(self, position: int, weight) -> LayerState:
+        xp = backend.xp_of(weight)
+        d_out, d_in1 = weight.shape
+        dtype = weight.dtype
+        cfg = self.config
+        if self._memory_light:
+            H_a = lbfgs_init(d_in1, cfg.memory, gamma=cfg.ha_initial, dtype=dtype)
+        else:
+            H_a = xp.eye(d_in1, dtype=dtype)  # replaced by (A + lambda_A I)^{-1} at step 0
+        if self.limited_memory_g:
+            H_g = lbfgs_init(d_out, cfg.memory, gamma=cfg.hg_initial, dtype=dtype)
+        else:
+            H_g = cfg.hg_initial * xp.eye(d_out, dtype=dtype)
+        keeps_A = self._keeps_running_A(self._layer(position))
+        return LayerState(
+            momentum=xp.zeros_like(weight),
+            A=xp.zeros((d_in1, d_in1), dtype=dtype) if keeps_A else (),
+            H_a=H_a,
+            H_g=H_g,
+            s_avg=xp.zeros(d_out, dtype=dtype),
+            y_avg=xp.zeros(d_out, dtype=dtype),
+        )
+
+    # -- public helpers -----------------------------------------------------------------------
+    def initialize_A(self, inputs) -> int:
+        """The ``A`` pre-pass of [code-2020] (``train_initialization``): before the first step,
+        set every running ``A`` to the mean over the given minibatches of ``(1/N) sum_n a~ a~^T``
+        at the current weights; the first update step then does not average ``A`` again.
+
+        ``inputs``: an iterable of input arrays ``X`` (the authors use the ``floor(n/N)``
+        minibatches of one epoch: ``(X for X, _ in data.minibatches(dataset, N, seed=s))``).
+        The mean is the authors' running mean ``A <- ((j-1)/j) A + (1/j) A_j``. Returns the number
+        of minibatches used.
+
+        Raises
+        ------
+        ValueError
+            After the first step, with no minibatch, or when no layer keeps a running ``A``
+            (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action).
+        """
+        if self.step_count != 0:
+            raise ValueError("initialize_A is the pre-pass before the first step; "
+                             f"{self.step_count} steps were taken already")
+        running = [position for position, layer_state in enumerate(self.state.layers)
+                   if not isinstance(layer_state.A, tuple)]
+        if not running:
+            raise ValueError("no layer keeps a running A in this configuration (memory-light, "
+                             "convergent and Conv2d layers in 2022 use the minibatch action)")
+        A = {position: self.state.layers[position].A for position in running}
+        count = 0
+        for X in inputs:
+            count += 1
+            records = self.model.forward_pass(X).records
+            for position in running:
+                batch = kbfgs_input_factor(records[position].a)
+                A[position] = A[position] * ((count - 1) / count) + (1.0 / count) * batch
+        if count == 0:
+            raise ValueError("initialize_A needs at least one minibatch of inputs")
+        layers = tuple(layer_state._replace(A=A[position]) if position in A else layer_state
+                       for position, layer_state in enumerate(self.state.layers))
+        self.state = KBFGSState(layers=layers, a_prepassed=True)
+        return count
+
+    def precondition(self, matrices) -> list:
+        """``H_g M H_a`` per trainable layer with the factors held now (``M`` shaped like ``W~``).
+
+        This is the preconditioner the next step applies to its momentum, except at step 0 of
+        the 2020/2022 variants with a dense ``H_a``, which is first set to ``(A + lambda_A I)^{-1}``
+        from that step's minibatch.
+        """
+        if len(matrices) != len(self.state.layers):
+            raise ValueError(f"expected {len(self.state.layers)} matrices (one per trainable "
+                             f"layer), got {len(matrices)}")
+        return [precondition(layer_state.H_g, M, layer_state.H_a)
+                for layer_state, M in zip(self.state.layers, matrices)]
+
+    def step(self, X, T) -> float:
+        """One K-BFGS step on ``(X, T)`` (see the module docstring); returns the loss before it.
+        Sets :attr:`last_step` (:class:`StepDiagnostics`) when the step succeeds."""
+        self._pending = None
+        loss = super().step(X, T)
+        self.last_step = self._pending
+        return loss
+
+    # -- the iteration ------------------------------------------------------------------------
+    def _step(self, X, T):
+        cfg = self.config
+        k = self.step_count
+        update = k % cfg.update_interval == 0
+        first = self.model.forward_backward(X, T)
+        require_finite("loss", first.loss)
+        for position, record in enumerate(first.records):
+            require_finite(f"gradient of trainable layer {position}", record.grad)
+        weights = self.model.weights()
+        layers, directions = [], []
+        for position, (layer_state, record, weight) in enumerate(
+                zip(self.state.layers, first.records, weights)):
+            regularised = record.grad + cfg.weight_decay * weight
+            momentum = momentum_update(layer_state.momentum, regularised, cfg.momentum,
+                                       MomentumForm.AVERAGE)
+            A, H_a = self._input_factor_for_step(layer_state, record.a, update, k)
+            directions.append(-precondition(layer_state.H_g, momentum, H_a))
+            layers.append(layer_state._replace(momentum=momentum, A=A, H_a=H_a))
+        new_weights = [w + cfg.lr * p for w, p in zip(weights, directions)]
+        for position, weight in enumerate(new_weights):
+            require_finite(f"new weights of trainable layer {position}", weight)
+        self.model.set_weights(new_weights)
+        pairs = ()
+        if update:
+            second = self._second_pass(X, T)
+            updated = [self._update_factors(position, layer_state, old, new) for position,
+                       (layer_state, old, new) in enumerate(zip(layers, first.records, second))]
+            layers = [layer_state for layer_state, _ in updated]
+            pairs = tuple(diagnostics for _, diagnostics in updated)
+        self._pending = StepDiagnostics(k, first.loss, tuple(first.grads),
+                                        tuple(directions), pairs)
+        return first.loss, KBFGSState(layers=tuple(layers), a_prepassed=self.state.a_prepassed)
+
+    def _second_pass(self, X, T) -> list:
+        """Records ``h+``, ``g+`` at the new weights on the SAME minibatch: forward, then backward
+        without weight gradients (and without evaluating the loss, which nothing uses)."""
+        forward = self.model.forward_pass(X)
+        output_gradients = self.model.loss.output_gradient(forward.z, T)
+        return self.model.backward_pass(forward, output_gradients, weight_gradients=False)
+
+    def _input_factor_for_step(self, layer_state: LayerState, a, update: bool, k: int):
+        """``(A, H_a)`` for this step's direction: on update steps the running ``A`` is averaged
+        (skipped at step 0 after the pre-pass) and at step 0 a dense ``H_a`` is set to
+        ``(A + lambda_A I)^{-1}`` (Conv2d in 2022: ``A`` of this minibatch, as [asdl])."""
+        A, H_a = layer_state.A, layer_state.H_a
+        if not update:
+            return A, H_a
+        running = not isinstance(A, tuple)
+        if running and not (k == 0 and self.state.a_prepassed):
+            A = ema_input_factor(A, kbfgs_input_factor(a), self.config.a_decay)
+        if k == 0 and not isinstance(H_a, LBFGSState):
+            first_A = A if running else kbfgs_input_factor(
+                a, position_average=self.config.conv_position_average)
+            H_a = damped_inverse(first_A, self._damping_shares(a)[0])
+        return A, H_a
+
+    def _update_factors(self, position: int, layer_state: LayerState, old, new):
+        """Both curvature pairs of one layer from the records ``old`` (first pass) and ``new``
+        (second pass); returns the new :class:`LayerState` and its :class:`PairDiagnostics`.
+        Raises :class:`NonFiniteError` when a record or a pair overflows (nothing changes)."""
+        where = f"of trainable layer {position}"
+        for name, array in (("h", new.h), ("g", new.g)):
+            require_finite(f"second-pass {name} {where}", array)
+        lambda_A, lambda_G = self._damping_shares(old.a)
+        H_g, g_side = self._output_side(layer_state, old, new, lambda_G, where)
+        H_a, a_side = self._input_side(layer_state, old.a, lambda_A, where)
+        diagnostics = PairDiagnostics(*g_side, *a_side)
+        new_state = layer_state._replace(H_a=H_a, H_g=H_g, s_avg=diagnostics.s_averaged,
+                                         y_avg=diagnostics.y_averaged)
+        return new_state, diagnostics
+
+    def _output_side(self, layer_state: LayerState, old, new, lambda_G: float, where: str):
+        """K6: the ``G`` pair (old minus new spatial means), its average, damping and the update
+        of ``H_g``. Returns ``(H_g, (s_raw, y_raw, s_avg, y_avg, s, y, powell_damped,
+        second_damped, SkipReason))``."""
+        cfg = self.config
+        rule = _PAIR_RULES[cfg.variant]
+        s_raw = sample_position_mean(old.h) - sample_position_mean(new.h)
+        gbar = sample_position_mean(old.g)
+        y_raw = gbar - sample_position_mean(new.g)
+        s_avg = cfg.pair_decay * layer_state.s_avg + (1.0 - cfg.pair_decay) * s_raw
+        y_avg = cfg.pair_decay * layer_state.y_avg + (1.0 - cfg.pair_decay) * y_raw
+        with np.errstate(over="ignore"):  # an overflow is reported just below
+            require_finite(f"G-side s^T s + y^T y {where}", s_avg @ s_avg + y_avg @ y_avg)
+        if rule is not PairRule.CONVERGENT and lost_positive_definiteness(layer_state.H_g, y_avg):
+            damped = DoubleDampedPair(s_avg, y_avg, False, False)
+            H_g, reason = layer_state.H_g, SkipReason.NON_POSITIVE_CURVATURE
+        else:
+            damped = damp_output_pair(s_avg, y_avg, layer_state.H_g, rule=rule,
+                                      lambda_G=lambda_G, mu1=cfg.powell_mu1)
+            H_g, reason = update_output_factor(layer_state.H_g, damped.s, damped.y, gbar,
+                                               rule=rule, skip_threshold=cfg.skip_threshold)
+        return H_g, (s_raw, y_raw, s_avg, y_avg, *damped, reason)
+
+    def _input_side(self, layer_state: LayerState, a, lambda_A: float, where: str):
+        """K7: the Hessian-action pair of ``A`` (running ``A`` or the minibatch action) and the
+        update of ``H_a``. Returns ``(H_a, (abar, s_a, y_a, SkipReason))``."""
+        cfg = self.config
+        rule = _PAIR_RULES[cfg.variant]
+        if isinstance(layer_state.A, tuple):  # no running A: the minibatch action
+            shift = 0.0 if rule is PairRule.CONVERGENT else lambda_A  # LM adds it (convergent)
+            action = minibatch_action(a, shift, cfg.conv_position_average)
+        else:
+            action = running_action(layer_state.A, lambda_A)
+        abar = sample_position_mean(a)
+        H_a, s_a, y_a, reason = update_input_factor(
+            layer_state.H_a, abar, checked(action, f"A-side curvature y_a {where}"), rule=rule,
+            lambda_A=lambda_A, mu1=cfg.powell_mu1, skip_threshold=cfg.skip_threshold)
+        return H_a, (abar, s_a, y_a, reason)
+
+
+class KBFGS(_KroneckerBFGS):
+    """K-BFGS: dense BFGS estimates ``H_g`` ``(d_out, d_out)`` and ``H_a`` ``(D1, D1)`` per layer.
+
+    ``opt = KBFGS(model, lr=0.3, damping=0.3)``; options: :class:`KBFGSConfig`. For minibatch
+    training call :meth:`initialize_A` with one epoch of inputs before the first step (the
+    authors' pre-pass). Iteration: the module docstring and ``docs/optimizers/kbfgs.md``.
+    """
+
+    config_class = KBFGSConfig
+
+
+class KBFGSL(_KroneckerBFGS):
+    """K-BFGS(L): ``H_g`` is an L-BFGS store of ``memory`` pairs (``H_0 = hg_initial I``, fixed,
+    compact representation); ``H_a`` dense, or a limited-memory Hessian-action store with
+    ``memory_light=True``. Options: :class:`KBFGSLConfig`."""
+
+    config_class = KBFGSLConfig
+    limited_memory_g = True

@@ -1,0 +1,265 @@
+"""K-FAC (Martens & Grosse 2015; KFC for convolutions, Grosse & Martens 2016), a K-BFGS baseline.
+
+Per trainable layer with homogeneous weight ``W~`` of shape ``(d_out, D)`` the Fisher (or GGN) block
+of the mean loss over ``vec(W~)`` (column-major, ``docs/conventions.md`` §5) is approximated by
+``A kron G`` with ``A`` ``(D, D)`` on the input side and ``G`` ``(d_out, d_out)`` on the output
+side; :func:`kfqn_ref.curvature.factors.kfac_factors` computes the minibatch factors (KFC for
+Conv2d: ``A`` sums over output positions, ``G`` averages over them; Grosse & Martens 2016 §3).
+
+References
+----------
+* Martens & Grosse (2015), "Optimizing neural networks with Kronecker-factored approximate
+  curvature", ICML: §3 (the factors), §5 (exponential averages with ``min(1 - 1/k, decay)``),
+  §6.3 (factored Tikhonov damping and the ``pi`` rule), §8 (inverses refreshed every ``T3 = 20``
+  iterations).
+* Grosse & Martens (2016), "A Kronecker-factored approximate Fisher matrix for convolution
+  layers", ICML.
+* [code-2020]: github renyiryry/kbfgs_neurips2020_public, ``kfac_utils.py`` and
+  ``training_function.py``: the K-FAC baseline of the K-BFGS paper (decay 0.9, inverses every 20
+  steps, momentum 0.9 on the gradient, weight decay 1e-5, driver defaults ``lr = 0.3``,
+  ``lambda = 0.3``).
+* [code-cnn]: github renyiryry/tnt_neurips_2021 (early commits): the 2022 paper's baseline settings.
+
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import NamedTuple
+
+import numpy as np
+
+from kfqn_ref import backend, nn
+from kfqn_ref.curvature.factors import FisherType, kfac_factors
+from kfqn_ref.optim.base import (
+    Optimizer,
+    check_choice,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+    check_unit_interval_closed_open,
+)
+from kfqn_ref.optim.first_order import (
+    MomentumForm,
+    apply_steps,
+    momentum_update,
+    require_finite_loss_and_gradients,
+    zeros_like_weights,
+)
+
+
+class DampingSplit(enum.Enum):
+    """How the damping ``lambda`` is shared between the two factors.
+
+    ``PI``: ``(A + pi sqrt(lambda) I) kron (G + sqrt(lambda)/pi I)`` with
+    ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (Martens & Grosse 2015, §6.3).
+    ``EQUAL``: ``pi = 1``, i.e. ``sqrt(lambda)`` on each factor (the K-BFGS authors' K-FAC baseline
+    [code-2020]).
+    """
+
+    PI = "pi"
+    EQUAL = "equal"
+
+
+@dataclasses.dataclass(frozen=True)
+class KFACConfig:
+    """Options of :class:`KFAC` (defaults and their sources).
+
+    lr : float > 0
+        Learning rate ``alpha``; 0.3, the K-BFGS paper driver's default [code-2020].
+    damping : float > 0
+        ``lambda`` of the factored Tikhonov damping; 0.3, the same driver's default [code-2020].
+    ema_decay : float in [0, 1)
+        ``beta``, the decay of the running factors; 0.9 (``kfac_rho`` [code-2020]).
+    factor_interval : int >= 1
+        The running factors are updated every ``factor_interval`` steps; 1 (Martens & Grosse 2015,
+        §5, update the estimates at every iteration; ``kfac_cov_update_freq = 1`` [code-cnn]).
+    inverse_interval : int >= 1
+        The damped factors are re-inverted every ``inverse_interval`` steps; 20 (Martens & Grosse
+        2015, ``T3 = 20``; ``kfac_inverse_update_freq`` [code-2020]).
+    momentum : float in [0, 1)
+        ``mu`` of the momentum on the gradient; 0.9 (``momentum_gradient_rho`` [code-2020]).
+    momentum_form : MomentumForm
+        ``AVERAGE`` (``m <- mu m + (1 - mu) d``, [code-2020]).
+    weight_decay : float >= 0
+        ``tau`` of the coupled L2 term; 1e-5 (``tau`` [code-2020]).
+    fisher : FisherType
+        Which curvature the factors estimate; ``MONTE_CARLO`` (targets sampled from the model's
+        predictive distribution, Martens & Grosse 2015 §5).
+    damping_split : DampingSplit
+        ``PI`` (Martens & Grosse 2015 §6.3).
+    seed : int >= 0
+        Seed of the Monte-Carlo targets; step ``k`` draws with ``numpy.random.default_rng([seed,
+        k])``, so a resumed run draws the same bits.
+    """
+
+    lr: float = 0.3
+    damping: float = 0.3
+    ema_decay: float = 0.9
+    factor_interval: int = 1
+    inverse_interval: int = 20
+    momentum: float = 0.9
+    momentum_form: MomentumForm = MomentumForm.AVERAGE
+    weight_decay: float = 1e-5
+    fisher: FisherType = FisherType.MONTE_CARLO
+    damping_split: DampingSplit = DampingSplit.PI
+    seed: int = 0
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_positive("damping", self.damping)
+        check_unit_interval_closed_open("ema_decay", self.ema_decay)
+        check_int_at_least("factor_interval", self.factor_interval, 1)
+        check_int_at_least("inverse_interval", self.inverse_interval, 1)
+        check_unit_interval_closed_open("momentum", self.momentum)
+        check_choice("momentum_form", self.momentum_form, tuple(MomentumForm))
+        check_non_negative("weight_decay", self.weight_decay)
+        check_choice("fisher", self.fisher, tuple(FisherType))
+        check_choice("damping_split", self.damping_split, tuple(DampingSplit))
+        check_int_at_least("seed", self.seed, 0)
+
+
+class KFACState(NamedTuple):
+    """Per trainable layer ``i`` (``W~`` of shape ``(d_out, D)``).
+
+    momentum[i] : ``(d_out, D)``, the momentum buffer ``m``.
+    A[i], G[i] : ``(D, D)`` and ``(d_out, d_out)``, the running factors (zero before step 0).
+    A_inv[i], G_inv[i] : the inverses of the damped factors at the last refresh (zero before
+        step 0), ``(A + pi sqrt(lambda) I)^-1`` and ``(G + sqrt(lambda)/pi I)^-1``.
+    """
+
+    momentum: tuple
+    A: tuple
+    G: tuple
+    A_inv: tuple
+    G_inv: tuple
+
+
+def split_damping(A, G, damping: float, split: DampingSplit) -> tuple[float, float]:
+    """Return ``(lambda_A, lambda_G) = (pi sqrt(lambda), sqrt(lambda) / pi)``.
+
+    ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` for ``DampingSplit.PI`` (Martens & Grosse 2015,
+    §6.3), ``pi = 1`` for ``DampingSplit.EQUAL``. The product ``lambda_A lambda_G = lambda``.
+    """
+    pi = 1.0
+    if split is DampingSplit.PI:
+        xp = backend.xp_of(A)
+        mean_eigen_A = float(xp.trace(A)) / A.shape[0]
+        mean_eigen_G = float(xp.trace(G)) / G.shape[0]
+        pi = float(np.sqrt(mean_eigen_A / mean_eigen_G))
+    root = float(np.sqrt(damping))
+    return pi * root, root / pi
+
+
+def damped_inverses(A, G, damping: float, split: DampingSplit):
+    """Return ``((A + lambda_A I)^-1, (G + lambda_G I)^-1)`` with :func:`split_damping`'s shares."""
+    xp = backend.xp_of(A)
+    lambda_A, lambda_G = split_damping(A, G, damping, split)
+    A_inv = xp.linalg.inv(A + lambda_A * xp.eye(A.shape[0], dtype=A.dtype))
+    G_inv = xp.linalg.inv(G + lambda_G * xp.eye(G.shape[0], dtype=G.dtype))
+    return A_inv, G_inv
+
+
+def factor_decay(update_index: int, ema_decay: float) -> float:
+    """Decay of the ``update_index``-th factor update (0-based): ``min(1 - 1/(j+1), beta)``.
+
+    Martens & Grosse (2015, §5) use ``min(1 - 1/k, decay)`` with ``k`` counted from 1; the first
+    update therefore replaces the (zero) initial factors by the minibatch estimate, and the early
+    updates are plain means of the estimates so far.
+    """
+    return min(1.0 - 1.0 / (update_index + 1), ema_decay)
+
+
+class KFAC(Optimizer):
+    r"""K-FAC with factored Tikhonov damping, fixed learning rate and momentum on the gradient.
+
+    Step ``k`` on minibatch ``(X, T)``, per trainable layer (``W~`` of shape ``(d_out, D)``)::
+
+        d_k = grad f(W~_k) + tau W~_k                            (d_out, D)
+        if k % factor_interval == 0:  (j = number of earlier factor updates)
+            A_B, G_B = kfac_factors(...)                          (D, D), (d_out, d_out)
+            beta_j = min(1 - 1/(j+1), beta)
+            A <- beta_j A + (1 - beta_j) A_B,   G <- beta_j G + (1 - beta_j) G_B
+        if k % inverse_interval == 0:
+            pi = sqrt((tr A / D) / (tr G / d_out))                 (DampingSplit.PI)
+            A_inv = (A + pi sqrt(lambda) I)^-1,  G_inv = (G + sqrt(lambda)/pi I)^-1
+        m_k = mu m_{k-1} + c d_k          c = 1 - mu (AVERAGE) or 1 (HEAVY_BALL), m_{-1} = 0
+        p_k = G_inv m_k A_inv             = unvec(((A + ..) kron (G + ..))^-1 vec(m_k))
+        W~_{k+1} = W~_k - alpha p_k
+
+    Momentum is applied to the gradient before preconditioning, as in the K-BFGS authors' K-FAC
+    baseline [code-2020] (Martens & Grosse 2015 instead fit the step size and momentum with a
+    quadratic model; this reference keeps both fixed, as the K-BFGS papers' comparisons do).
+    Tested by ``tests/optim/test_baselines.py::test_kfac_matches_dense_kronecker_solve``.
+    """
+
+    config_class = KFACConfig
+    supported_layers = (nn.Dense, nn.Conv2d)
+
+    def _initial_state(self) -> KFACState:
+        weights = self.model.weights()
+        xp = backend.xp_of(weights[0])
+        A = tuple(xp.zeros((w.shape[1], w.shape[1]), dtype=w.dtype) for w in weights)
+        G = tuple(xp.zeros((w.shape[0], w.shape[0]), dtype=w.dtype) for w in weights)
+        return KFACState(momentum=zeros_like_weights(self.model), A=A, G=G, A_inv=A, G_inv=G)
+
+    def _step(self, X, T):
+        cfg = self.config
+        state = self.state
+        k = self.step_count
+        loss, weights, directions, batch_factors = self._gradients_and_factors(X, T)
+        if k % cfg.factor_interval == 0:
+            state = self._average_factors(state, batch_factors)
+        if k % cfg.inverse_interval == 0:
+            state = self._refresh_inverses(state)
+        momentum = tuple(
+            momentum_update(m, d, cfg.momentum, cfg.momentum_form)
+            for m, d in zip(state.momentum, directions, strict=True)
+        )
+        steps = [
+            G_inv @ m @ A_inv
+            for m, A_inv, G_inv in zip(momentum, state.A_inv, state.G_inv, strict=True)
+        ]
+        apply_steps(self.model, weights, steps, cfg.lr)
+        return loss, state._replace(momentum=momentum)
+
+    def _gradients_and_factors(self, X, T):
+        """Loss, weights, regularised gradients and (on factor steps) the minibatch factors.
+
+        One forward pass serves both the gradient (true targets) and the factors.
+        """
+        cfg = self.config
+        model = self.model
+        forward = model.forward_pass(X)
+        loss = model.loss.value(forward.z, T)
+        records = model.backward_pass(forward, model.loss.output_gradient(forward.z, T))
+        require_finite_loss_and_gradients(loss, [r.grad for r in records])
+        weights = model.weights()
+        directions = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
+        batch_factors = None
+        if self.step_count % cfg.factor_interval == 0:
+            rng = np.random.default_rng([cfg.seed, self.step_count])
+            batch_factors = kfac_factors(model, forward, T, cfg.fisher, rng=rng)
+        return loss, weights, directions, batch_factors
+
+    def _average_factors(self, state: KFACState, batch_factors) -> KFACState:
+        """Exponential averages of the factors with the warm-start decay of :func:`factor_decay`."""
+        earlier_updates = -(-self.step_count // self.config.factor_interval)  # ceil(k / interval)
+        decay = factor_decay(earlier_updates, self.config.ema_decay)
+        A = tuple(
+            decay * A + (1.0 - decay) * f.A for A, f in zip(state.A, batch_factors, strict=True)
+        )
+        G = tuple(
+            decay * G + (1.0 - decay) * f.G for G, f in zip(state.G, batch_factors, strict=True)
+        )
+        return state._replace(A=A, G=G)
+
+    def _refresh_inverses(self, state: KFACState) -> KFACState:
+        """Invert the damped running factors (Martens & Grosse 2015, §6.3)."""
+        cfg = self.config
+        pairs = [
+            damped_inverses(A, G, cfg.damping, cfg.damping_split)
+            for A, G in zip(state.A, state.G, strict=True)
+        ]
+        return state._replace(A_inv=tuple(p[0] for p in pairs), G_inv=tuple(p[1] for p in pairs))

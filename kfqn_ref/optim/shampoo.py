@@ -1,0 +1,165 @@
+"""Shampoo (Gupta, Koren & Singer 2018) on the homogeneous weight matrix of each trainable layer.
+
+For a matrix parameter, Shampoo keeps a left preconditioner over the rows and a right one over the
+columns, each the sum of the gradient's outer products, and preconditions the gradient on both
+sides with their inverse fourth roots (Gupta et al. 2018, Algorithm 1). Here each trainable layer's
+parameter is ``W~ = [W | b]`` (``docs/conventions.md`` §3): ``(d_out, d_in + 1)`` for Dense and
+``(c_out, c_in k_h k_w + 1)`` for Conv2d (the kernel flattened to a matrix, the K-BFGS authors'
+"filterFlattening" Shampoo baseline).
+
+References
+----------
+* Gupta, Koren & Singer (2018), "Shampoo: Preconditioned stochastic tensor optimization", ICML,
+  Algorithm 1 (matrix case: ``L_0 = eps I``, ``R_0 = eps I``, exponent ``-1/4``).
+* Anil, Gupta, Koren, Regan & Singer (2020), "Scalable second order optimization for deep
+  learning", arXiv 2002.09018 — computing the roots only every few steps.
+* moskomule/shampoo.pytorch (the widely used PyTorch port): defaults ``lr = 0.1``,
+  ``epsilon = 1e-4``, ``momentum = 0``, ``update_freq = 1``; roots from a matrix decomposition.
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import NamedTuple
+
+from kfqn_ref import backend, nn
+from kfqn_ref.optim.base import (
+    Optimizer,
+    check_choice,
+    check_int_at_least,
+    check_non_negative,
+    check_positive,
+    check_unit_interval_closed_open,
+)
+from kfqn_ref.optim.first_order import (
+    MomentumForm,
+    apply_steps,
+    momentum_update,
+    regularised_gradients,
+    zeros_like_weights,
+)
+
+#: Shampoo raises each preconditioner of an order-``k`` tensor to ``-1/(2k)``; a matrix has
+#: ``k = 2``, hence the inverse FOURTH root (Gupta et al. 2018, Algorithm 1 and §3).
+MATRIX_ROOT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ShampooConfig:
+    """Options of :class:`Shampoo` (defaults and their sources).
+
+    lr : float > 0
+        Learning rate ``eta``; 0.1 (moskomule/shampoo.pytorch).
+    eps : float > 0
+        ``L_0 = eps I``, ``R_0 = eps I`` (Gupta et al. 2018, Algorithm 1); 1e-4
+        (moskomule/shampoo.pytorch).
+    root_interval : int >= 1
+        The inverse roots are recomputed every ``root_interval`` steps; 1 (Algorithm 1 recomputes
+        them at every step; Anil et al. 2020 amortise them).
+    momentum : float in [0, 1)
+        ``mu`` of the momentum on the gradient; 0 (Algorithm 1 has none).
+    momentum_form : MomentumForm
+        ``AVERAGE`` (``m <- mu m + (1 - mu) d``), the K-BFGS authors' convention for the momentum
+        of their preconditioned baselines [code-2020].
+    weight_decay : float >= 0
+        ``tau`` of the coupled L2 term; 0.
+    """
+
+    lr: float = 0.1
+    eps: float = 1e-4
+    root_interval: int = 1
+    momentum: float = 0.0
+    momentum_form: MomentumForm = MomentumForm.AVERAGE
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_positive("eps", self.eps)
+        check_int_at_least("root_interval", self.root_interval, 1)
+        check_unit_interval_closed_open("momentum", self.momentum)
+        check_choice("momentum_form", self.momentum_form, tuple(MomentumForm))
+        check_non_negative("weight_decay", self.weight_decay)
+
+
+class ShampooState(NamedTuple):
+    """Per trainable layer ``i`` (``W~`` of shape ``(d_out, D)``).
+
+    momentum[i] : ``(d_out, D)``, the momentum buffer ``m``.
+    L[i], R[i] : ``(d_out, d_out)`` and ``(D, D)``, ``eps I`` plus the sums of ``d d^T`` and
+        ``d^T d`` so far.
+    L_root[i], R_root[i] : ``L^{-1/4}`` and ``R^{-1/4}`` at the last refresh (zero before step 0).
+    """
+
+    momentum: tuple
+    L: tuple
+    R: tuple
+    L_root: tuple
+    R_root: tuple
+
+
+def spd_inverse_root(M, root: int):
+    """``M^{-1/root}`` of a symmetric positive definite ``M`` from its eigendecomposition.
+
+    ``M = V diag(w) V^T`` (``eigh``) gives ``M^{-1/root} = V diag(w^{-1/root}) V^T``, symmetric by
+    construction. A non-positive eigenvalue (``M`` not numerically SPD) yields NaN, which makes the
+    step be refused (:class:`kfqn_ref.optim.base.NonFiniteError`), never a silent clip.
+    """
+    xp = backend.xp_of(M)
+    eigenvalues, eigenvectors = xp.linalg.eigh(M)
+    with _quiet_invalid_power(xp):
+        scaled = eigenvectors * eigenvalues ** (-1.0 / root)
+    return scaled @ eigenvectors.T
+
+
+def _quiet_invalid_power(xp):
+    """Silence NumPy's warning for a negative base; the NaN it yields is reported by the step."""
+    return xp.errstate(invalid="ignore") if hasattr(xp, "errstate") else contextlib.nullcontext()
+
+
+class Shampoo(Optimizer):
+    r"""Shampoo for matrices (Gupta, Koren & Singer 2018, Algorithm 1) with momentum.
+
+    Step ``k``, per trainable layer (``W~`` of shape ``(d_out, D)``)::
+
+        d_k = grad f(W~_k) + tau W~_k                              (d_out, D)
+        L_k = L_{k-1} + d_k d_k^T        L_{-1} = eps I            (d_out, d_out)
+        R_k = R_{k-1} + d_k^T d_k        R_{-1} = eps I            (D, D)
+        if k % root_interval == 0:  P_L = L_k^{-1/4},  P_R = R_k^{-1/4}     (eigh)
+        m_k = mu m_{k-1} + c d_k         c = 1 - mu (AVERAGE) or 1 (HEAVY_BALL), m_{-1} = 0
+        W~_{k+1} = W~_k - eta P_L m_k P_R
+
+    With ``momentum = 0`` and ``root_interval = 1`` this is Algorithm 1. Tested by
+    ``tests/optim/test_baselines.py::test_shampoo_matches_fractional_matrix_power``.
+    """
+
+    config_class = ShampooConfig
+    supported_layers = (nn.Dense, nn.Conv2d)
+
+    def _initial_state(self) -> ShampooState:
+        weights = self.model.weights()
+        xp = backend.xp_of(weights[0])
+        eps = self.config.eps
+        L = tuple(eps * xp.eye(w.shape[0], dtype=w.dtype) for w in weights)
+        R = tuple(eps * xp.eye(w.shape[1], dtype=w.dtype) for w in weights)
+        L_root = tuple(xp.zeros_like(m) for m in L)
+        R_root = tuple(xp.zeros_like(m) for m in R)
+        return ShampooState(zeros_like_weights(self.model), L, R, L_root, R_root)
+
+    def _step(self, X, T):
+        cfg = self.config
+        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        L = tuple(L + d @ d.T for L, d in zip(self.state.L, directions, strict=True))
+        R = tuple(R + d.T @ d for R, d in zip(self.state.R, directions, strict=True))
+        L_root, R_root = self.state.L_root, self.state.R_root
+        if self.step_count % cfg.root_interval == 0:
+            L_root = tuple(spd_inverse_root(M, MATRIX_ROOT) for M in L)
+            R_root = tuple(spd_inverse_root(M, MATRIX_ROOT) for M in R)
+        momentum = tuple(
+            momentum_update(m, d, cfg.momentum, cfg.momentum_form)
+            for m, d in zip(self.state.momentum, directions, strict=True)
+        )
+        steps = [P_L @ m @ P_R for m, P_L, P_R in zip(momentum, L_root, R_root, strict=True)]
+        apply_steps(self.model, weights, steps, cfg.lr)
+        return loss, ShampooState(momentum, L, R, L_root, R_root)

@@ -1,0 +1,357 @@
+"""KBFGS / KBFGSL as objects: state round trip, assumption (iii), dtypes, and bad input.
+
+Expected values: bit-identical continuation of an uninterrupted run (state dict); the
+preconditioner read from the state BEFORE a step (``opt.precondition``) applied to the step's own
+regularised gradient (assumption (iii)); error types and messages of conventions §10.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from helpers.compare import assert_close
+
+from kfqn_ref import nn
+from kfqn_ref.optim import (
+    KBFGS,
+    KBFGSL,
+    Adam,
+    KBFGSConfig,
+    KBFGSDampingSplit,
+    KBFGSLConfig,
+    KBFGSVariant,
+    NonFiniteError,
+    load_state,
+    save_state,
+)
+from kfqn_ref.optim.base import iter_leaves
+from kfqn_ref.quasi_newton import SkipReason, convergent_eigenvalue_bounds, lbfgs_inverse_matrix
+
+V = KBFGSVariant
+N = 6
+
+
+def dense_model(seed=0, dtype=np.float64, loss=None):
+    layers = [nn.Dense(5, 4), nn.Tanh(), nn.Dense(4, 3)]
+    return nn.Sequential(layers, loss=loss or nn.SoftmaxCrossEntropy(), seed=seed, dtype=dtype)
+
+
+def conv_model(seed=0, dtype=np.float64, loss=None):
+    layers = [nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+              nn.Dense(8, 3)]
+    return nn.Sequential(layers, loss=loss or nn.SoftmaxCrossEntropy(), seed=seed, dtype=dtype)
+
+
+def batches(model, count, seed=0, dtype=np.float64, targets="classes"):
+    """``count`` minibatches of N inputs with class-index (or real, for squared error) targets."""
+    rng = np.random.default_rng(seed)
+    shape = (N, 5) if isinstance(model.layers[0], nn.Dense) else (N, 1, 4, 4)
+    return [(rng.standard_normal(shape).astype(dtype),
+             rng.integers(0, 3, size=N) if targets == "classes" else rng.standard_normal((N, 3)))
+            for _ in range(count)]
+
+
+CONFIGS = {
+    "dense-KBFGS-2020-prepass": (dense_model, KBFGS, dict(variant=V.AUTHORS_2020)),
+    "conv-KBFGS-2022-interval3": (conv_model, KBFGS, dict(update_interval=3)),
+    "conv-KBFGSL-2022-sqrtT": (conv_model, KBFGSL, dict(memory=2,
+                                                        damping_split=KBFGSDampingSplit.SQRT_T)),
+    "conv-KBFGSL-memory-light": (conv_model, KBFGSL, dict(memory=3, memory_light=True)),
+    "dense-KBFGSL-convergent": (dense_model, KBFGSL, dict(variant=V.CONVERGENT, memory=2,
+                                                          memory_light=True, momentum=0.0)),
+}
+
+
+def start(case, seed=0):
+    make_model, cls, options = CONFIGS[case]
+    model = make_model(seed)
+    opt = cls(model, **options)
+    if "prepass" in case:
+        opt.initialize_A(X for X, _ in batches(model, 2, seed=9))
+    return opt
+
+
+# --------------------------------------------------------------------------------------------
+# State dict
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_state_dict_round_trip_continues_bit_identically(case, tmp_path):
+    """Save at step k (numpy.savez), load into a fresh optimizer on a fresh model, continue."""
+    reference = start(case)
+    stream = batches(reference.model, 7)
+    for X, T in stream[:4]:
+        reference.step(X, T)
+    save_state(tmp_path / "kbfgs.npz", reference.state_dict())
+    resumed = start(case, seed=5)  # other initial weights: everything must come from the file
+    resumed.load_state_dict(load_state(tmp_path / "kbfgs.npz"))
+    assert resumed.step_count == 4
+    for X, T in stream[4:]:
+        assert resumed.step(X, T) == reference.step(X, T)
+        for ours, theirs in zip(resumed.model.weights(), reference.model.weights()):
+            assert np.array_equal(ours, theirs)
+    flat, expected = resumed.state_dict(), reference.state_dict()
+    assert flat.keys() == expected.keys()
+    assert all(np.array_equal(flat[key], expected[key]) for key in flat)
+
+
+def test_state_dict_from_another_model_optimizer_or_configuration_is_refused():
+    opt = start("conv-KBFGSL-memory-light")
+    opt.step(*batches(opt.model, 1)[0])
+    before = opt.state_dict()
+    other_model = KBFGSL(dense_model(), memory=3, memory_light=True)
+    with pytest.raises(ValueError, match="shape"):
+        other_model.load_state_dict(before)
+    other_optimizer = KBFGS(conv_model())
+    with pytest.raises(ValueError, match="written by optimizer 'KBFGSL'"):
+        other_optimizer.load_state_dict(before)
+    other_config = KBFGSL(conv_model(), memory=4, memory_light=True)
+    with pytest.raises(ValueError, match="config.memory"):
+        other_config.load_state_dict(before)
+    adam = Adam(conv_model())
+    with pytest.raises(ValueError, match="written by optimizer"):
+        adam.load_state_dict(before)
+    assert all(np.array_equal(v, before[k]) for k, v in opt.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------------
+# Assumption (iii) of the convergence theorem
+# --------------------------------------------------------------------------------------------
+
+
+def step_and_preconditioner_before(opt, X, T):
+    """Take a step; return (direction, -P(regularised gradient)) with P read before the step."""
+    weights = opt.model.weights()
+    state = opt.state
+    opt.step(X, T)
+    tau = opt.config.weight_decay
+    regularised = [g + tau * w for g, w in zip(opt.last_step.gradients, weights)]
+    after = opt.state
+    opt.state = state  # read the preconditioner held before the step
+    expected = [-p for p in opt.precondition(regularised)]
+    opt.state = after
+    return opt.last_step.directions, expected
+
+
+@pytest.mark.parametrize("make_model", [dense_model, conv_model])
+def test_convergent_variant_preconditioner_at_step_k_does_not_depend_on_minibatch_k(make_model):
+    """Every step of the convergent variant is -H_g (grad f_k + tau W) H_a with factors fixed
+    before minibatch k arrives; two different minibatches at the same step see the same
+    factors. (The 2022 variant breaks this at step 0, where H_a is inverted from minibatch 0.)"""
+    options = dict(variant=V.CONVERGENT, memory=3, memory_light=True, momentum=0.0,
+                   weight_decay=1e-3)
+    opt = KBFGSL(make_model(), **options)
+    stream = batches(opt.model, 6)
+    for k, (X, T) in enumerate(stream):
+        saved = opt.state_dict()
+        directions, expected = step_and_preconditioner_before(opt, X, T)
+        for l, (p, q) in enumerate(zip(directions, expected)):
+            assert_close(p, q, rtol=1e-12, what=f"direction, step {k}, layer {l}")
+        twin = KBFGSL(make_model(seed=3), **options)
+        twin.load_state_dict(saved)
+        other_X, other_T = batches(opt.model, 1, seed=100 + k)[0]
+        directions, expected = step_and_preconditioner_before(twin, other_X, other_T)
+        for l, (p, q) in enumerate(zip(directions, expected)):
+            assert_close(p, q, rtol=1e-12,
+                         what=f"direction on another minibatch, step {k}, layer {l}")
+    practical = KBFGS(make_model(), momentum=0.0)
+    directions, expected = step_and_preconditioner_before(practical, *stream[0])
+    assert not np.allclose(directions[0], expected[0])
+
+
+@pytest.mark.parametrize("make_model", [dense_model, conv_model])
+def test_convergent_variant_factors_stay_within_the_derived_eigenvalue_bounds(make_model):
+    """Assumption (iv): every factor is SPD within convergent_eigenvalue_bounds(gamma, mu1,
+    mu2, memory) of docs/derivations/convergence.md [CV-7], [CV-8] (mu2 = lambda_G on the G side,
+    lambda_A on the A side), here with a large step so that the pairs vary a lot."""
+    opt = KBFGSL(make_model(), variant=V.CONVERGENT, memory=3, memory_light=True, momentum=0.0,
+                 lr=3.0, damping=0.1, hg_initial=0.5, ha_initial=2.0)
+    cfg, root = opt.config, float(np.sqrt(opt.config.damping))
+    for X, T in batches(opt.model, 8):
+        opt.step(X, T)
+        for l, layer in enumerate(opt.state.layers):
+            for name, store, gamma in (("H_g", layer.H_g, cfg.hg_initial),
+                                       ("H_a", layer.H_a, cfg.ha_initial)):
+                low, high = convergent_eigenvalue_bounds(gamma, cfg.powell_mu1, root, cfg.memory)
+                eigenvalues = np.linalg.eigvalsh(lbfgs_inverse_matrix(store))
+                assert low <= eigenvalues[0] and eigenvalues[-1] <= high, (l, name, eigenvalues)
+    assert all(layer.H_a.count == cfg.memory for layer in opt.state.layers)
+
+
+# --------------------------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_float32_runs_stay_float32(case):
+    make_model, cls, options = CONFIGS[case]
+    opt = cls(make_model(dtype=np.float32), **options)
+    for X, T in batches(opt.model, 3, dtype=np.float32):
+        opt.step(X, T)
+    for path, leaf in iter_leaves(opt.state, "state"):
+        if isinstance(leaf, np.ndarray):
+            assert leaf.dtype == np.float32, path
+    assert all(p.dtype == np.float32 for p in opt.last_step.directions)
+    assert all(w.dtype == np.float32 for w in opt.model.weights())
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+BAD_OPTIONS = [
+    (KBFGSConfig, dict(lr=-0.1), ValueError, "lr must be > 0"),
+    (KBFGSConfig, dict(lr=0.0), ValueError, "lr must be > 0"),
+    (KBFGSConfig, dict(damping=0.0), ValueError, "damping must be > 0"),
+    (KBFGSConfig, dict(damping=-1.0), ValueError, "damping must be > 0"),
+    (KBFGSConfig, dict(powell_mu1=0.0), ValueError, "powell_mu1 must lie in the open interval"),
+    (KBFGSConfig, dict(powell_mu1=1.0), ValueError, "powell_mu1 must lie in the open interval"),
+    (KBFGSConfig, dict(powell_mu1=1.5), ValueError, "powell_mu1 must lie in the open interval"),
+    (KBFGSConfig, dict(update_interval=0), ValueError, "update_interval must be an integer >= 1"),
+    (KBFGSConfig, dict(update_interval=2.0), TypeError, "update_interval must be an integer"),
+    (KBFGSConfig, dict(momentum=1.0), ValueError, "momentum must lie in"),
+    (KBFGSConfig, dict(a_decay=-0.1), ValueError, "a_decay must lie in"),
+    (KBFGSConfig, dict(pair_decay=1.0), ValueError, "pair_decay must lie in"),
+    (KBFGSConfig, dict(weight_decay=-1e-5), ValueError, "weight_decay must be >= 0"),
+    (KBFGSConfig, dict(skip_threshold=-1.0), ValueError, "skip_threshold must be >= 0"),
+    (KBFGSConfig, dict(hg_initial=0.0), ValueError, "hg_initial must be > 0"),
+    (KBFGSConfig, dict(lr=float("nan")), ValueError, "lr must be finite"),
+    (KBFGSConfig, dict(variant="2020"), ValueError, "variant must be one of"),
+    (KBFGSConfig, dict(damping_split="sqrt_t"), ValueError, "damping_split must be one of"),
+    (KBFGSConfig, dict(conv_position_average=1), TypeError, "conv_position_average must be a bool"),
+    (KBFGSConfig, dict(variant=V.AUTHORS_2020, damping=2.0), ValueError, "damping <= 1"),
+    (KBFGSConfig, dict(variant=V.CONVERGENT), ValueError, "use KBFGSL"),
+    (KBFGSLConfig, dict(memory=0), ValueError, "memory must be an integer >= 1"),
+    (KBFGSLConfig, dict(memory=2.5), TypeError, "memory must be an integer"),
+    (KBFGSLConfig, dict(ha_initial=-1.0), ValueError, "ha_initial must be > 0"),
+    (KBFGSLConfig, dict(memory_light="yes"), TypeError, "memory_light must be a bool"),
+    (KBFGSLConfig, dict(variant=V.AUTHORS_2020, memory_light=True), ValueError, "variant 2020"),
+    (KBFGSLConfig, dict(variant=V.CONVERGENT), ValueError, "memory_light=True"),
+    (KBFGSLConfig, dict(variant=V.CONVERGENT, memory_light=True), ValueError, "momentum=0"),
+]
+
+
+@pytest.mark.parametrize("config_class, options, error, message", BAD_OPTIONS)
+def test_bad_options_are_rejected_with_a_message_naming_them(config_class, options, error, message):
+    with pytest.raises(error, match=message):
+        config_class(**options)
+
+
+def test_configuration_is_frozen_and_checked_against_its_optimizer():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KBFGSConfig().lr = 1.0
+    with pytest.raises(TypeError, match="config must be a KBFGSLConfig"):
+        KBFGSL(dense_model(), KBFGSConfig())
+    with pytest.raises(TypeError, match="config must be a KBFGSConfig"):
+        KBFGS(dense_model(), KBFGSLConfig())
+
+
+class Diagonal(nn.TrainableLayer):
+    """A trainable layer K-BFGS does not know."""
+
+    weight_shape, has_bias, fan_in = (2, 3), True, 2
+
+    def output_shape(self, input_shape, where):
+        return input_shape
+
+
+def test_unsupported_layers_are_rejected():
+    model = nn.Sequential([nn.Dense(3, 2), Diagonal()], loss=nn.SquaredError())
+    for cls in (KBFGS, KBFGSL):
+        with pytest.raises(TypeError, match="layers\\[1\\] is a Diagonal"):
+            cls(model)
+    with pytest.raises(TypeError, match="variant 2020 is the authors' code for dense nets"):
+        KBFGS(conv_model(), variant=V.AUTHORS_2020)
+
+
+def test_minibatch_shape_mismatch_is_rejected_without_changes():
+    opt = start("conv-KBFGS-2022-interval3")
+    X, T = batches(opt.model, 1)[0]
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match="same number of samples"):
+        opt.step(X, T[:-1])
+    with pytest.raises(ValueError):
+        opt.step(X[:, :, :3], T)  # the model rejects a 3x4 image
+    assert opt.step_count == 0 and opt.last_step is None
+    assert all(np.array_equal(v, before[k]) for k, v in opt.state_dict().items())
+
+
+def assert_refused(opt, X, T, message):
+    """The step raises NonFiniteError naming ``message``; weights, state, counter unchanged."""
+    before, diagnostics = opt.state_dict(), opt.last_step
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(NonFiniteError, match=message):
+        opt.step(X, T)
+    assert opt.last_step is diagnostics
+    after = opt.state_dict()
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[key], before[key]) for key in before)
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_non_finite_loss_refuses_the_step(case):
+    """Squared-error targets of 1e200 overflow the loss."""
+    make_model, cls, options = CONFIGS[case]
+    opt = cls(make_model(loss=nn.SquaredError()), **options)
+    X, T = batches(opt.model, 1, targets="real")[0]
+    opt.step(X, T)
+    assert_refused(opt, X, T * 1e200, "loss is not finite")
+
+
+@pytest.mark.parametrize("case", [case for case in sorted(CONFIGS) if case.startswith("dense")])
+def test_non_finite_gradient_refuses_the_step(case):
+    """An input coordinate of 1e308 that the first layer ignores (zero weight column) leaves the
+    loss finite but overflows that layer's gradient."""
+    make_model, cls, options = CONFIGS[case]
+    opt = cls(make_model(loss=nn.SquaredError()), **options)
+    X, T = batches(opt.model, 1, targets="real")[0]
+    opt.step(X, T)
+    weights = opt.model.weights()
+    weights[0][:, 0] = 0.0
+    opt.model.set_weights(weights)
+    X = X.copy()
+    X[:, 0] = 1e308
+    assert_refused(opt, X, T * 1e5, "gradient of trainable layer 0 is not finite")
+
+
+@pytest.mark.parametrize("scale, message", [
+    (1e200, "G-side s\\^T s \\+ y\\^T y of trainable layer 0 is not finite"),
+    (1e130, "A-side curvature y_a of trainable layer 0 is not finite"),
+])
+def test_overflowing_curvature_refuses_the_step(scale, message):
+    """Huge inputs keep loss and gradients finite but overflow a curvature pair."""
+    opt = start("dense-KBFGS-2020-prepass")
+    X, T = batches(opt.model, 1)[0]
+    opt.step(X, T)
+    assert_refused(opt, X * scale, T, message)
+
+
+def test_G_update_is_skipped_where_H_g_has_lost_positive_definiteness():
+    """``y^T H_g y <= 0`` (here ``H_g = 0`` for layer 0): the layer's G update is skipped and
+    reported, instead of dividing by it as the authors' code does (docs/optimizers/kbfgs.md)."""
+    opt = KBFGS(dense_model())
+    first, second = batches(opt.model, 2)
+    opt.step(*first)
+    layers = list(opt.state.layers)
+    layers[0] = layers[0]._replace(H_g=np.zeros_like(layers[0].H_g))
+    opt.state = opt.state._replace(layers=tuple(layers))
+    opt.step(*second)
+    assert opt.last_step.pairs[0].g_update is SkipReason.NON_POSITIVE_CURVATURE
+    assert not np.any(opt.state.layers[0].H_g)
+    assert opt.last_step.pairs[1].g_update is SkipReason.NONE
+
+
+def test_pre_pass_is_refused_after_the_first_step_without_data_or_running_A():
+    opt = KBFGS(dense_model())
+    with pytest.raises(ValueError, match="at least one minibatch"):
+        opt.initialize_A([])
+    assert opt.state.a_prepassed is False
+    opt.step(*batches(opt.model, 1)[0])
+    with pytest.raises(ValueError, match="before the first step"):
+        opt.initialize_A(X for X, _ in batches(opt.model, 1))
+    light = KBFGSL(dense_model(), memory_light=True)
+    with pytest.raises(ValueError, match="no layer keeps a running A"):
+        light.initialize_A(X for X, _ in batches(light.model, 1))
+    with pytest.raises(ValueError, match="expected 2 matrices"):
+        light.precondition([np.zeros((4, 6))])

@@ -1,0 +1,129 @@
+"""The Optimizer protocol for every baseline: save/load via ``numpy.savez``, bit-identical resume.
+
+Independent route: the resumed trajectory is compared with the uninterrupted run of the same
+optimizer on the same minibatches (``numpy.array_equal`` on weights, ``==`` on losses); the fresh
+model is built with ANOTHER seed, so the resumed weights can only come from the state file.
+"""
+
+import numpy as np
+import pytest
+
+from kfqn_ref import nn, optim
+from tests.optim import TASKS, minibatches
+
+SAVE_AT = 3
+CONTINUE = 4
+BATCH = 16
+SAMPLES = 48
+FRESH_SEED = 1
+
+#: Options that make every piece of state matter after SAVE_AT steps: momentum buffers, moment
+#: estimates, running factors, stale inverses/roots (refreshed at step 2, used at steps 3 and 4).
+SETTINGS = {
+    "SGDMomentum": (optim.SGDMomentum, {"lr": 0.1, "nesterov": True}),
+    "Adam": (optim.Adam, {"lr": 0.01}),
+    "RMSprop": (optim.RMSprop, {"lr": 0.01, "momentum": 0.5}),
+    "KFAC": (optim.KFAC, {"lr": 0.1, "inverse_interval": 2}),
+    "Shampoo": (optim.Shampoo, {"lr": 0.1, "momentum": 0.9, "root_interval": 2}),
+}
+
+
+def build(name: str, task: str, seed: int = 0):
+    optimizer_class, options = SETTINGS[name]
+    return optimizer_class(TASKS[task][0](seed), **options)
+
+
+def batches(task: str):
+    X, T = TASKS[task][1](SAMPLES)
+    return minibatches(X, T, BATCH, SAVE_AT + CONTINUE)
+
+
+def run(optimizer, stream):
+    """Losses and weights after each step of ``stream``."""
+    return [(optimizer.step(X, T), optimizer.model.weights()) for X, T in stream]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_resume_from_a_saved_state_is_bit_identical(tmp_path, name, task):
+    stream = batches(task)
+    original = build(name, task)
+    run(original, stream[:SAVE_AT])
+    path = tmp_path / "state.npz"
+    optim.save_state(path, original.state_dict())
+    uninterrupted = run(original, stream[SAVE_AT:])
+
+    resumed = build(name, task, seed=FRESH_SEED)
+    resumed.load_state_dict(optim.load_state(path))
+    assert resumed.step_count == SAVE_AT
+    for k, ((loss, weights), (expected_loss, expected_weights)) in enumerate(
+        zip(run(resumed, stream[SAVE_AT:]), uninterrupted, strict=True)
+    ):
+        assert loss == expected_loss, f"{name}/{task}: loss differs at step {SAVE_AT + k}"
+        for i, (w, expected) in enumerate(zip(weights, expected_weights, strict=True)):
+            assert np.array_equal(w, expected), f"{name}/{task}: layer {i} at step {SAVE_AT + k}"
+    final, expected_final = resumed.state_dict(), original.state_dict()
+    assert final.keys() == expected_final.keys()
+    for key in final:
+        assert np.array_equal(final[key], expected_final[key]), f"{name}/{task}: {key}"
+
+
+def assert_unchanged(optimizer, before: dict) -> None:
+    after = optimizer.state_dict()
+    assert after.keys() == before.keys()
+    for key in after:
+        assert np.array_equal(after[key], before[key]), f"{key} changed by a refused load"
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_state_dict_of_another_optimizer_is_refused_and_changes_nothing(name):
+    other = "Adam" if name != "Adam" else "SGDMomentum"
+    donor = build(other, "autoencoder")
+    donor.step(*batches("autoencoder")[0])
+    target = build(name, "autoencoder")
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="written by optimizer"):
+        target.load_state_dict(donor.state_dict())
+    assert_unchanged(target, before)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_state_dict_of_another_model_shape_is_refused_and_changes_nothing(name):
+    donor = build(name, "cnn")
+    donor.step(*batches("cnn")[0])
+    target = build(name, "autoencoder")
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="shape"):
+        target.load_state_dict(donor.state_dict())
+    assert_unchanged(target, before)
+
+
+def test_a_state_dict_of_another_configuration_is_refused():
+    donor = optim.KFAC(TASKS["autoencoder"][0](), inverse_interval=3)
+    target = optim.KFAC(TASKS["autoencoder"][0](), inverse_interval=2)
+    with pytest.raises(ValueError, match="config.inverse_interval"):
+        target.load_state_dict(donor.state_dict())
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_state_dict_holds_only_plain_arrays(name):
+    optimizer = build(name, "cnn")
+    optimizer.step(*batches("cnn")[0])
+    for key, value in optimizer.state_dict().items():
+        assert isinstance(value, np.ndarray) and value.dtype != object, key
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_float32_model_keeps_float32_weights_and_state(name):
+    """conventions §7: float32 is chosen per model; the optimizer computes in the model's dtype."""
+    optimizer_class, options = SETTINGS[name]
+    model = nn.Sequential(
+        [nn.Dense(16, 8), nn.Sigmoid(), nn.Dense(8, 16)], nn.SigmoidCrossEntropy(), dtype=np.float32
+    )
+    optimizer = optimizer_class(model, **options)
+    X, T = TASKS["autoencoder"][1](BATCH)
+    losses = [optimizer.step(X.astype(np.float32), T.astype(np.float32)) for _ in range(2)]
+    assert np.all(np.isfinite(losses))
+    for key, value in optimizer.state_dict().items():
+        if key.startswith(("weights.", "state.")) and value.dtype.kind == "f":
+            assert value.dtype == np.float32, f"{name}: {key} is {value.dtype}"
