@@ -98,6 +98,20 @@ def resolve_dtype(dtype=None) -> np.dtype:
     return resolved
 
 
+class NonFiniteError(ValueError):
+    """A computation on finite inputs produced NaN or Inf (an overflow): a forward pass, a loss,
+    a gradient or an optimizer's new weights. An optimizer step that raises it is refused."""
+
+
+def check_computed_finite(name: str, array) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` if a computed ``array`` holds NaN or Inf."""
+    module = xp_of(array)
+    if not bool(module.all(module.isfinite(array))):
+        raise NonFiniteError(
+            f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
+        )
+
+
 def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
     """Validate an input array and return it unchanged.
 

@@ -208,7 +208,9 @@ class Sequential:
     def forward(self, X):
         """Network outputs ``z`` for inputs ``X`` (no caches kept)."""
         self._check_input(X)
-        return self._apply_layers(self._weights, X, backend.xp_of(X))
+        z = self._apply_layers(self._weights, X, backend.xp_of(X))
+        backend.check_computed_finite("network output z", z)
+        return z
 
     def output_function(self, weights, X, xp):
         """Network outputs ``z`` as a pure function of ``weights`` (list of ``W~``).
@@ -243,6 +245,7 @@ class Sequential:
         for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
             x, cache = layer.forward(weight, x) if layer.trainable else layer.forward(x)
             caches.append(cache)
+        backend.check_computed_finite("network output z", x)
         return ForwardPass(
             z=x,
             caches=tuple(caches),

@@ -35,8 +35,9 @@ import numpy as np
 from kfqn_ref import backend
 
 
-class NonFiniteError(ValueError):
-    """A step produced a non-finite loss, gradient or weight; the step was refused."""
+# A step that produces a non-finite loss, gradient or weight raises it and is refused. It lives in
+# the backend because the model raises it too (a forward pass that overflows).
+NonFiniteError = backend.NonFiniteError
 
 
 # --------------------------------------------------------------------------------------------

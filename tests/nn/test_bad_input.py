@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kfqn_ref import nn
+from kfqn_ref.backend import NonFiniteError
 from kfqn_ref.nn.im2col import col2im, im2col
 
 
@@ -220,16 +221,25 @@ def test_non_finite_inputs_targets_weights_and_gradients(bad):
         model.backward_pass(model.forward_pass(X_MLP), dz)
 
 
-def test_non_finite_network_output_is_reported():
+@pytest.mark.parametrize("run_pass", ["forward", "forward_pass", "forward_backward"])
+def test_overflowing_network_output_raises_non_finite_error(run_pass):
+    """Finite inputs and weights whose product overflows: every pass names the output."""
     model = _mlp()
     weights = model.weights()
     weights[1][:] = np.finfo(np.float64).max
     model.set_weights(weights)
+    arguments = (X_MLP, T_MLP) if run_pass == "forward_backward" else (X_MLP,)
     with (
-        np.errstate(over="ignore"),
-        pytest.raises(ValueError, match="network output z contains NaN or Inf"),
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteError, match="network output z is not finite"),
     ):
-        model.forward_backward(X_MLP, T_MLP)
+        getattr(model, run_pass)(*arguments)
+
+
+def test_loss_given_a_non_finite_output_names_it():
+    z = np.array([[0.0, np.inf, 1.0]])
+    with pytest.raises(ValueError, match="network output z contains NaN or Inf"):
+        nn.SquaredError().value(z, np.zeros_like(z))
 
 
 # -- targets outside a loss's domain ---------------------------------------------------------------

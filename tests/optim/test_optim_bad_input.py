@@ -190,6 +190,20 @@ def test_overflowing_loss_refuses_the_step(optimizer_class):
     assert_state_dict_unchanged(optimizer, before)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("optimizer_class", OPTIMIZERS)
+def test_overflowing_forward_pass_refuses_the_step(optimizer_class):
+    """Output weights at the largest float64 make the network output itself infinite."""
+    optimizer = stepped(optimizer_class, squared_error_net())
+    weights = optimizer.model.weights()
+    optimizer.model.set_weights(weights[:-1] + [np.full_like(weights[-1], np.finfo(np.float64).max)])
+    before = optimizer.state_dict()
+    with pytest.raises(optim.NonFiniteError, match="network output z is not finite"):
+        optimizer.step(*autoencoder_batch())
+    assert_state_dict_unchanged(optimizer, before)
+
+
 @pytest.mark.parametrize("optimizer_class", OPTIMIZERS)
 def test_nan_gradient_refuses_the_step(optimizer_class, monkeypatch):
     """The first layer's backward is patched to return a NaN weight gradient."""
