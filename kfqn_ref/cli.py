@@ -100,7 +100,7 @@ TASKS = {
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (the message names the expected form)."""
+    """Argparse type: an integer >= 1 (the message names the expected form)."""
     try:
         value = int(text)
     except ValueError:
@@ -111,7 +111,7 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (seeds)."""
+    """Argparse type: an integer >= 0 (seeds)."""
     try:
         value = int(text)
     except ValueError:
@@ -173,7 +173,8 @@ def run_summary(log: train.RunLog, optimizer: optim.Optimizer) -> dict:
     return {
         "name": log.name,
         "optimizer": type(optimizer).__name__,
-        "config": {key: plain(value) for key, value in dataclasses.asdict(optimizer.config).items()},
+        "config": {key: plain(value)
+                   for key, value in dataclasses.asdict(optimizer.config).items()},
         "epoch_losses": log.epoch_losses,
         "step_losses": log.step_losses,
         "step_seconds": log.step_seconds,
@@ -198,8 +199,9 @@ def run_demo(task_name: str, *, epochs: int, batch_size: int | None, seed: int,
             return optimizers[name]
         return build
 
-    logs = train.compare(lambda: task.make_model(seed), {name: make_optimizer(name) for name in settings},
-                         dataset, batch_size=batch, epochs=epochs, seed=seed)
+    builders = {name: make_optimizer(name) for name in settings}
+    logs = train.compare(lambda: task.make_model(seed), builders, dataset, batch_size=batch,
+                         epochs=epochs, seed=seed)
     return {
         "task": task_name,
         "description": task.description,
@@ -256,7 +258,8 @@ def format_table(summary: dict) -> str:
              f"{'method':<14}{'initial loss':>14}{'final loss':>14}{'ms / step':>12}"]
     for run in summary["runs"]:
         final = "diverged" if run["diverged"] else f"{run['epoch_losses'][-1]:.4f}"
-        step_ms = "-" if run["mean_step_seconds"] is None else f"{1e3 * run['mean_step_seconds']:.2f}"
+        seconds = run["mean_step_seconds"]
+        step_ms = "-" if seconds is None else f"{1e3 * seconds:.2f}"
         lines.append(f"{run['name']:<14}{run['epoch_losses'][0]:>14.4f}{final:>14}{step_ms:>12}")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ optimizer and draws minibatches from one seeded stream (:func:`kfqn_ref.data.min
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Callable
 
@@ -122,8 +123,7 @@ def compare(
     logs = []
     for label, make_optimizer in make_optimizers.items():
         optimizer = make_optimizer(make_model())
-        callback = None if on_step is None else (lambda step, loss, label=label: on_step(label, step, loss))
-        logs.append(
-            run(optimizer, dataset, batch_size=batch_size, epochs=epochs, seed=seed, name=label, on_step=callback)
-        )
+        callback = None if on_step is None else functools.partial(on_step, label)
+        logs.append(run(optimizer, dataset, batch_size=batch_size, epochs=epochs, seed=seed,
+                        name=label, on_step=callback))
     return logs

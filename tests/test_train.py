@@ -51,10 +51,14 @@ def test_compare_starts_every_method_from_the_same_weights_and_minibatches():
             return optimizer_class(model, **options)
         return build
 
+    calls = []
     logs = train.compare(linear_model, {"sgd": recording("sgd", optim.SGDMomentum, lr=0.01),
                                         "kbfgs": recording("kbfgs", optim.KBFGS)},
-                         dataset, batch_size=20, epochs=1)
-    for first, second in zip(seen["sgd"], seen["kbfgs"]):
+                         dataset, batch_size=20, epochs=1,
+                         on_step=lambda label, step, loss: calls.append((label, step, loss)))
+    assert calls == [(log.name, step, loss) for log in logs
+                     for step, loss in enumerate(log.step_losses)]
+    for first, second in zip(seen["sgd"], seen["kbfgs"], strict=True):
         np.testing.assert_array_equal(first, second)
     # the first minibatch loss is taken at the common initial weights on the common first batch
     assert logs[0].step_losses[0] == logs[1].step_losses[0]
