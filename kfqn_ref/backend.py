@@ -63,7 +63,10 @@ def use_cupy() -> None:
 
 
 def xp_of(*arrays) -> types.ModuleType:
-    """Return the array module owning ``arrays`` (``cupy`` if any is a CuPy array, else ``numpy``)."""
+    """Return the array module owning ``arrays``.
+
+    That is ``cupy`` if any of them is a CuPy array, else ``numpy``.
+    """
     for array in arrays:
         if type(array).__module__.split(".")[0] == "cupy":
             import cupy  # noqa: PLC0415
@@ -99,8 +102,11 @@ def resolve_dtype(dtype=None) -> np.dtype:
 
 
 class NonFiniteError(ValueError):
-    """A computation on finite inputs produced NaN or Inf (an overflow): a forward pass, a loss,
-    a gradient or an optimizer's new weights. An optimizer step that raises it is refused."""
+    """A computation on finite inputs produced NaN or Inf (an overflow).
+
+    The computation is a forward pass, a loss, a gradient or an optimizer's new weights.
+    An optimizer step that raises it is refused.
+    """
 
 
 def check_computed_finite(name: str, array) -> None:
@@ -122,7 +128,9 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
     """
     module = xp_of(array)
     if not isinstance(array, module.ndarray):
-        raise TypeError(f"{name} must be an array of float64 or float32, got {type(array).__name__}")
+        raise TypeError(
+            f"{name} must be an array of float64 or float32, got {type(array).__name__}"
+        )
     if array.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must have dtype float64 or float32, got {array.dtype}")
     if dtype is not None and array.dtype != np.dtype(dtype):

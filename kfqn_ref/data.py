@@ -138,8 +138,12 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
         raise ValueError(f"{t_key} must hold numbers, got dtype {T.dtype}")
     if X.ndim < 2 or T.ndim < 1 or X.shape[0] != T.shape[0]:
         raise ValueError(
-            f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, got {X.shape} and {T.shape}"
+            f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "
+            f"got {X.shape} and {T.shape}"
         )
     X = backend.check_float_array(x_key, X.astype(resolved))
-    T = backend.check_float_array(t_key, T.astype(resolved)) if T.dtype.kind == "f" else T.astype(np.int64)
+    if T.dtype.kind == "f":
+        T = backend.check_float_array(t_key, T.astype(resolved))
+    else:
+        T = T.astype(np.int64)
     return Dataset(os.path.basename(os.fspath(path)), X, T)

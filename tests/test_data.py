@@ -39,7 +39,7 @@ def test_minibatches_cover_each_epoch_once_and_repeat_with_the_seed():
     first_epoch = np.concatenate([T for _, T in batches[:3]])
     assert len(set(first_epoch.tolist())) == 9  # a permutation, the last 10 mod 3 samples dropped
     again = list(data.minibatches(dataset, 3, seed=1, epochs=2))
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
 
 
 @pytest.mark.parametrize(

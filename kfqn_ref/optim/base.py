@@ -14,9 +14,9 @@ exactly as they were.
 State
 -----
 Each optimizer keeps its state in ``self.state``, a (nested) structure of frozen dataclasses,
-NamedTuples, tuples/lists and arrays/numbers. :meth:`Optimizer.state_dict` flattens it, together with
-the configuration, the step counter and the model's weights, into a ``dict`` of plain arrays that
-``numpy.savez`` writes and ``numpy.load(..., allow_pickle=False)`` reads back
+NamedTuples, tuples/lists and arrays/numbers. :meth:`Optimizer.state_dict` flattens it, together
+with the configuration, the step counter and the model's weights, into a ``dict`` of plain arrays
+that ``numpy.savez`` writes and ``numpy.load(..., allow_pickle=False)`` reads back
 (:func:`save_state` / :func:`load_state`). :meth:`Optimizer.load_state_dict` checks that the dict
 comes from the same optimizer class, configuration and model shapes before it changes anything.
 """
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from kfqn_ref import backend
-
 
 # A step that produces a non-finite loss, gradient or weight raises it and is refused. It lives in
 # the backend because the model raises it too (a forward pass that overflows).
@@ -131,7 +130,8 @@ def flatten_state(node, prefix: str) -> dict[str, np.ndarray]:
 
 def _rebuild(node, values: list):
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return dataclasses.replace(node, **dict(zip([f.name for f in dataclasses.fields(node)], values)))
+        field_names = [field.name for field in dataclasses.fields(node)]
+        return dataclasses.replace(node, **dict(zip(field_names, values, strict=True)))
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         return type(node)(*values)
     if isinstance(node, tuple):
@@ -145,18 +145,22 @@ def _leaf_like(template, stored: np.ndarray, key: str):
         return bool(stored)
     if isinstance(template, (int, np.integer)):
         if stored.shape != () or stored.dtype.kind not in "iu":
-            raise ValueError(f"state entry {key!r} must be an integer scalar, got {stored.dtype}{stored.shape}")
+            raise ValueError(
+                f"state entry {key!r} must be an integer scalar, got {stored.dtype}{stored.shape}"
+            )
         return int(stored)
     if isinstance(template, (float, np.floating)):
         if stored.shape != () or stored.dtype.kind != "f":
-            raise ValueError(f"state entry {key!r} must be a float scalar, got {stored.dtype}{stored.shape}")
+            raise ValueError(
+                f"state entry {key!r} must be a float scalar, got {stored.dtype}{stored.shape}"
+            )
         return float(stored)
     template_shape = tuple(template.shape)
     if stored.shape != template_shape or stored.dtype != template.dtype:
         raise ValueError(
-            f"state entry {key!r} has shape {stored.shape} and dtype {stored.dtype}; this optimizer "
-            f"expects shape {template_shape} and dtype {template.dtype} (a state dict from another "
-            "model or optimizer?)"
+            f"state entry {key!r} has shape {stored.shape} and dtype {stored.dtype}; "
+            f"this optimizer expects shape {template_shape} and dtype {template.dtype} "
+            "(a state dict from another model or optimizer?)"
         )
     if stored.dtype.kind == "f" and not np.all(np.isfinite(stored)):
         raise ValueError(f"state entry {key!r} contains NaN or Inf")
@@ -191,7 +195,9 @@ def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"cannot read optimizer state from {os.fspath(path)!r}: {error}") from error
+        raise ValueError(
+            f"cannot read optimizer state from {os.fspath(path)!r}: {error}"
+        ) from error
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,8 +291,8 @@ class Optimizer(abc.ABC):
             raise TypeError("X and T must be arrays")
         if len(X.shape) == 0 or len(T.shape) == 0 or X.shape[0] != T.shape[0]:
             raise ValueError(
-                f"X and T must hold the same number of samples along axis 0, got X {tuple(X.shape)} "
-                f"and T {tuple(T.shape)}"
+                "X and T must hold the same number of samples along axis 0, "
+                f"got X {tuple(X.shape)} and T {tuple(T.shape)}"
             )
         if X.shape[0] < 1:
             raise ValueError("the minibatch must hold at least one sample")
@@ -302,7 +308,8 @@ class Optimizer(abc.ABC):
             "step_count": np.array(self.step_count),
         }
         for field in dataclasses.fields(self.config):
-            flat[f"config.{field.name}"] = np.array(_config_value_for_storage(getattr(self.config, field.name)))
+            value = _config_value_for_storage(getattr(self.config, field.name))
+            flat[f"config.{field.name}"] = np.array(value)
         for i, weight in enumerate(self.model.weights()):
             flat[f"weights.{i}"] = np.array(backend.to_host(weight))
         flat.update(flatten_state(self.state, "state"))
@@ -334,10 +341,13 @@ class Optimizer(abc.ABC):
                 )
         template_weights = self.model.weights()
         weights = [
-            unflatten_like(template, state, f"weights.{i}") for i, template in enumerate(template_weights)
+            unflatten_like(template, state, f"weights.{i}")
+            for i, template in enumerate(template_weights)
         ]
         if f"weights.{len(template_weights)}" in state:
-            raise ValueError("state dict holds more weight arrays than the model has trainable layers")
+            raise ValueError(
+                "state dict holds more weight arrays than the model has trainable layers"
+            )
         new_state = unflatten_like(self.state, state, "state")
         step_count = unflatten_like(0, state, "step_count")
         self.model.set_weights(weights)

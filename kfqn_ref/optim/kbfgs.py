@@ -173,7 +173,7 @@ class KBFGSConfig(_KBFGSOptions):
 
 @dataclasses.dataclass(frozen=True)
 class KBFGSLConfig(_KBFGSOptions):
-    """Options of :class:`KBFGSL`: those of :class:`KBFGSConfig` plus
+    """Options of :class:`KBFGSL`: those of :class:`KBFGSConfig` plus the three below.
 
     memory : int >= 1 = 100 — pairs kept by each limited-memory store [code-2020
         ``Kron_BFGS_number_s_y``].
@@ -207,9 +207,12 @@ class KBFGSLConfig(_KBFGSOptions):
 
 
 class KBFGSState(NamedTuple):
-    """``layers``: one :class:`~kfqn_ref.optim.kbfgs_factors.LayerState` per trainable layer;
+    """The state of :class:`KBFGS` and :class:`KBFGSL`.
+
+    ``layers``: one :class:`~kfqn_ref.optim.kbfgs_factors.LayerState` per trainable layer;
     ``a_prepassed``: :meth:`KBFGS.initialize_A` has set the running ``A`` (so the first update
-    step does not average ``A``, [code-2020])."""
+    step does not average ``A``, [code-2020]).
+    """
 
     layers: tuple
     a_prepassed: bool
@@ -321,9 +324,11 @@ class _KroneckerBFGS(Optimizer):
 
     # -- public helpers -----------------------------------------------------------------------
     def initialize_A(self, inputs) -> int:
-        """The ``A`` pre-pass of [code-2020] (``train_initialization``): before the first step,
-        set every running ``A`` to the mean over the given minibatches of ``(1/N) sum_n a~ a~^T``
-        at the current weights; the first update step then does not average ``A`` again.
+        """The ``A`` pre-pass of [code-2020] (``train_initialization``).
+
+        Before the first step, set every running ``A`` to the mean over the given minibatches of
+        ``(1/N) sum_n a~ a~^T`` at the current weights; the first update step then does not
+        average ``A`` again.
 
         ``inputs``: an iterable of input arrays ``X`` (the authors use the ``floor(n/N)``
         minibatches of one epoch: ``(X for X, _ in data.minibatches(dataset, N, seed=s))``).
@@ -370,11 +375,13 @@ class _KroneckerBFGS(Optimizer):
             raise ValueError(f"expected {len(self.state.layers)} matrices (one per trainable "
                              f"layer), got {len(matrices)}")
         return [precondition(layer_state.H_g, M, layer_state.H_a)
-                for layer_state, M in zip(self.state.layers, matrices)]
+                for layer_state, M in zip(self.state.layers, matrices, strict=True)]
 
     def step(self, X, T) -> float:
         """One K-BFGS step on ``(X, T)`` (see the module docstring); returns the loss before it.
-        Sets :attr:`last_step` (:class:`StepDiagnostics`) when the step succeeds."""
+
+        Sets :attr:`last_step` (:class:`StepDiagnostics`) when the step succeeds.
+        """
         self._pending = None
         loss = super().step(X, T)
         self.last_step = self._pending
@@ -391,23 +398,26 @@ class _KroneckerBFGS(Optimizer):
             require_finite(f"gradient of trainable layer {position}", record.grad)
         weights = self.model.weights()
         layers, directions = [], []
-        for position, (layer_state, record, weight) in enumerate(
-                zip(self.state.layers, first.records, weights)):
+        for layer_state, record, weight in zip(self.state.layers, first.records, weights,
+                                               strict=True):
             regularised = record.grad + cfg.weight_decay * weight
             momentum = momentum_update(layer_state.momentum, regularised, cfg.momentum,
                                        MomentumForm.AVERAGE)
             A, H_a = self._input_factor_for_step(layer_state, record.a, update, k)
             directions.append(-precondition(layer_state.H_g, momentum, H_a))
             layers.append(layer_state._replace(momentum=momentum, A=A, H_a=H_a))
-        new_weights = [w + cfg.lr * p for w, p in zip(weights, directions)]
+        new_weights = [w + cfg.lr * p for w, p in zip(weights, directions, strict=True)]
         for position, weight in enumerate(new_weights):
             require_finite(f"new weights of trainable layer {position}", weight)
         self.model.set_weights(new_weights)
         pairs = ()
         if update:
             second = self._second_pass(X, T)
-            updated = [self._update_factors(position, layer_state, old, new) for position,
-                       (layer_state, old, new) in enumerate(zip(layers, first.records, second))]
+            updated = [
+                self._update_factors(position, layer_state, old, new)
+                for position, (layer_state, old, new) in enumerate(
+                    zip(layers, first.records, second, strict=True))
+            ]
             layers = [layer_state for layer_state, _ in updated]
             pairs = tuple(diagnostics for _, diagnostics in updated)
         self._pending = StepDiagnostics(k, first.loss, tuple(first.grads),
@@ -415,16 +425,22 @@ class _KroneckerBFGS(Optimizer):
         return first.loss, KBFGSState(layers=tuple(layers), a_prepassed=self.state.a_prepassed)
 
     def _second_pass(self, X, T) -> list:
-        """Records ``h+``, ``g+`` at the new weights on the SAME minibatch: forward, then backward
-        without weight gradients (and without evaluating the loss, which nothing uses)."""
+        """Records ``h+``, ``g+`` at the new weights on the SAME minibatch.
+
+        Forward, then backward without weight gradients (and without evaluating the loss, which
+        nothing uses).
+        """
         forward = self.model.forward_pass(X)
         output_gradients = self.model.loss.output_gradient(forward.z, T)
         return self.model.backward_pass(forward, output_gradients, weight_gradients=False)
 
     def _input_factor_for_step(self, layer_state: LayerState, a, update: bool, k: int):
-        """``(A, H_a)`` for this step's direction: on update steps the running ``A`` is averaged
-        (skipped at step 0 after the pre-pass) and at step 0 a dense ``H_a`` is set to
-        ``(A + lambda_A I)^{-1}`` (Conv2d in 2022: ``A`` of this minibatch, as [asdl])."""
+        """``(A, H_a)`` for this step's direction.
+
+        On update steps the running ``A`` is averaged (skipped at step 0 after the pre-pass) and
+        at step 0 a dense ``H_a`` is set to ``(A + lambda_A I)^{-1}`` (Conv2d in 2022: ``A`` of
+        this minibatch, as [asdl]).
+        """
         A, H_a = layer_state.A, layer_state.H_a
         if not update:
             return A, H_a
@@ -438,9 +454,12 @@ class _KroneckerBFGS(Optimizer):
         return A, H_a
 
     def _update_factors(self, position: int, layer_state: LayerState, old, new):
-        """Both curvature pairs of one layer from the records ``old`` (first pass) and ``new``
-        (second pass); returns the new :class:`LayerState` and its :class:`PairDiagnostics`.
-        Raises :class:`NonFiniteError` when a record or a pair overflows (nothing changes)."""
+        """Both curvature pairs of one layer from the records ``old`` and ``new``.
+
+        ``old`` is the first pass, ``new`` the second pass; returns the new :class:`LayerState`
+        and its :class:`PairDiagnostics`. Raises :class:`NonFiniteError` when a record or a pair
+        overflows (nothing changes).
+        """
         where = f"of trainable layer {position}"
         for name, array in (("h", new.h), ("g", new.g)):
             require_finite(f"second-pass {name} {where}", array)
@@ -453,9 +472,11 @@ class _KroneckerBFGS(Optimizer):
         return new_state, diagnostics
 
     def _output_side(self, layer_state: LayerState, old, new, lambda_G: float, where: str):
-        """K6: the ``G`` pair (old minus new spatial means), its average, damping and the update
-        of ``H_g``. Returns ``(H_g, (s_raw, y_raw, s_avg, y_avg, s, y, powell_damped,
-        second_damped, SkipReason))``."""
+        """K6: the ``G`` pair, its average, damping and the update of ``H_g``.
+
+        The pair is old minus new spatial means. Returns ``(H_g, (s_raw, y_raw, s_avg, y_avg, s,
+        y, powell_damped, second_damped, SkipReason))``.
+        """
         cfg = self.config
         rule = _PAIR_RULES[cfg.variant]
         s_raw = sample_position_mean(old.h) - sample_position_mean(new.h)
@@ -476,8 +497,11 @@ class _KroneckerBFGS(Optimizer):
         return H_g, (s_raw, y_raw, s_avg, y_avg, *damped, reason)
 
     def _input_side(self, layer_state: LayerState, a, lambda_A: float, where: str):
-        """K7: the Hessian-action pair of ``A`` (running ``A`` or the minibatch action) and the
-        update of ``H_a``. Returns ``(H_a, (abar, s_a, y_a, SkipReason))``."""
+        """K7: the Hessian-action pair of ``A`` and the update of ``H_a``.
+
+        The pair uses the running ``A`` or the minibatch action. Returns
+        ``(H_a, (abar, s_a, y_a, SkipReason))``.
+        """
         cfg = self.config
         rule = _PAIR_RULES[cfg.variant]
         if isinstance(layer_state.A, tuple):  # no running A: the minibatch action
@@ -504,9 +528,12 @@ class KBFGS(_KroneckerBFGS):
 
 
 class KBFGSL(_KroneckerBFGS):
-    """K-BFGS(L): ``H_g`` is an L-BFGS store of ``memory`` pairs (``H_0 = hg_initial I``, fixed,
-    compact representation); ``H_a`` dense, or a limited-memory Hessian-action store with
-    ``memory_light=True``. Options: :class:`KBFGSLConfig`."""
+    """K-BFGS(L): ``H_g`` is an L-BFGS store of ``memory`` pairs.
+
+    ``H_g`` has ``H_0 = hg_initial I`` (fixed) and the compact representation; ``H_a`` is dense,
+    or a limited-memory Hessian-action store with ``memory_light=True``. Options:
+    :class:`KBFGSLConfig`.
+    """
 
     config_class = KBFGSLConfig
     limited_memory_g = True

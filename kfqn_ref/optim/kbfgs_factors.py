@@ -1,6 +1,7 @@
-"""Per-layer pieces of K-BFGS: the state of one layer, its two curvature pairs, and the
-preconditioned direction. Pure functions over arrays; the iteration that calls them, its options
-and their sources are in :mod:`kfqn_ref.optim.kbfgs` (and ``docs/optimizers/kbfgs.md``).
+"""Per-layer pieces of K-BFGS: one layer's state, curvature pairs and preconditioned direction.
+
+Pure functions over arrays; the iteration that calls them, its options and their sources are in
+:mod:`kfqn_ref.optim.kbfgs` (and ``docs/optimizers/kbfgs.md``).
 
 Notation (``docs/conventions.md``): a trainable layer has homogeneous weight ``W~`` of shape
 ``(d_out, D1)`` (``D1 = d_in + 1`` with a bias); its record holds ``a~`` ``(N, D1)`` or, for
@@ -113,8 +114,11 @@ def sample_position_mean(x):
 
 
 def apply_factor(H, V):
-    """``H V`` for ``V`` ``(d,)`` or ``(d, k)``; ``H`` dense ``(d, d)`` or an :class:`LBFGSState`
-    (compact representation of Byrd, Nocedal & Schnabel, as the authors' ``LBFGS_Hv``)."""
+    """``H V`` for ``V`` ``(d,)`` or ``(d, k)``; ``H`` dense ``(d, d)`` or an :class:`LBFGSState`.
+
+    A store is applied by the compact representation of Byrd, Nocedal & Schnabel, as the
+    authors' ``LBFGS_Hv``.
+    """
     if isinstance(H, LBFGSState):
         return lbfgs_compact_apply(H, V)
     return H @ V
@@ -128,8 +132,11 @@ def factor_operator(H):
 
 
 def precondition(H_g, M, H_a):
-    """``H_g M H_a`` for ``M`` ``(d_out, D1)``: two GEMMs for dense factors, ``= unvec((H_a kron
-    H_g) vec(M))`` (conventions §5). A limited-memory ``H_a`` acts on the rows of ``H_g M``."""
+    """``H_g M H_a`` for ``M`` ``(d_out, D1)``: two GEMMs for dense factors.
+
+    ``H_g M H_a = unvec((H_a kron H_g) vec(M))`` (conventions §5). A limited-memory ``H_a`` acts
+    on the rows of ``H_g M``.
+    """
     left = apply_factor(H_g, M)
     if isinstance(H_a, LBFGSState):
         return lbfgs_compact_apply(H_a, left.T).T
@@ -158,8 +165,11 @@ def running_action(A, lambda_A: float):
 
 
 def minibatch_action(a, lambda_A: float, position_average: bool):
-    """``u -> A_B u + lambda_A u`` with ``A_B u = (1/N) sum_n sum_t a~_{n,t} (a~_{n,t}^T u)``
-    computed matrix-free ("miniBatchADamped" [code-cnn]); ``lambda_A = 0`` gives ``A_B`` alone."""
+    """``u -> A_B u + lambda_A u`` computed matrix-free ("miniBatchADamped" [code-cnn]).
+
+    Here ``A_B u = (1/N) sum_n sum_t a~_{n,t} (a~_{n,t}^T u)``; ``lambda_A = 0`` gives ``A_B``
+    alone.
+    """
     if lambda_A == 0.0:
         return lambda u: kbfgs_minibatch_action(a, u, position_average=position_average)
     return lambda u: kbfgs_minibatch_action(a, u, position_average=position_average) + lambda_A * u
@@ -198,9 +208,12 @@ def update_input_factor(H_a, abar, action, *, rule: PairRule, lambda_A: float, m
 
 
 def lost_positive_definiteness(H_g, y) -> bool:
-    """``y^T H_g y <= 0`` for ``y != 0``: rounding has made ``H_g`` singular (or indefinite) along
-    ``y``, so Powell's ratio ``s^T y / y^T H_g y`` is meaningless. The authors' code divides by it
-    anyway; :class:`KBFGS` skips the ``G`` update instead (``docs/optimizers/kbfgs.md``)."""
+    """``y^T H_g y <= 0`` for ``y != 0``.
+
+    Rounding has then made ``H_g`` singular (or indefinite) along ``y``, so Powell's ratio
+    ``s^T y / y^T H_g y`` is meaningless. The authors' code divides by it anyway; :class:`KBFGS`
+    skips the ``G`` update instead (``docs/optimizers/kbfgs.md``).
+    """
     xp = backend.xp_of(y)
     return bool(xp.any(y != 0)) and not float(y @ apply_factor(H_g, y)) > 0.0
 
@@ -222,8 +235,10 @@ def damp_output_pair(s, y, H_g, *, rule: PairRule, lambda_G: float, mu1: float):
 
 
 def update_output_factor(H_g, s, y, gbar, *, rule: PairRule, skip_threshold: float):
-    """BFGS update of a dense ``H_g`` or L-BFGS append to a store, with the authors' skip rule
-    (``gbar`` = minibatch-mean output gradient) or, for the convergent rule, ``s^T y > 0``.
+    """BFGS update of a dense ``H_g`` or L-BFGS append to a store.
+
+    With the authors' skip rule (``gbar`` = minibatch-mean output gradient) or, for the
+    convergent rule, ``s^T y > 0``.
 
     Returns ``(H_g_new, SkipReason)``.
     """

@@ -89,7 +89,7 @@ def test_state_dict_round_trip_continues_bit_identically(case, tmp_path):
     assert resumed.step_count == 4
     for X, T in stream[4:]:
         assert resumed.step(X, T) == reference.step(X, T)
-        for ours, theirs in zip(resumed.model.weights(), reference.model.weights()):
+        for ours, theirs in zip(resumed.model.weights(), reference.model.weights(), strict=True):
             assert np.array_equal(ours, theirs)
     flat, expected = resumed.state_dict(), reference.state_dict()
     assert flat.keys() == expected.keys()
@@ -126,7 +126,7 @@ def step_and_preconditioner_before(opt, X, T):
     state = opt.state
     opt.step(X, T)
     tau = opt.config.weight_decay
-    regularised = [g + tau * w for g, w in zip(opt.last_step.gradients, weights)]
+    regularised = [g + tau * w for g, w in zip(opt.last_step.gradients, weights, strict=True)]
     after = opt.state
     opt.state = state  # read the preconditioner held before the step
     expected = [-p for p in opt.precondition(regularised)]
@@ -146,15 +146,15 @@ def test_convergent_variant_preconditioner_at_step_k_does_not_depend_on_minibatc
     for k, (X, T) in enumerate(stream):
         saved = opt.state_dict()
         directions, expected = step_and_preconditioner_before(opt, X, T)
-        for l, (p, q) in enumerate(zip(directions, expected)):
-            assert_close(p, q, rtol=1e-12, what=f"direction, step {k}, layer {l}")
+        for layer_index, (p, q) in enumerate(zip(directions, expected, strict=True)):
+            assert_close(p, q, rtol=1e-12, what=f"direction, step {k}, layer {layer_index}")
         twin = KBFGSL(make_model(seed=3), **options)
         twin.load_state_dict(saved)
         other_X, other_T = batches(opt.model, 1, seed=100 + k)[0]
         directions, expected = step_and_preconditioner_before(twin, other_X, other_T)
-        for l, (p, q) in enumerate(zip(directions, expected)):
+        for layer_index, (p, q) in enumerate(zip(directions, expected, strict=True)):
             assert_close(p, q, rtol=1e-12,
-                         what=f"direction on another minibatch, step {k}, layer {l}")
+                         what=f"direction on another minibatch, step {k}, layer {layer_index}")
     practical = KBFGS(make_model(), momentum=0.0)
     directions, expected = step_and_preconditioner_before(practical, *stream[0])
     assert not np.allclose(directions[0], expected[0])
@@ -170,12 +170,13 @@ def test_convergent_variant_factors_stay_within_the_derived_eigenvalue_bounds(ma
     cfg, root = opt.config, float(np.sqrt(opt.config.damping))
     for X, T in batches(opt.model, 8):
         opt.step(X, T)
-        for l, layer in enumerate(opt.state.layers):
+        for layer_index, layer in enumerate(opt.state.layers):
             for name, store, gamma in (("H_g", layer.H_g, cfg.hg_initial),
                                        ("H_a", layer.H_a, cfg.ha_initial)):
                 low, high = convergent_eigenvalue_bounds(gamma, cfg.powell_mu1, root, cfg.memory)
                 eigenvalues = np.linalg.eigvalsh(lbfgs_inverse_matrix(store))
-                assert low <= eigenvalues[0] and eigenvalues[-1] <= high, (l, name, eigenvalues)
+                assert low <= eigenvalues[0] and eigenvalues[-1] <= high, (
+                    layer_index, name, eigenvalues)
     assert all(layer.H_a.count == cfg.memory for layer in opt.state.layers)
 
 

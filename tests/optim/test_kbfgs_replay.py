@@ -55,14 +55,14 @@ def build(case, recording, hyper):
     """The recorded net, initial weights and hyperparameters as a model and an optimizer."""
     sizes, activations = hyper["layersizes"], hyper["activations"]
     layers = []
-    for d_in, d_out, activation in zip(sizes[:-1], sizes[1:], activations):
+    for d_in, d_out, activation in zip(sizes[:-1], sizes[1:], activations, strict=True):
         layers.append(nn.Dense(d_in, d_out))
         if activation == "relu":
             layers.append(nn.ReLU())
     model = nn.Sequential(layers, loss=nn.SigmoidCrossEntropy())
     model.set_weights([
-        np.hstack([recording[f"init_W_l{l}"], recording[f"init_b_l{l}"][:, None]])
-        for l in range(len(sizes) - 1)
+        np.hstack([recording[f"init_W_l{layer}"], recording[f"init_b_l{layer}"][:, None]])
+        for layer in range(len(sizes) - 1)
     ])
     options = dict(
         variant=KBFGSVariant.AUTHORS_2020,
@@ -89,7 +89,7 @@ def dense_matrix(H):
 
 
 class Recorder:
-    """Collects ``(label, actual, expected)`` per recorded array name (without the ``_l{l}``
+    """Collects ``(label, actual, expected)`` per recorded array name (without the ``_l{layer}``
     suffix): float values (compared to 1e-12) and flags (compared exactly)."""
 
     def __init__(self, case):
@@ -97,20 +97,22 @@ class Recorder:
         self.values = defaultdict(list)
         self.flags = defaultdict(list)
 
-    def value(self, name, k, l, actual, expected):
-        self.values[name].append((f"{self.case}: {name}, step {k}, layer {l}", actual, expected))
+    def value(self, name, k, layer, actual, expected):
+        label = f"{self.case}: {name}, step {k}, layer {layer}"
+        self.values[name].append((label, actual, expected))
 
-    def flag(self, name, k, l, actual, expected):
-        self.flags[name].append((f"{self.case}: {name}, step {k}, layer {l}", actual, expected))
+    def flag(self, name, k, layer, actual, expected):
+        label = f"{self.case}: {name}, step {k}, layer {layer}"
+        self.flags[name].append((label, actual, expected))
 
 
 def compare_records(rec, recording, k, result, suffix):
     """Their h (input), a (pre-activation), a_grad against our a~ (less the 1), h, g."""
-    for l, record in enumerate(result.records):
+    for layer, record in enumerate(result.records):
         if suffix == "":
-            rec.value("h", k, l, record.a[:, :-1], recording[f"h_l{l}"][k])
-        rec.value(f"a{suffix}", k, l, record.h, recording[f"a{suffix}_l{l}"][k])
-        rec.value(f"agrad{suffix}", k, l, record.g, recording[f"agrad{suffix}_l{l}"][k])
+            rec.value("h", k, layer, record.a[:, :-1], recording[f"h_l{layer}"][k])
+        rec.value(f"a{suffix}", k, layer, record.h, recording[f"a{suffix}_l{layer}"][k])
+        rec.value(f"agrad{suffix}", k, layer, record.g, recording[f"agrad{suffix}_l{layer}"][k])
 
 
 def compare_full_loss(rec, recording, model, hyper, k):
@@ -120,61 +122,64 @@ def compare_full_loss(rec, recording, model, hyper, k):
     rec.value("loss_full_reg", k, "-", loss + decay, recording["loss_full_reg"][k])
 
 
-def compare_layer(rec, recording, hyper, opt, before, weights_before, k, l):
-    """Everything the step computed for layer ``l``."""
-    info, state = opt.last_step, opt.state.layers[l]
+def compare_layer(rec, recording, hyper, opt, before, weights_before, k, layer):
+    """Everything the step computed for the layer with index ``layer``."""
+    info, state = opt.last_step, opt.state.layers[layer]
     tau, eps = hyper["tau_weight_decay"], math.sqrt(hyper["lambda_damping"])
-    gradient, direction = info.gradients[l], info.directions[l]
-    rec.value("grad_W", k, l, gradient[:, :-1], recording[f"grad_W_l{l}"][k])
-    rec.value("grad_b", k, l, gradient[:, -1], recording[f"grad_b_l{l}"][k])
-    regularised = gradient + tau * weights_before[l]
-    rec.value("gradwd_W", k, l, regularised[:, :-1], recording[f"gradwd_W_l{l}"][k])
-    rec.value("gradwd_b", k, l, regularised[:, -1], recording[f"gradwd_b_l{l}"][k])
-    rec.value("gradmom_W", k, l, state.momentum[:, :-1], recording[f"gradmom_W_l{l}"][k])
-    rec.value("gradmom_b", k, l, state.momentum[:, -1], recording[f"gradmom_b_l{l}"][k])
-    rec.value("G_homo_used", k, l, state.momentum, recording[f"G_homo_used_l{l}"][k])
-    rec.value("p_W", k, l, direction[:, :-1], recording[f"p_W_l{l}"][k])
-    rec.value("p_b", k, l, direction[:, -1], recording[f"p_b_l{l}"][k])
-    weight = opt.model.weights()[l]
-    rec.value("W_after", k, l, weight[:, :-1], recording[f"W_after_l{l}"][k])
-    rec.value("b_after", k, l, weight[:, -1], recording[f"b_after_l{l}"][k])
-    rec.value("A", k, l, state.A, recording[f"A_l{l}"][k])
-    rec.value("A_LM", k, l, state.A + eps * np.eye(state.A.shape[0]), recording[f"A_LM_l{l}"][k])
-    rec.value("Hh_after", k, l, state.H_a, recording[f"Hh_after_l{l}"][k])
-    rec.value("Hg_after", k, l, dense_matrix(state.H_g), recording[f"Hg_after_l{l}"][k])
-    compare_pairs(rec, recording, info.pairs[l], before.layers[l].H_g, k, l)
+    gradient, direction = info.gradients[layer], info.directions[layer]
+    rec.value("grad_W", k, layer, gradient[:, :-1], recording[f"grad_W_l{layer}"][k])
+    rec.value("grad_b", k, layer, gradient[:, -1], recording[f"grad_b_l{layer}"][k])
+    regularised = gradient + tau * weights_before[layer]
+    rec.value("gradwd_W", k, layer, regularised[:, :-1], recording[f"gradwd_W_l{layer}"][k])
+    rec.value("gradwd_b", k, layer, regularised[:, -1], recording[f"gradwd_b_l{layer}"][k])
+    rec.value("gradmom_W", k, layer, state.momentum[:, :-1], recording[f"gradmom_W_l{layer}"][k])
+    rec.value("gradmom_b", k, layer, state.momentum[:, -1], recording[f"gradmom_b_l{layer}"][k])
+    rec.value("G_homo_used", k, layer, state.momentum, recording[f"G_homo_used_l{layer}"][k])
+    rec.value("p_W", k, layer, direction[:, :-1], recording[f"p_W_l{layer}"][k])
+    rec.value("p_b", k, layer, direction[:, -1], recording[f"p_b_l{layer}"][k])
+    weight = opt.model.weights()[layer]
+    rec.value("W_after", k, layer, weight[:, :-1], recording[f"W_after_l{layer}"][k])
+    rec.value("b_after", k, layer, weight[:, -1], recording[f"b_after_l{layer}"][k])
+    rec.value("A", k, layer, state.A, recording[f"A_l{layer}"][k])
+    A_LM = state.A + eps * np.eye(state.A.shape[0])
+    rec.value("A_LM", k, layer, A_LM, recording[f"A_LM_l{layer}"][k])
+    rec.value("Hh_after", k, layer, state.H_a, recording[f"Hh_after_l{layer}"][k])
+    rec.value("Hg_after", k, layer, dense_matrix(state.H_g), recording[f"Hg_after_l{layer}"][k])
+    compare_pairs(rec, recording, info.pairs[layer], before.layers[layer].H_g, k, layer)
     if isinstance(state.H_g, LBFGSState):
-        compare_store(rec, recording, state.H_g, info.pairs[l].g_update, k, l)
+        compare_store(rec, recording, state.H_g, info.pairs[layer].g_update, k, layer)
     else:
-        status = STATUS[int(recording[f"bfgs_status_a_l{l}"][k])]
-        rec.flag("bfgs_status_a", k, l, info.pairs[l].g_update, status)
+        status = STATUS[int(recording[f"bfgs_status_a_l{layer}"][k])]
+        rec.flag("bfgs_status_a", k, layer, info.pairs[layer].g_update, status)
 
 
-def compare_pairs(rec, recording, pair, H_g_before, k, l):
+def compare_pairs(rec, recording, pair, H_g_before, k, layer):
     """The G pair at every stage, the Powell ratio, the flags, and the Hessian-action pair."""
     for ours, theirs in (("s_raw", "s_a_raw"), ("y_raw", "y_a_raw"), ("s_averaged", "s_a_mom"),
                          ("y_averaged", "y_a_mom"), ("s", "s_a_powell"), ("y", "y_a_final"),
                          ("abar", "meanh_homo"), ("s_a", "s_h"), ("y_a", "y_h")):
-        rec.value(theirs, k, l, getattr(pair, ours), recording[f"{theirs}_l{l}"][k])
+        rec.value(theirs, k, layer, getattr(pair, ours), recording[f"{theirs}_l{layer}"][k])
     s, y = pair.s_averaged, pair.y_averaged
     ratio = (s @ y) / (y @ (dense_matrix(H_g_before) @ y))
-    rec.value("powell_ratio", k, l, ratio, recording[f"powell_ratio_l{l}"][k])
-    rec.flag("powell_applied", k, l, pair.powell_damped, bool(recording[f"powell_applied_l{l}"][k]))
-    rec.flag("lm_applied", k, l, pair.second_damped, bool(recording[f"lm_applied_l{l}"][k]))
-    rec.flag("bfgs_status_h", k, l, pair.a_update, STATUS[int(recording[f"bfgs_status_h_l{l}"][k])])
+    rec.value("powell_ratio", k, layer, ratio, recording[f"powell_ratio_l{layer}"][k])
+    rec.flag("powell_applied", k, layer, pair.powell_damped,
+             bool(recording[f"powell_applied_l{layer}"][k]))
+    rec.flag("lm_applied", k, layer, pair.second_damped, bool(recording[f"lm_applied_l{layer}"][k]))
+    rec.flag("bfgs_status_h", k, layer, pair.a_update,
+             STATUS[int(recording[f"bfgs_status_h_l{layer}"][k])])
 
 
-def compare_store(rec, recording, store, g_update, k, l):
+def compare_store(rec, recording, store, g_update, k, layer):
     """K-BFGS(L): stored pairs (oldest first), count, acceptance, gamma and R^{-1}."""
-    count = int(recording[f"lbfgs_count_l{l}"][k])
-    rec.flag("lbfgs_count", k, l, store.count, count)
-    accepted = bool(recording[f"lbfgs_accepted_l{l}"][k])
-    rec.flag("lbfgs_accepted", k, l, g_update is SkipReason.NONE, accepted)
-    rec.value("lbfgs_S", k, l, store.S[:count], recording[f"lbfgs_S_l{l}"][k][:count])
-    rec.value("lbfgs_Y", k, l, store.Y[:count], recording[f"lbfgs_Y_l{l}"][k][:count])
-    rec.value("lbfgs_gamma", k, l, store.gamma, recording[f"lbfgs_gamma_l{l}"][k])
+    count = int(recording[f"lbfgs_count_l{layer}"][k])
+    rec.flag("lbfgs_count", k, layer, store.count, count)
+    accepted = bool(recording[f"lbfgs_accepted_l{layer}"][k])
+    rec.flag("lbfgs_accepted", k, layer, g_update is SkipReason.NONE, accepted)
+    rec.value("lbfgs_S", k, layer, store.S[:count], recording[f"lbfgs_S_l{layer}"][k][:count])
+    rec.value("lbfgs_Y", k, layer, store.Y[:count], recording[f"lbfgs_Y_l{layer}"][k][:count])
+    rec.value("lbfgs_gamma", k, layer, store.gamma, recording[f"lbfgs_gamma_l{layer}"][k])
     r_inv = lbfgs_compact_factors(store).R_inv
-    rec.value("lbfgs_Rinv", k, l, r_inv, recording[f"lbfgs_Rinv_l{l}"][k][:count, :count])
+    rec.value("lbfgs_Rinv", k, layer, r_inv, recording[f"lbfgs_Rinv_l{layer}"][k][:count, :count])
 
 
 @functools.cache
@@ -186,22 +191,23 @@ def replay(case):
     n_layers = len(hyper["layersizes"]) - 1
     used = opt.initialize_A(recording["X_data"][index] for index in recording["idx_prepass"])
     rec.flag("hp_num_prepass_minibatches", "-", "-", used, len(recording["idx_prepass"]))
-    for l in range(n_layers):
-        rec.value("A_init", "-", l, opt.state.layers[l].A, recording[f"A_init_l{l}"])
+    for layer in range(n_layers):
+        rec.value("A_init", "-", layer, opt.state.layers[layer].A, recording[f"A_init_l{layer}"])
     for k in range(hyper["iterations"]):
         X, T = recording["X_mb"][k], recording["T_mb"][k]
         compare_full_loss(rec, recording, model, hyper, k)
         compare_records(rec, recording, k, model.forward_backward(X, T), "")
         before, weights_before = opt.state, model.weights()
-        for l in range(n_layers):
-            H_g = dense_matrix(before.layers[l].H_g)
-            rec.value("Hg_dir", k, l, H_g, recording[f"Hg_dir_l{l}"][k])
+        for layer in range(n_layers):
+            H_g = dense_matrix(before.layers[layer].H_g)
+            rec.value("Hg_dir", k, layer, H_g, recording[f"Hg_dir_l{layer}"][k])
             if k > 0:  # at step 0 H_a is (A_LM)^{-1} of that step: checked through p below
-                rec.value("Hh_dir", k, l, before.layers[l].H_a, recording[f"Hh_dir_l{l}"][k])
+                rec.value("Hh_dir", k, layer, before.layers[layer].H_a,
+                          recording[f"Hh_dir_l{layer}"][k])
         loss = opt.step(X, T)
         rec.value("loss_mb", k, "-", loss, recording["loss_mb"][k])
-        for l in range(n_layers):
-            compare_layer(rec, recording, hyper, opt, before, weights_before, k, l)
+        for layer in range(n_layers):
+            compare_layer(rec, recording, hyper, opt, before, weights_before, k, layer)
         second = model.forward_backward(X, T)  # the second pass, repeated at the new weights
         rec.value("loss_mb_after", k, "-", second.loss, recording["loss_mb_after"][k])
         compare_records(rec, recording, k, second, "_next")

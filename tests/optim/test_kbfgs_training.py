@@ -5,6 +5,7 @@ weights and minibatch stream inside each test, and, for least squares, from the 
 minimiser and ``(A + eps I)^{-1}`` of the data (numpy.linalg).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_kbfgs_lowers_the_loss_by_half_of_what_sgd_achieves(task):
     for name, (cls, options, prepass) in METHODS.items():
         if task == "cnn" and options.get("variant") is V.AUTHORS_2020:
             continue  # variant 2020 is the dense-only authors' code (TypeError, tested elsewhere)
-        loss = train(make_model, dataset, lambda m: cls(m, **{**task_options, **options}), prepass)
+        make_opt = functools.partial(cls, **{**task_options, **options})
+        loss = train(make_model, dataset, make_opt, prepass)
         assert loss <= threshold, f"{task}, {name}: loss {loss:.4f} > threshold {threshold:.4f}"
 
 

@@ -120,7 +120,7 @@ class Twin:
         self.k = 0
         self.prepassed = False
         self.layers = []
-        for index, W in zip(model.trainable_indices, self.weights):
+        for index, W in zip(model.trainable_indices, self.weights, strict=True):
             d_out, d1 = W.shape
             running = self.variant is KBFGSVariant.AUTHORS_2020 or (
                 self.variant is KBFGSVariant.KFQN_2022 and not memory_light
@@ -155,7 +155,7 @@ class Twin:
     def prepass(self, inputs):
         for j, X in enumerate(inputs, start=1):
             self.model.set_weights(self.weights)
-            for layer, record in zip(self.layers, self.model.forward_pass(X).records):
+            for layer, record in zip(self.layers, self.model.forward_pass(X).records, strict=True):
                 if layer.A is not None:
                     layer.A = (layer.A * (j - 1) + self.batch_A(record.a, False)) / j
         self.prepassed = True
@@ -169,7 +169,7 @@ class Twin:
         update = k % cfg.update_interval == 0
         first = self.records(self.weights, X, T)
         directions = []
-        for layer, record, W in zip(self.layers, first, self.weights):
+        for layer, record, W in zip(self.layers, first, self.weights, strict=True):
             a3, g3 = as_positions(record.a), as_positions(record.g)
             grad = np.einsum("nti,ntj->ij", g3, a3) / a3.shape[0]
             layer.m = cfg.momentum * layer.m + (1 - cfg.momentum) * (grad + cfg.weight_decay * W)
@@ -182,10 +182,10 @@ class Twin:
             d_out, d1 = W.shape
             H = np.kron(self.H_a(layer, d1), self.H_g(layer, d_out))
             directions.append(unvec(-H @ vec(layer.m), W.shape))
-        new_weights = [W + cfg.lr * p for W, p in zip(self.weights, directions)]
+        new_weights = [W + cfg.lr * p for W, p in zip(self.weights, directions, strict=True)]
         if update:
             second = self.records(new_weights, X, T)
-            for layer, old, new in zip(self.layers, first, second):
+            for layer, old, new in zip(self.layers, first, second, strict=True):
                 self.update_g(layer, old, new)
                 self.update_a(layer, old)
         self.weights, self.k = new_weights, k + 1
@@ -194,7 +194,10 @@ class Twin:
     def update_g(self, layer, old, new):
         cfg = self.cfg
         lambda_G = self.shares(old.a)[1]
-        mean = lambda x: as_positions(x).reshape(-1, x.shape[-1]).mean(axis=0)
+
+        def mean(x):
+            return as_positions(x).reshape(-1, x.shape[-1]).mean(axis=0)
+
         gbar = mean(old.g)
         s_new = mean(old.h) - mean(new.h)
         layer.s_avg = cfg.pair_decay * layer.s_avg + (1 - cfg.pair_decay) * s_new
@@ -287,10 +290,11 @@ def test_step_equals_dense_kronecker_twin(case):
         opt.step(X, T)
         expected = twin.step(X, T)
         updates += bool(opt.last_step.pairs)
-        for l, (state, layer) in enumerate(zip(opt.state.layers, twin.layers)):
-            where = f"{case}, step {k}, layer {l}"
+        for layer_index, (state, layer) in enumerate(
+                zip(opt.state.layers, twin.layers, strict=True)):
+            where = f"{case}, step {k}, layer {layer_index}"
             d_out, d1 = state.momentum.shape
-            assert_close(opt.last_step.directions[l], expected[l], rtol=RTOL,
+            assert_close(opt.last_step.directions[layer_index], expected[layer_index], rtol=RTOL,
                          what=f"direction, {where}")
             assert_close(as_matrix(state.H_g), twin.H_g(layer, d_out), rtol=RTOL,
                          what=f"H_g, {where}")
@@ -298,5 +302,6 @@ def test_step_equals_dense_kronecker_twin(case):
                          what=f"H_a, {where}")
             if layer.A is not None:
                 assert_close(state.A, layer.A, rtol=RTOL, what=f"A, {where}")
-            assert_close(opt.model.weights()[l], twin.weights[l], rtol=RTOL, what=f"W, {where}")
+            assert_close(opt.model.weights()[layer_index], twin.weights[layer_index], rtol=RTOL,
+                         what=f"W, {where}")
     assert updates == -(-STEPS // opt.config.update_interval)

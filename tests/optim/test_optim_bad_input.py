@@ -197,7 +197,8 @@ def test_overflowing_forward_pass_refuses_the_step(optimizer_class):
     """Output weights at the largest float64 make the network output itself infinite."""
     optimizer = stepped(optimizer_class, squared_error_net())
     weights = optimizer.model.weights()
-    optimizer.model.set_weights(weights[:-1] + [np.full_like(weights[-1], np.finfo(np.float64).max)])
+    largest = np.full_like(weights[-1], np.finfo(np.float64).max)
+    optimizer.model.set_weights(weights[:-1] + [largest])
     before = optimizer.state_dict()
     with pytest.raises(optim.NonFiniteError, match="network output z is not finite"):
         optimizer.step(*autoencoder_batch())
