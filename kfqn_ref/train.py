@@ -84,10 +84,16 @@ def run(
     overflows (:class:`~kfqn_ref.optim.base.NonFiniteError`) ends the run: the optimizer refused
     it, so the model keeps the weights of the last good step, and the log records the message in
     ``diverged``. Every other error propagates.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before anything runs, if ``batch_size`` is not an integer in ``[1, n]`` (``n`` samples) or
+        ``epochs`` not an integer ``>= 1``.
     """
+    steps_per_epoch = _steps_per_epoch(dataset, batch_size, epochs)
     log = RunLog(name or type(optimizer).__name__)
     log.epoch_losses.append(dataset_loss(optimizer.model, dataset))
-    steps_per_epoch = dataset.X.shape[0] // batch_size
     stream = data_module.minibatches(dataset, batch_size, seed=seed, epochs=epochs)
     for step, (X, T) in enumerate(stream):
         start = time.perf_counter()
@@ -103,6 +109,22 @@ def run(
         if (step + 1) % steps_per_epoch == 0:
             log.epoch_losses.append(dataset_loss(optimizer.model, dataset))
     return log
+
+
+def _steps_per_epoch(dataset: data_module.Dataset, batch_size, epochs) -> int:
+    """``floor(n / batch_size)`` after checking both arguments as :func:`data.minibatches` does.
+
+    The minibatch stream is a generator, so its own checks run only at the first minibatch; these
+    run before the division and before the initial data-set loss is evaluated.
+    """
+    n = dataset.X.shape[0]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must lie in [1, {n}] (the data set size), got {batch_size}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    return n // batch_size
 
 
 def compare(

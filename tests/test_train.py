@@ -75,3 +75,22 @@ def test_a_run_that_overflows_stops_with_the_last_good_weights():
     assert log.diverged is not None and log.diverged.startswith("step ")
     assert np.isnan(log.final_loss)
     assert all(np.all(np.isfinite(w)) for w in model.weights())
+
+
+@pytest.mark.parametrize(("batch_size", "epochs", "error", "message"), [
+    (0, 1, ValueError, r"batch_size must lie in \[1, 60\] \(the data set size\), got 0"),
+    (-5, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
+    (61, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
+    (2.5, 1, TypeError, "batch_size must be an integer, got float"),
+    (20, 0, ValueError, "epochs must be an integer >= 1, got 0"),
+])
+def test_run_rejects_bad_batch_size_or_epochs_before_anything_runs(batch_size, epochs, error,
+                                                                   message):
+    """Checked before use: no ZeroDivisionError, no step, no data-set loss evaluated."""
+    model = linear_model()
+    before = model.weights()
+    optimizer = optim.SGDMomentum(model, lr=0.01)
+    with pytest.raises(error, match=message):
+        train.run(optimizer, small_regression(), batch_size=batch_size, epochs=epochs)
+    assert optimizer.step_count == 0
+    assert all(np.array_equal(a, b) for a, b in zip(model.weights(), before, strict=True))

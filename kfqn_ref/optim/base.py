@@ -18,7 +18,9 @@ NamedTuples, tuples/lists and arrays/numbers. :meth:`Optimizer.state_dict` flatt
 with the configuration, the step counter and the model's weights, into a ``dict`` of plain arrays
 that ``numpy.savez`` writes and ``numpy.load(..., allow_pickle=False)`` reads back
 (:func:`save_state` / :func:`load_state`). :meth:`Optimizer.load_state_dict` checks that the dict
-comes from the same optimizer class, configuration and model shapes before it changes anything.
+comes from the same optimizer class, configuration and model shapes, and that every value lies in
+its range (a state class declares its own ranges in a ``check_loaded`` method), before it changes
+anything.
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ def _rebuild(node, values: list):
 def _leaf_like(template, stored: np.ndarray, key: str):
     """Convert a stored array to the template leaf's type, checking shape and dtype."""
     if isinstance(template, (bool, np.bool_)):
+        if stored.shape != () or stored.dtype.kind != "b":
+            raise ValueError(
+                f"state entry {key!r} must be a boolean scalar, got {stored.dtype}{stored.shape}"
+            )
         return bool(stored)
     if isinstance(template, (int, np.integer)):
         if stored.shape != () or stored.dtype.kind not in "iu":
@@ -154,6 +160,8 @@ def _leaf_like(template, stored: np.ndarray, key: str):
             raise ValueError(
                 f"state entry {key!r} must be a float scalar, got {stored.dtype}{stored.shape}"
             )
+        if not np.isfinite(stored):
+            raise ValueError(f"state entry {key!r} must be finite, got {stored}")
         return float(stored)
     template_shape = tuple(template.shape)
     if stored.shape != template_shape or stored.dtype != template.dtype:
@@ -176,6 +184,28 @@ def unflatten_like(template, flat: dict[str, np.ndarray], prefix: str):
         return _leaf_like(template, np.asarray(flat[prefix]), prefix)
     values = [unflatten_like(child, flat, f"{prefix}.{name}") for name, child in children]
     return _rebuild(template, values)
+
+
+def check_loaded_values(node, prefix: str) -> None:
+    """Let every state class in a loaded state check its own values.
+
+    :func:`unflatten_like` checks shapes, dtypes and finiteness only. A state class (a
+    NamedTuple or dataclass) whose entries have a range, such as a counter that cannot exceed a
+    memory or a scale that must be positive, declares a method ``check_loaded(prefix)`` that
+    raises ``ValueError`` naming the offending entry (``f"{prefix}.<field>"``). This walks the
+    state and calls it on every node that has one.
+    """
+    check = getattr(node, "check_loaded", None)
+    if check is not None:
+        check(prefix)
+    for name, child in _children(node) or ():
+        check_loaded_values(child, f"{prefix}.{name}")
+
+
+def check_non_negative_entry(key: str, array) -> None:
+    """Raise ``ValueError`` naming ``key`` if a loaded array or number has a negative entry."""
+    if bool(backend.xp_of(array).any(array < 0)):
+        raise ValueError(f"state entry {key!r} must be >= 0 everywhere, got a negative entry")
 
 
 def save_state(path: str | os.PathLike, state: dict[str, np.ndarray]) -> None:
@@ -322,7 +352,10 @@ class Optimizer(abc.ABC):
         ------
         ValueError
             If the dict comes from another optimizer class, configuration or model shape, misses
-            entries, or holds non-finite numbers.
+            entries or holds entries this optimizer does not have, holds non-finite numbers, a
+            negative ``step_count``, or a value outside the range its state class declares
+            (``check_loaded``, e.g. an L-BFGS ``count`` above the memory or a ``gamma <= 0``).
+            The message names the entry; nothing is changed.
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
@@ -348,11 +381,29 @@ class Optimizer(abc.ABC):
             raise ValueError(
                 "state dict holds more weight arrays than the model has trainable layers"
             )
+        known = self._state_dict_keys()
+        unknown = [key for key in state if key not in known]
+        if unknown:
+            raise ValueError(
+                f"state dict holds entries this optimizer does not have: {unknown!r} "
+                "(a state dict from another version or configuration?)"
+            )
         new_state = unflatten_like(self.state, state, "state")
+        check_loaded_values(new_state, "state")
         step_count = unflatten_like(0, state, "step_count")
+        if step_count < 0:
+            raise ValueError(f"state entry 'step_count' must be >= 0, got {step_count}")
         self.model.set_weights(weights)
         self.state = new_state
         self.step_count = step_count
+
+    def _state_dict_keys(self) -> set[str]:
+        """The keys :meth:`state_dict` writes, without copying any array."""
+        keys = {"optimizer", "step_count"}
+        keys.update(f"config.{field.name}" for field in dataclasses.fields(self.config))
+        keys.update(f"weights.{i}" for i in range(len(self.model.trainable_indices)))
+        keys.update(path for path, _ in iter_leaves(self.state, "state"))
+        return keys
 
 
 def _config_value_for_storage(value):

@@ -37,6 +37,7 @@ from kfqn_ref.optim.base import (
     Optimizer,
     check_choice,
     check_non_negative,
+    check_non_negative_entry,
     check_positive,
     check_unit_interval_closed_open,
     require_finite,
@@ -243,6 +244,11 @@ class AdamState(NamedTuple):
     first_moment: tuple
     second_moment: tuple
 
+    def check_loaded(self, prefix: str) -> None:
+        """A loaded second moment is a mean of squares: ``v >= 0`` (``sqrt(v)`` in the step)."""
+        for i, v in enumerate(self.second_moment):
+            check_non_negative_entry(f"{prefix}.second_moment.{i}", v)
+
 
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba 2015, Algorithm 1) with coupled L2 weight decay.
@@ -330,6 +336,11 @@ class RMSpropState(NamedTuple):
 
     square_average: tuple
     momentum_buffer: tuple
+
+    def check_loaded(self, prefix: str) -> None:
+        """A loaded mean square is ``s >= 0`` (``sqrt(s)`` in the step)."""
+        for i, s in enumerate(self.square_average):
+            check_non_negative_entry(f"{prefix}.square_average.{i}", s)
 
 
 class RMSprop(Optimizer):

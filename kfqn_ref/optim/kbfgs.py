@@ -32,6 +32,7 @@ import numpy as np
 from kfqn_ref import backend, nn
 from kfqn_ref.curvature.factors import kbfgs_input_factor
 from kfqn_ref.optim.base import (
+    NonFiniteError,
     Optimizer,
     check_choice,
     check_int_at_least,
@@ -337,10 +338,18 @@ class _KroneckerBFGS(Optimizer):
 
         Raises
         ------
+        TypeError
+            If ``inputs`` is one array rather than an iterable of minibatches.
         ValueError
             After the first step, with no minibatch, or when no layer keeps a running ``A``
             (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action).
+        NonFiniteError
+            If a running ``A`` overflows (inputs too large for the dtype). As for a step, nothing
+            is changed: ``A`` and ``a_prepassed`` keep their values.
         """
+        if hasattr(inputs, "shape"):
+            raise TypeError("inputs must be an iterable of input arrays (minibatches), not one "
+                            "array: pass [X] for a single minibatch")
         if self.step_count != 0:
             raise ValueError("initialize_A is the pre-pass before the first step; "
                              f"{self.step_count} steps were taken already")
@@ -359,6 +368,11 @@ class _KroneckerBFGS(Optimizer):
                 A[position] = A[position] * ((count - 1) / count) + (1.0 / count) * batch
         if count == 0:
             raise ValueError("initialize_A needs at least one minibatch of inputs")
+        for position in running:
+            xp = backend.xp_of(A[position])
+            if not bool(xp.all(xp.isfinite(A[position]))):
+                raise NonFiniteError(f"running A of trainable layer {position} is not finite after "
+                                     "the pre-pass; it was refused and nothing was changed")
         layers = tuple(layer_state._replace(A=A[position]) if position in A else layer_state
                        for position, layer_state in enumerate(self.state.layers))
         self.state = KBFGSState(layers=layers, a_prepassed=True)

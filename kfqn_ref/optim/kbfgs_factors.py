@@ -66,6 +66,27 @@ class LayerState(NamedTuple):
     s_avg: object
     y_avg: object
 
+    def check_loaded(self, prefix: str) -> None:
+        """Ranges of a loaded layer state (shapes, dtypes and finiteness are checked already).
+
+        A limited-memory factor must hold ``0 <= count <= memory`` pairs and ``gamma > 0``.
+        Raises ``ValueError`` naming the entry, e.g. ``state.layers.0.H_g.count``.
+        """
+        for name in ("H_a", "H_g"):
+            store = getattr(self, name)
+            if isinstance(store, LBFGSState):
+                check_loaded_store(store, f"{prefix}.{name}")
+
+
+def check_loaded_store(store: LBFGSState, prefix: str) -> None:
+    """``0 <= count <= memory`` (rows of ``S``) and ``gamma > 0`` for a loaded store."""
+    memory = store.S.shape[0]
+    if not 0 <= store.count <= memory:
+        raise ValueError(f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
+                         f"got {store.count}")
+    if not store.gamma > 0.0:
+        raise ValueError(f"state entry '{prefix}.gamma' must be > 0, got {store.gamma}")
+
 
 class PairDiagnostics(NamedTuple):
     """What one preconditioner update did to one layer (old-minus-new pairs, conventions §1).

@@ -115,6 +115,62 @@ def test_state_dict_from_another_model_optimizer_or_configuration_is_refused():
     assert all(np.array_equal(v, before[k]) for k, v in opt.state_dict().items())
 
 
+def load_refused(opt, flat, error, message):
+    """``load_state_dict(flat)`` raises ``error`` matching ``message`` and changes nothing."""
+    before = opt.state_dict()
+    with pytest.raises(error, match=message):
+        opt.load_state_dict(flat)
+    after = opt.state_dict()
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[key], before[key]) for key in before)
+
+
+def saved_after_two_steps(case):
+    opt = start(case)
+    for X, T in batches(opt.model, 2):
+        opt.step(X, T)
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("step_count", np.array(-3), r"'step_count' must be >= 0, got -3"),
+    ("state.layers.0.H_g.count", np.array(99),
+     r"'state.layers.0.H_g.count' must lie in \[0, 3\] \(the memory\), got 99"),
+    ("state.layers.1.H_a.count", np.array(-1),
+     r"'state.layers.1.H_a.count' must lie in \[0, 3\]"),
+    ("state.layers.0.H_g.gamma", np.array(-1.0), r"'state.layers.0.H_g.gamma' must be > 0"),
+    ("state.layers.1.H_a.gamma", np.array(0.0), r"'state.layers.1.H_a.gamma' must be > 0"),
+    ("state.layers.0.H_a.gamma", np.array(np.inf), r"'state.layers.0.H_a.gamma' must be finite"),
+    ("state.a_prepassed", np.array([True, False]),
+     r"'state.a_prepassed' must be a boolean scalar"),
+    ("state.a_prepassed", np.array(1), r"'state.a_prepassed' must be a boolean scalar"),
+])
+def test_state_dict_values_out_of_range_are_refused_naming_the_entry(key, value, message):
+    """Right shape and dtype, wrong value: a counter below 0 or above the memory (3), a scale
+    gamma <= 0 or infinite, a flag that is not a 0-d boolean."""
+    flat = saved_after_two_steps("conv-KBFGSL-memory-light")
+    assert key in flat
+    load_refused(start("conv-KBFGSL-memory-light", seed=3), dict(flat, **{key: value}),
+                 ValueError, message)
+
+
+def test_state_dict_with_entries_this_optimizer_does_not_have_is_refused():
+    flat = saved_after_two_steps("conv-KBFGSL-memory-light")
+    fresh = start("conv-KBFGSL-memory-light", seed=3)
+    load_refused(fresh, dict(flat, **{"state.bogus": np.zeros(3)}), ValueError,
+                 r"entries this optimizer does not have: \['state.bogus'\]")
+    # a dense-H_a state has no H_a.count: loading it into a memory-light one is refused
+    dense_H_a = KBFGSL(conv_model(), memory=3)
+    dense_H_a.step(*batches(dense_H_a.model, 1)[0])
+    light = start("conv-KBFGSL-memory-light", seed=3)
+    load_refused(light, dict(dense_H_a.state_dict(), **{"config.memory_light": np.array(True)}),
+                 ValueError, "state.layers.0.H_a")
+    # two trainable layers: a third weight array is refused by its own check
+    third = dict(flat, **{"weights.2": np.zeros((3, 9))})
+    load_refused(fresh, third, ValueError,
+                 "more weight arrays than the model has trainable layers")
+
+
 # --------------------------------------------------------------------------------------------
 # Assumption (iii) of the convergence theorem
 # --------------------------------------------------------------------------------------------
@@ -341,6 +397,33 @@ def test_G_update_is_skipped_where_H_g_has_lost_positive_definiteness():
     assert opt.last_step.pairs[0].g_update is SkipReason.NON_POSITIVE_CURVATURE
     assert not np.any(opt.state.layers[0].H_g)
     assert opt.last_step.pairs[1].g_update is SkipReason.NONE
+
+
+def test_pre_pass_whose_running_A_overflows_is_refused_and_changes_nothing():
+    """Inputs of 1e160 keep the forward pass finite but overflow ``a~ a~^T`` (1e320) in the
+    first layer's running A; the pre-pass raises NonFiniteError naming the layer, leaves A and
+    a_prepassed as they were, and the optimizer then steps as one without a pre-pass."""
+    opt = KBFGS(dense_model())
+    twin = KBFGS(dense_model())
+    X, T = batches(opt.model, 1)[0]
+    before = opt.state_dict()
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+            NonFiniteError, match="running A of trainable layer 0 is not finite"):
+        opt.initialize_A([X, X * 1e160])
+    assert opt.state.a_prepassed is False
+    after = opt.state_dict()
+    assert all(np.array_equal(after[key], before[key]) for key in before)
+    assert opt.step(X, T) == twin.step(X, T)
+    assert all(np.array_equal(a, b) for a, b in zip(opt.model.weights(), twin.model.weights(),
+                                                       strict=True))
+
+
+def test_pre_pass_needs_an_iterable_of_minibatches_not_one_array():
+    opt = KBFGS(dense_model())
+    X, _ = batches(opt.model, 1)[0]
+    with pytest.raises(TypeError, match=r"inputs must be an iterable of input arrays.*\[X\]"):
+        opt.initialize_A(X)
+    assert opt.state.a_prepassed is False
 
 
 def test_pre_pass_is_refused_after_the_first_step_without_data_or_running_A():

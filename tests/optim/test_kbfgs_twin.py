@@ -119,6 +119,7 @@ class Twin:
         self.weights = model.weights()
         self.k = 0
         self.prepassed = False
+        self.a_powell_acted = 0  # convergent A-side pairs that Powell changed
         self.layers = []
         for index, W in zip(model.trainable_indices, self.weights, strict=True):
             d_out, d1 = W.shape
@@ -229,7 +230,9 @@ class Twin:
         s = self.H_a(layer, d1) @ abar
         if self.variant is KBFGSVariant.CONVERGENT:
             y = A @ s
-            s = powell(s, y, cfg.ha_initial * np.eye(d1), cfg.powell_mu1)
+            damped = powell(s, y, cfg.ha_initial * np.eye(d1), cfg.powell_mu1)
+            self.a_powell_acted += not np.array_equal(damped, s)
+            s = damped
             y = y + lambda_A * s
         else:
             y = (A + lambda_A * np.eye(d1)) @ s
@@ -271,7 +274,15 @@ CASES = {
         ha_initial=2.0)),
     "conv-KBFGSL-convergent": (conv_net, KBFGSL, dict(
         variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0)),
+    # H_0 = gamma I with gamma = ha_initial != 1 on the A side, where Powell acts (asserted
+    # below): the damping must use the store's gamma, not 1
+    "conv-KBFGSL-convergent-ha-initial": (conv_net, KBFGSL, dict(
+        variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0,
+        hg_initial=0.5, ha_initial=2.0)),
 }
+
+#: Cases whose A-side Powell damping must act at least once (else gamma would not be tested).
+A_POWELL_ACTS = {"conv-KBFGSL-convergent-ha-initial"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -305,3 +316,5 @@ def test_step_equals_dense_kronecker_twin(case):
             assert_close(opt.model.weights()[layer_index], twin.weights[layer_index], rtol=RTOL,
                          what=f"W, {where}")
     assert updates == -(-STEPS // opt.config.update_interval)
+    if case in A_POWELL_ACTS:
+        assert twin.a_powell_acted > 0, f"{case}: A-side Powell never acted"

@@ -127,3 +127,40 @@ def test_a_float32_model_keeps_float32_weights_and_state(name):
     for key, value in optimizer.state_dict().items():
         if key.startswith(("weights.", "state.")) and value.dtype.kind == "f":
             assert value.dtype == np.float32, f"{name}: {key} is {value.dtype}"
+
+
+@pytest.mark.parametrize(("name", "key"), [
+    ("Adam", "state.second_moment.1"),
+    ("RMSprop", "state.square_average.0"),
+])
+def test_a_negative_mean_square_is_refused_naming_the_entry(name, key):
+    """A mean of squares is >= 0; a negative one would make the step take sqrt of it."""
+    donor = build(name, "autoencoder")
+    donor.step(*batches("autoencoder")[0])
+    flat = donor.state_dict()
+    corrupt = flat[key].copy()
+    corrupt.flat[0] = -1e-3
+    target = build(name, "autoencoder", seed=FRESH_SEED)
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=f"'{key}' must be >= 0"):
+        target.load_state_dict(dict(flat, **{key: corrupt}))
+    assert_unchanged(target, before)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_entries_the_optimizer_does_not_have_are_refused_and_change_nothing(name):
+    donor = build(name, "autoencoder")
+    donor.step(*batches("autoencoder")[0])
+    flat = donor.state_dict()
+    layers = len(donor.model.trainable_indices)
+    target = build(name, "autoencoder", seed=FRESH_SEED)
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="more weight arrays than the model has trainable layers"):
+        target.load_state_dict(dict(flat, **{f"weights.{layers}": flat["weights.0"]}))
+    assert_unchanged(target, before)
+    with pytest.raises(ValueError, match=r"does not have: \['state.extra'\]"):
+        target.load_state_dict(dict(flat, **{"state.extra": np.zeros(2)}))
+    assert_unchanged(target, before)
+    with pytest.raises(ValueError, match=r"'step_count' must be >= 0, got -1"):
+        target.load_state_dict(dict(flat, step_count=np.array(-1)))
+    assert_unchanged(target, before)
