@@ -18,6 +18,10 @@ and KFC (Grosse & Martens 2016, §3.1, ``Omega kron Gamma``) a conv layer's bloc
 Only the product ``A kron G`` is determined by the method; the split of the factor ``1/T`` between
 ``A`` and ``G`` is this module's (and KFC's) choice. curvlinops' "expand" puts it on ``A`` instead
 (eq. 15, ``tests/curvature/test_reference_replay.py``).
+
+Inputs must be arrays (NumPy, CuPy; anything with ``shape`` and ``ndim``): a list is refused with
+a ``TypeError`` naming the argument, not converted (the same rule as
+:mod:`kfqn_ref.curvature.kronecker`). Records must hold at least one sample (``N >= 1``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
+
+from kfqn_ref.curvature.kronecker import check_array
 
 DENSE_RECORD_NDIM = 2
 CONV_RECORD_NDIM = 3
@@ -66,18 +72,24 @@ def as_positions(name: str, x):
 
     Raises
     ------
+    TypeError
+        If ``x`` is not an array (e.g. a list); the message names ``name``.
     ValueError
-        If ``x`` has neither 2 nor 3 dimensions; the message names ``name``.
+        If ``x`` has neither 2 nor 3 dimensions, or no sample (``N = 0``); the message names
+        ``name``.
 
     """
-    if x.ndim == DENSE_RECORD_NDIM:
-        return x[:, None, :]
-    if x.ndim == CONV_RECORD_NDIM:
-        return x
-    raise ValueError(
-        f"{name} must be a dense record (N, d) or a conv record (N, T, d), "
-        f"got shape {tuple(x.shape)}"
-    )
+    check_array(name, x)
+    if x.ndim not in (DENSE_RECORD_NDIM, CONV_RECORD_NDIM):
+        raise ValueError(
+            f"{name} must be a dense record (N, d) or a conv record (N, T, d), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] < 1:
+        raise ValueError(
+            f"{name} must hold at least one sample (first axis N >= 1), got shape {tuple(x.shape)}"
+        )
+    return x[:, None, :] if x.ndim == DENSE_RECORD_NDIM else x
 
 
 def _second_moment(name: str, x, position_average: bool):
@@ -95,6 +107,8 @@ def input_factor(a, *, position_average: bool = False):
     ``a``: dense ``(N, D+1)`` or conv ``(N, T, D+1)``; returns ``(D+1, D+1)``. With
     ``position_average=True`` the sum over positions becomes a mean (divided by ``T``; the asdl and
     curvlinops-"expand" convention). Dense arrays have ``T = 1``: the option changes nothing there.
+    ``TypeError`` if ``a`` is not an array, ``ValueError`` if it is not ``(N, d)``/``(N, T, d)``
+    with ``N >= 1`` (:func:`as_positions`).
     """
     return _second_moment("a", a, position_average)
 
@@ -130,11 +144,14 @@ def kbfgs_minibatch_action(a, s, *, position_average: bool = False):
 
     Raises
     ------
+    TypeError
+        If ``a`` or ``s`` is not an array.
     ValueError
-        If ``s`` is not a vector of length ``D+1``.
+        If ``a`` is not a record with ``N >= 1`` or ``s`` is not a vector of length ``D+1``.
 
     """
     patches = as_positions("a", a)
+    check_array("s", s)
     n_samples, n_positions, width = patches.shape
     if s.shape != (width,):
         raise ValueError(

@@ -169,7 +169,8 @@ def _ggn(model, X, T, parameters: _Parametrisation):
     def outputs(theta):
         return model.output_function(parameters.weights_of(theta), X, anp)
 
-    z = outputs(parameters.theta)
+    z = outputs(parameters.theta)  # output_function validates X
+    model.loss.check_targets(z, T)  # the validation model.loss_function runs for _hessian
     jacobians = autograd.jacobian(outputs)(parameters.theta)  # (N, d_z, P)
     loss_hessians = np.stack(
         [_sample_loss_hessian(model.loss, z[n], T[n : n + 1]) for n in range(len(z))]
@@ -285,7 +286,8 @@ def preactivation_ggns(model, X, T, layer):
 def structure_block(record, preactivation_hessians):
     """Evaluate the structure formula of a layer block (eq. 3, 4).
 
-    Inputs: a record and the per-sample pre-activation Hessians.
+    Inputs: a record (``a``; its ``h`` fixes N, T and c_out) and the per-sample pre-activation
+    Hessians.
 
     Dense (eq. 3), ``record.a`` ``(N, D+1)``, Hessians ``(N, d_out, d_out)``:
 
@@ -302,13 +304,21 @@ def structure_block(record, preactivation_hessians):
     Raises
     ------
     ValueError
-        If the shapes of ``record.a`` and the Hessians do not fit together.
+        If ``record.a`` and ``record.h`` do not describe the same samples and positions, or the
+        Hessians are not ``(N, T c_out, T c_out)`` with ``N``, ``T`` and ``c_out`` of the record
+        (``c_out`` is the last axis of ``record.h``, ``d_out`` for a dense layer).
 
     """
     a = as_positions("record.a", record.a)
+    h = as_positions("record.h", record.h)
     n_samples, n_positions, width = a.shape
-    _check_preactivation_shape(preactivation_hessians, n_samples, n_positions)
-    channels = preactivation_hessians.shape[1] // n_positions
+    if h.shape[:2] != a.shape[:2]:
+        raise ValueError(
+            f"record.h {tuple(record.h.shape)} and record.a {tuple(record.a.shape)} must have the "
+            "same samples N (and positions T for a conv record)"
+        )
+    channels = h.shape[2]
+    _check_preactivation_shape(preactivation_hessians, record, n_samples, n_positions * channels)
     blocks = preactivation_hessians.reshape(n_samples, n_positions, channels, n_positions, channels)
     # block[d, c, e, f] = (1/N) sum_n sum_{t,s} a[n,t,d] a[n,s,e] H_n[t c_out + c, s c_out + f];
     # (d, c) flattened row-major is d c_out + c, the column-major vec index of W~[c, d].
@@ -317,16 +327,12 @@ def structure_block(record, preactivation_hessians):
     return block.reshape(size, size)
 
 
-def _check_preactivation_shape(hessians, n_samples, n_positions):
+def _check_preactivation_shape(hessians, record, n_samples, side):
     shape = tuple(hessians.shape)
-    fits = (
-        len(shape) == PER_SAMPLE_MATRICES_NDIM
-        and shape[0] == n_samples
-        and shape[1] == shape[2]
-        and shape[1] % n_positions == 0
-    )
-    if not fits:
+    expected = (n_samples, side, side)
+    if shape != expected:
         raise ValueError(
-            f"preactivation_hessians must have shape (N, T c_out, T c_out) with N = {n_samples} "
-            f"and T = {n_positions} taken from record.a, got {shape}"
+            f"preactivation_hessians must have shape (N, T c_out, T c_out) = {expected} for "
+            f"record.a {tuple(record.a.shape)} and record.h {tuple(record.h.shape)} "
+            f"(N, T and c_out = d_out taken from the record), got {shape}"
         )

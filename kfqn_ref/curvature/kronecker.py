@@ -14,10 +14,17 @@ linear re-indexing of the entries of ``M`` with
     R(A kron G) = vec(A) vec(G)^T,   ||R(M)||_F = ||M||_F        (hessian-structure.md, eq. 7)
 
 so ``min ||M - A kron G||_F`` is a rank-one approximation problem for ``R(M)``, solved by its SVD.
+
+Inputs: matrices and vectors must be arrays (NumPy, CuPy or ``autograd.numpy`` values, anything
+with ``shape`` and ``ndim``); a list or other array-like is refused with a ``TypeError`` naming
+the argument rather than converted silently (conversion would pick a dtype and a device for the
+caller). Shapes ``shape_A``, ``shape_G`` and the ``shape`` of :func:`unvec` must be pairs of
+positive ints (``ValueError`` otherwise).
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +34,36 @@ from kfqn_ref.backend import xp_of
 MATRIX_NDIM = 2
 
 
+def check_array(name: str, array) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``array`` has ``shape`` and ``ndim``.
+
+    NumPy, CuPy and autograd values pass; lists, tuples and scalars do not (no silent conversion).
+    """
+    if not (hasattr(array, "shape") and hasattr(array, "ndim")):
+        raise TypeError(
+            f"{name} must be an array (numpy/cupy ndarray or autograd value), "
+            f"got {type(array).__name__}; convert it with numpy.asarray first"
+        )
+
+
+def check_shape_pair(name: str, shape) -> tuple[int, int]:
+    """Return ``shape`` as ``(rows, cols)`` of Python ints.
+
+    Raises ``ValueError`` naming ``name`` unless ``shape`` is a pair of positive ints.
+    """
+    try:
+        rows, cols = shape
+    except (TypeError, ValueError):
+        rows = cols = None
+    if not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in (rows, cols)
+    ):
+        raise ValueError(f"{name} must be a pair (rows, cols) of positive ints, got {shape!r}")
+    return int(rows), int(cols)
+
+
 def _check_matrix(name: str, array) -> None:
+    check_array(name, array)
     if array.ndim != MATRIX_NDIM:
         raise ValueError(f"{name} must be a matrix (2 dimensions), got shape {tuple(array.shape)}")
 
@@ -43,8 +79,18 @@ def vec(X):
 
 
 def unvec(v, shape):
-    """Inverse of :func:`vec`: the ``(m, n)`` matrix whose column-major vec is ``v`` ``(m n,)``."""
-    rows, cols = shape
+    """Inverse of :func:`vec`: the ``(m, n)`` matrix whose column-major vec is ``v`` ``(m n,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is not a pair of positive ints or ``v`` is not a vector of length ``m n``.
+    TypeError
+        If ``v`` is not an array.
+
+    """
+    rows, cols = check_shape_pair("shape", shape)
+    check_array("v", v)
     if v.ndim != 1 or v.shape[0] != rows * cols:
         raise ValueError(
             f"v must be a vector of length {rows * cols} to unvec into shape {tuple(shape)}, "
@@ -71,6 +117,8 @@ def kron_matvec(A, G, X):
     ------
     ValueError
         If a factor is not a matrix or ``X`` is not ``(G.shape[1], A.shape[1])``.
+    TypeError
+        If ``A``, ``G`` or ``X`` is not an array (e.g. a list).
 
     """
     _check_matrix("A", A)
@@ -92,8 +140,8 @@ def rearrange(M, shape_A, shape_G):
     ``(i, j)`` of ``M`` ``(m1 m2, n1 n2)``; hence ``R(A kron G) = vec(A) vec(G)^T``. Computed by one
     reshape and one transpose: ``M[i m2 + p, j n2 + q]`` goes to ``R[i + j m1, p + q m2]``.
     """
-    m1, n1 = shape_A
-    m2, n2 = shape_G
+    m1, n1 = check_shape_pair("shape_A", shape_A)
+    m2, n2 = check_shape_pair("shape_G", shape_G)
     _check_matrix("M", M)
     if tuple(M.shape) != (m1 * m2, n1 * n2):
         raise ValueError(
@@ -132,7 +180,7 @@ class NearestKronecker(NamedTuple):
 
 def default_rank_rtol(shape_A, shape_G, dtype) -> float:
     """Return NumPy's ``matrix_rank`` tolerance for ``R(M)``: ``eps * max(R.shape)``."""
-    (m1, n1), (m2, n2) = shape_A, shape_G
+    (m1, n1), (m2, n2) = check_shape_pair("shape_A", shape_A), check_shape_pair("shape_G", shape_G)
     return float(np.finfo(dtype).eps) * max(m1 * n1, m2 * n2)
 
 
@@ -157,11 +205,14 @@ def nearest_kronecker(M, shape_A, shape_G, *, rank_rtol=None) -> NearestKronecke
     Raises
     ------
     ValueError
-        If ``M`` does not have shape ``(m1 m2, n1 n2)``.
+        If ``shape_A`` or ``shape_G`` is not a pair of positive ints, or ``M`` does not have shape
+        ``(m1 m2, n1 n2)``.
+    TypeError
+        If ``M`` is not an array.
 
     """
-    xp = xp_of(M)
     R = rearrange(M, shape_A, shape_G)
+    xp = xp_of(M)
     U, s, Vt = xp.linalg.svd(R, full_matrices=False)
     scale = xp.sqrt(s[0])
     A = unvec(scale * U[:, 0], shape_A)

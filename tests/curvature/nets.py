@@ -66,8 +66,10 @@ def dense_cases(draw, batch_sizes=batch_sizes, linear=False, loss=None):
 
 @st.composite
 def conv_geometries(draw):
-    """``(c_in, H, W, Conv2d)``: kernel 1-3, stride 1-2, padding 0-1, dilation 1-2, and an input of
-    2 to 5 more rows and columns than the padded kernel span needs."""
+    """``(c_in, H, W, Conv2d)``: kernel 1-3, stride 1-2, padding 0-1, dilation 1-2, and an input
+    whose height and width are each 0 to 3 more than the smallest that the kernel span
+    ``dilation (kernel - 1) + 1`` fits after padding (``max(1, span - 2 padding)``): at least one
+    output row and column."""
     kernel = draw(st.integers(min_value=1, max_value=3))
     stride, dilation = (draw(st.integers(min_value=1, max_value=2)) for _ in range(2))
     padding = draw(st.integers(min_value=0, max_value=1))

@@ -253,3 +253,21 @@ def test_bad_factor_input_is_refused():
         output_factor(np.ones((1, 2, 3, 4)))
     with pytest.raises(ValueError, match="s must be a vector of length D\\+1 = 4"):
         kbfgs_minibatch_action(np.ones((2, 4)), np.ones(3))
+    with pytest.raises(ValueError, match=r"a must hold at least one sample .* got shape \(0, 3\)"):
+        input_factor(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match=r"g must hold at least one sample .* \(0, 4, 2\)"):
+        output_factor(np.zeros((0, 4, 2)))
+    with pytest.raises(ValueError, match=r"a must hold at least one sample"):
+        kbfgs_minibatch_action(np.zeros((0, 3)), np.ones(3))
+
+
+def test_lists_are_refused_with_a_type_error_naming_the_argument():
+    """Array arguments must be arrays (module docstring): no silent numpy.asarray conversion."""
+    with pytest.raises(TypeError, match="a must be an array .* got list"):
+        input_factor([[1.0, 2.0]])
+    with pytest.raises(TypeError, match="g must be an array .* got list"):
+        output_factor([[1.0, 2.0]])
+    with pytest.raises(TypeError, match="a must be an array .* got list"):
+        kbfgs_minibatch_action([[1.0, 2.0]], np.ones(2))
+    with pytest.raises(TypeError, match="s must be an array .* got list"):
+        kbfgs_minibatch_action(np.ones((1, 2)), [1.0, 2.0])

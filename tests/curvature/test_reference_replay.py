@@ -97,6 +97,25 @@ def test_replay_forward_loss_and_gradients(recording, model):
         )
 
 
+def test_replay_preactivation_gradients(recording, model):
+    """The records' per-sample output gradients ``g`` against the recorded ``grad_preact_l``.
+
+    Conventions (``tests/data/README.md``; the sidecar's ``preact_hessians`` entry):
+    ``grad_preact_l[n] = d ell_n / dz`` with ``ell_n`` the per-sample loss, NOT divided by ``N``
+    (``L = (1/N) sum_n ell_n``); ours ``g_n = dl_n/dh_n = N df/dh_n`` (conventions §4): the same
+    quantity, so no factor is applied. Conv gradients are recorded ``(c_out, h_out, w_out)``
+    flattened row-major (index ``c T + t``); ours are ``(T, c_out)``, hence the transpose.
+    """
+    X, T = recording["X"], recording["T"]
+    conv, dense = model.forward_backward(X, T).records
+    n_samples = X.shape[0]
+    recorded_conv = recording["grad_preact_l0"].reshape(n_samples, 2, 9).transpose(0, 2, 1)
+    assert_close(conv.g, recorded_conv, rtol=1e-12, what="conv pre-activation gradients g")
+    assert_close(
+        dense.g, recording["grad_preact_l1"], rtol=1e-12, what="dense pre-activation gradients g"
+    )
+
+
 def test_replay_exact_hessians_and_ggn(recording, model):
     """Full Hessian, full GGN and layer blocks (torch.func.hessian) after the row- to column-major
     permutation; the recorded GGN is that of the mean loss, as ours."""
