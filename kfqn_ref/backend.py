@@ -54,12 +54,26 @@ def use_cupy() -> None:
     global _current_module
     try:
         import cupy  # noqa: PLC0415 - optional dependency, imported on request only
-    except ImportError as error:  # pragma: no cover - depends on the machine
+    except ImportError as error:
         raise ImportError(
             "use_cupy() needs the optional CuPy backend: pip install 'kfqn-ref[cupy]'"
         ) from error
-    cupy.cuda.runtime.getDeviceCount()  # raises if no CUDA device is usable
+    _require_cuda_device(cupy)
     _current_module = cupy
+
+
+def _require_cuda_device(cupy) -> None:
+    """Raise ``ImportError`` unless CuPy sees at least one CUDA device.
+
+    ``getDeviceCount`` raises CuPy's ``CUDARuntimeError`` (a ``RuntimeError``) when there is no
+    device or no driver; that error becomes the ``ImportError`` :func:`use_cupy` documents.
+    """
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except RuntimeError as error:
+        raise ImportError(f"use_cupy() found CuPy but no usable CUDA device: {error}") from error
+    if count < 1:
+        raise ImportError("use_cupy() found CuPy but no CUDA device (getDeviceCount() == 0)")
 
 
 def xp_of(*arrays) -> types.ModuleType:
@@ -118,13 +132,11 @@ def check_computed_finite(name: str, array) -> None:
         )
 
 
-def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
-    """Validate an input array and return it unchanged.
+def check_float_dtype(name: str, array, dtype=None):
+    """Validate the kind and dtype of an input array (O(1): no entry is read); return it unchanged.
 
-    Checks, in order: that ``array`` is an ndarray of a supported floating dtype (``TypeError``),
-    that it matches ``dtype`` when given (``TypeError``: no silent casting), that it has ``ndim``
-    dimensions when given (``ValueError``), and that every entry is finite (``ValueError``).
-    The messages name ``name`` and the expected form.
+    ``TypeError`` naming ``name`` unless ``array`` is an ndarray of float64 or float32, and, when
+    ``dtype`` is given, of exactly that dtype (no silent casting).
     """
     module = xp_of(array)
     if not isinstance(array, module.ndarray):
@@ -138,8 +150,20 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
             f"{name} has dtype {array.dtype} but {np.dtype(dtype)} was expected "
             "(mixed dtypes are not cast silently; convert with .astype first)"
         )
+    return array
+
+
+def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
+    """Validate an input array and return it unchanged.
+
+    Checks, in order: kind and dtype as :func:`check_float_dtype` (``TypeError``), that it has
+    ``ndim`` dimensions when given (``ValueError``), and that every entry is finite (``ValueError``,
+    the one O(n) check). The messages name ``name`` and the expected form.
+    """
+    check_float_dtype(name, array, dtype)
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
+    module = xp_of(array)
     if not bool(module.all(module.isfinite(array))):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
     return array

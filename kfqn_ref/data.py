@@ -20,6 +20,7 @@ User files
 
 from __future__ import annotations
 
+import numbers
 import os
 import zipfile
 from typing import Iterator, NamedTuple
@@ -38,6 +39,28 @@ class Dataset(NamedTuple):
     name: str
     X: np.ndarray
     T: np.ndarray
+
+
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int: ``TypeError`` unless integral, ``ValueError`` out of range.
+
+    The range is ``[minimum, maximum]``, or ``[minimum, inf)`` without ``maximum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum or (maximum is not None and value > maximum):
+        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {expected}, got {value}")
+    return int(value)
+
+
+def _check_noise(noise) -> float:
+    """Return ``noise`` as a float: ``TypeError`` unless real, ``ValueError`` unless in [0, inf)."""
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
+        raise TypeError(f"noise must be a real number, got {type(noise).__name__}")
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return float(noise)
 
 
 def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -69,14 +92,14 @@ def synthetic_regression(
 ) -> Dataset:
     """A seeded least-squares problem ``T = X W*^T + noise * E`` with ``X, W*, E`` standard normal.
 
-    Shapes: ``X (n_samples, d_in)``, ``T (n_samples, d_out)``.
+    Shapes: ``X (n_samples, d_in)``, ``T (n_samples, d_out)``. ``n_samples``, ``d_in``, ``d_out``
+    are integers ``>= 1``, ``seed`` an integer ``>= 0``, ``noise`` a finite real ``>= 0``: a value
+    of another type raises ``TypeError``, one out of range ``ValueError``.
     """
     for name, value in (("n_samples", n_samples), ("d_in", d_in), ("d_out", d_out)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    rng = np.random.default_rng(seed)
+        _check_int(name, value, 1)
+    noise = _check_noise(noise)
+    rng = np.random.default_rng(_check_int("seed", seed, 0))
     X = rng.standard_normal((n_samples, d_in))
     W_star = rng.standard_normal((d_out, d_in))
     T = X @ W_star.T + noise * rng.standard_normal((n_samples, d_out))
@@ -87,25 +110,65 @@ def synthetic_regression(
 def minibatches(
     dataset: Dataset, batch_size: int, *, seed: int = 0, epochs: int = 1
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(X, T)`` minibatches of exactly ``batch_size`` samples, ``epochs`` times over.
+    """Return an iterator of ``(X, T)`` minibatches of ``batch_size`` samples, ``epochs`` times.
 
     Each epoch draws a fresh permutation from one ``numpy.random.Generator(seed)``; the last
     ``n mod batch_size`` samples of each permutation are dropped so that every minibatch has the
-    same size (the K-BFGS pre-pass and pair averaging assume it).
+    same size (the K-BFGS pre-pass and pair averaging assume it). The arguments are checked on
+    the call, before any minibatch is drawn: ``len(T) == len(X) = n`` (``ValueError``);
+    ``batch_size`` in ``[1, n]``, ``epochs >= 1``, ``seed >= 0``, each an integer (``TypeError``
+    for another type, ``ValueError`` out of range).
     """
-    n = dataset.X.shape[0]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__}")
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must lie in [1, {n}] (the data set size), got {batch_size}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    rng = np.random.default_rng(seed)
+    n = _check_sample_counts(dataset)
+    batch_size = _check_int("batch_size", batch_size, 1, maximum=n)
+    epochs = _check_int("epochs", epochs, 1)
+    rng = np.random.default_rng(_check_int("seed", seed, 0))
+    return _minibatch_stream(dataset, batch_size, rng, epochs)
+
+
+def _check_sample_counts(dataset) -> int:
+    """Return ``n = len(X)`` after checking ``len(T) == n`` (``ValueError`` naming both)."""
+    if not (hasattr(dataset, "X") and hasattr(dataset, "T")):
+        raise TypeError(
+            f"dataset must be a kfqn_ref.data.Dataset (name, X, T), got {type(dataset).__name__}"
+        )
+    n, n_targets = len(dataset.X), len(dataset.T)
+    if n_targets != n:
+        raise ValueError(
+            f"dataset.T must hold one target per input: len(dataset.X) = {n} but "
+            f"len(dataset.T) = {n_targets}"
+        )
+    return n
+
+
+def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
+    """The generator behind :func:`minibatches` (arguments already checked)."""
+    n = len(dataset.X)
     for _ in range(epochs):
         order = rng.permutation(n)
         for start in range(0, n - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
             yield dataset.X[index], dataset.T[index]
+
+
+def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read arrays ``x_key`` and ``t_key`` of the ``.npz`` archive at ``path`` into memory.
+
+    The file is opened here and closed on every path, also when it is not a valid archive
+    (``np.load`` given a path leaks its handle then); ``archive[key]`` reads the whole member, so
+    the returned arrays do not depend on the closed file.
+    """
+    with open(path, "rb") as file:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(
+                f"expected a .npz archive holding {x_key!r} and {t_key!r}, got a single .npy array"
+            )
+        with archive:
+            missing = [key for key in (x_key, t_key) if key not in archive.files]
+            if missing:
+                raise ValueError(f"missing arrays {missing}; the file holds {archive.files}")
+            return archive[x_key], archive[t_key]
 
 
 def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype=None) -> Dataset:
@@ -122,14 +185,8 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
         not finite.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in (x_key, t_key) if key not in archive.files]
-            if missing:
-                raise ValueError(f"missing arrays {missing}; the file holds {archive.files}")
-            X, T = archive[x_key], archive[t_key]
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
-    except ValueError as error:
+        X, T = _read_npz_arrays(path, x_key, t_key)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
         raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
     resolved = backend.resolve_dtype(dtype)
     if X.dtype.kind not in "fiu":

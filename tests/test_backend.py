@@ -1,5 +1,8 @@
 """The array-module and dtype policy of kfqn_ref.backend (conventions §7, §9)."""
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
@@ -47,3 +50,65 @@ def test_check_float_array_accepts_a_valid_array_unchanged():
 def test_check_float_array_names_the_argument_and_the_expected_form(array, kwargs, error, message):
     with pytest.raises(error, match=message):
         backend.check_float_array("X", array, **kwargs)
+
+
+# -- the optional CuPy backend, on a machine without it --------------------------------------------
+
+
+def _fake_cupy(get_device_count):
+    """A stand-in ``cupy`` module whose ``cuda.runtime.getDeviceCount`` is ``get_device_count``."""
+    module = types.ModuleType("cupy")
+    module.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=get_device_count)
+    )
+    return module
+
+
+@pytest.fixture
+def restore_numpy():
+    yield
+    backend.use_numpy()
+
+
+def test_use_cupy_without_cupy_raises_import_error_and_keeps_numpy(monkeypatch, restore_numpy):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'kfqn-ref\[cupy\]'"):
+        backend.use_cupy()
+    assert backend.xp() is np
+
+
+def _no_device():
+    raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+
+@pytest.mark.parametrize(
+    ("get_device_count", "message"),
+    [
+        (_no_device, "no usable CUDA device: cudaErrorNoDevice"),
+        (lambda: 0, r"no CUDA device \(getDeviceCount\(\) == 0\)"),
+    ],
+)
+def test_use_cupy_without_a_device_raises_import_error_and_keeps_numpy(
+    monkeypatch, restore_numpy, get_device_count, message
+):
+    # CuPy installed but no device: the ImportError that use_cupy's docstring promises.
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(get_device_count))
+    with pytest.raises(ImportError, match=message):
+        backend.use_cupy()
+    assert backend.xp() is np
+
+
+def test_use_numpy_restores_numpy_after_use_cupy(monkeypatch, restore_numpy):
+    fake = _fake_cupy(lambda: 1)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    backend.use_cupy()
+    assert backend.xp() is fake
+    backend.use_numpy()
+    assert backend.xp() is np
+
+
+def test_check_float_dtype_checks_kind_and_dtype_but_reads_no_entry():
+    nan = np.array([np.nan])
+    assert backend.check_float_dtype("x", nan) is nan  # O(1): finiteness is not its check
+    with pytest.raises(TypeError, match="x has dtype float32 but float64 was expected"):
+        backend.check_float_dtype("x", nan.astype(np.float32), dtype=np.float64)

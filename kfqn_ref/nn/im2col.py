@@ -30,10 +30,34 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from kfqn_ref.backend import xp_of
+from kfqn_ref.backend import check_float_array, xp_of
 
 #: Number of spatial dimensions of a window (height, width).
 SPATIAL_DIMS = 2
+#: ``(N, C, H, W)``: the dimensions of an image batch.
+IMAGE_DIMS = 4
+
+
+def _check_array_argument(name: str, array, ndim: int):
+    """Check a public function's array argument: float64/float32, ``ndim`` dimensions, finite.
+
+    An autograd box (differentiating through :func:`im2col`) is checked through the array it wraps
+    (its ``_value``). ``TypeError``/``ValueError`` name ``name``, the expected and received form.
+    """
+    value = array
+    while hasattr(value, "_value"):
+        value = value._value
+    check_float_array(name, value, ndim=ndim)
+
+
+def _check_input_shape(name: str, input_shape) -> tuple[int, int, int, int]:
+    """Return ``input_shape`` as ``(N, C, H, W)``, 4 ints ``>= 1``; else ``ValueError``."""
+    is_shape = isinstance(input_shape, tuple | list) and len(input_shape) == IMAGE_DIMS
+    if not is_shape or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in input_shape
+    ):
+        raise ValueError(f"{name} must be a shape (N, C, H, W) of 4 ints >= 1, got {input_shape!r}")
+    return tuple(int(v) for v in input_shape)
 
 
 def as_pair(name: str, value, minimum: int) -> tuple[int, int]:
@@ -169,7 +193,9 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, xp=None):
     Row ``t = i W_out + j`` of sample ``n`` is the patch read by output position ``(i, j)``, in
     ``(c, ki, kj)`` order: this is the conv layer's ``a~`` without its trailing 1 (conventions §3).
     ``xp`` is the array module (pass ``autograd.numpy`` to differentiate; default ``xp_of(x)``).
+    ``x`` must be a finite float64/float32 array with 4 dimensions (``TypeError``/``ValueError``).
     """
+    _check_array_argument("im2col: x", x, IMAGE_DIMS)
     geometry = PatchGeometry.of(kernel_size, stride, padding, dilation)
     return patches_to_columns(extract_patches(x, geometry, xp))
 
@@ -178,8 +204,11 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
     """Adjoint of :func:`im2col`: fold ``(N, T, C k_h k_w)`` back into ``(N, C, H, W)``.
 
     ``input_shape`` is the ``(N, C, H, W)`` shape of the unfolded input. Overlapping patch entries
-    are summed; entries that came from the padding are dropped.
+    are summed; entries that came from the padding are dropped. ``cols`` must be a finite
+    float64/float32 array of the shape ``im2col`` gives for ``input_shape`` (``ValueError``).
     """
+    _check_array_argument("col2im: cols", cols, 3)
+    input_shape = _check_input_shape("col2im: input_shape", input_shape)
     geometry = PatchGeometry.of(kernel_size, stride, padding, dilation, owner="col2im")
     n, channels, height, width = input_shape
     out_height, out_width = geometry.output_size(height, width)

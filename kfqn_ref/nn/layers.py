@@ -24,6 +24,11 @@ with per-sample output gradients ``g_n = dl_n/dh_n``:
 
     dl_n/da_n = W^T g_n,          df/dW~ = (1/N) sum_n g_n a~_n^T          (f = (1/N) sum_n l_n).
 
+Every ``forward`` first checks, in O(1), that ``x`` is a float64/float32 array whose shape fits the
+layer (and a trainable layer's weight: ``weight_shape``, ``x``'s dtype); entries are not read, since
+``Sequential`` checks ``X`` for NaN/Inf once per pass. Errors name the layer, the expected and the
+received form.
+
 Equations, shapes and the tests that check them: ``docs/nn.md``.
 """
 
@@ -34,7 +39,7 @@ import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kfqn_ref.backend import xp_of
+from kfqn_ref.backend import check_float_dtype, xp_of
 from kfqn_ref.nn.im2col import (
     PatchGeometry,
     as_pair,
@@ -71,6 +76,57 @@ def _rowwise_matmul(u, m):
 def _check_ndim(where: str, input_shape, ndim: int, form: str) -> None:
     if len(input_shape) != ndim:
         raise ValueError(f"{where} expected input of shape {form}, got {tuple(input_shape)}")
+
+
+def _check_layer_input(layer, x) -> None:
+    """O(1) checks of a direct ``layer.forward(x)``: a float array whose shape fits the layer.
+
+    ``TypeError`` unless ``x`` is a float64/float32 array, ``ValueError`` (from
+    ``layer.output_shape``) for a shape the layer cannot take; the messages name the layer, the
+    expected and the received form. Entries are not read: finiteness is the caller's check
+    (``Sequential`` checks ``X`` once per pass).
+    """
+    name = type(layer).__name__
+    check_float_dtype(f"{name}: input x", x)
+    layer.output_shape(x.shape, name)
+
+
+def _check_weight(layer, weight, x) -> None:
+    """O(1) checks of a trainable layer's ``weight``: ``layer.weight_shape`` and ``x``'s dtype."""
+    name = type(layer).__name__
+    check_float_dtype(f"{name}: weight", weight)
+    if weight.dtype != x.dtype:
+        raise TypeError(
+            f"{name}: weight has dtype {weight.dtype} but input x has dtype {x.dtype} "
+            "(mixed dtypes are not cast silently; convert with .astype first)"
+        )
+    if tuple(weight.shape) != layer.weight_shape:
+        raise ValueError(
+            f"{name}: weight must have shape {layer.weight_shape} (homogeneous [W | b]), "
+            f"got {tuple(weight.shape)}"
+        )
+
+
+def sigmoid_pair(x, xp=None):
+    """Return ``(sigmoid(x), sigmoid(-x))``, ``sigmoid(x) = 1 / (1 + exp(-x))``, to a few ulp.
+
+    With ``e = exp(-|x|)`` (in ``(0, 1]``, so nothing overflows):
+    ``sigmoid(x) = 1 / (1 + e)`` and ``sigmoid(-x) = e / (1 + e)`` for ``x >= 0``, swapped for
+    ``x < 0``. Neither is computed as ``1 - sigmoid(+-x)``, so both keep their relative precision
+    where they are tiny (``|x|`` large); their product is the derivative
+    ``sigmoid'(x) = sigmoid(x) (1 - sigmoid(x))``.
+    Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
+    """
+    xp = xp_of(x) if xp is None else xp
+    non_negative = x >= 0
+    e = xp.exp(xp.where(non_negative, -x, x))
+    large, small = 1 / (1 + e), e / (1 + e)
+    return xp.where(non_negative, large, small), xp.where(non_negative, small, large)
+
+
+def sigmoid(x, xp=None):
+    """``sigmoid(x) = 1 / (1 + exp(-x))``, the first of :func:`sigmoid_pair`."""
+    return sigmoid_pair(x, xp)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,6 +290,8 @@ class Dense(TrainableLayer):
 
     def forward(self, weight, x):
         """``h = a~ W~^T`` (one GEMM); the cache keeps ``a~`` and ``h``."""
+        _check_layer_input(self, x)
+        _check_weight(self, weight, x)
         a = self.homogeneous_input(x)
         h = a @ weight.T
         return h, AffineCache(a=a, h=h, input_shape=x.shape)
@@ -316,6 +374,8 @@ class Conv2d(TrainableLayer):
 
     def forward(self, weight, x):
         """``h = a~ W~^T`` over all ``N T`` rows as one GEMM; ``y`` is ``h`` as an image."""
+        _check_layer_input(self, x)
+        _check_weight(self, weight, x)
         a = self.homogeneous_input(x)
         h = _rowwise_matmul(a, weight.T)
         return self._to_image(h, x.shape), AffineCache(a=a, h=h, input_shape=x.shape)
@@ -355,6 +415,7 @@ class Flatten(Layer):
 
     def forward(self, x):
         """Cache the input shape."""
+        _check_layer_input(self, x)
         return self.apply(x, xp_of(x)), x.shape
 
     def backward(self, cache, dy):
@@ -418,6 +479,7 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         """Cache the argmax of every window, ``(N, H_out, W_out, C)``, and the input shape."""
+        _check_layer_input(self, x)
         xp = xp_of(x)
         windows = extract_patches(x, self.geometry, xp, pad_value=-math.inf)
         argmax = windows.argmax(axis=-1)
@@ -447,6 +509,7 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         """Cache the input shape."""
+        _check_layer_input(self, x)
         return self.apply(x, xp_of(x)), x.shape
 
     def backward(self, cache, dy):
@@ -463,11 +526,22 @@ class AvgPool2d(_Pool2d):
 
 
 class Activation(Layer):
-    """An elementwise map ``y = phi(x)``; backward ``dx = dy * phi'(x)``."""
+    """An elementwise map ``y = phi(x)``; backward ``dx = dy * phi'(x)``.
+
+    ``forward`` checks that ``x`` is a float array (any shape) and calls ``_forward``.
+    """
 
     def output_shape(self, input_shape, where):
         """Any shape; unchanged."""
         return tuple(input_shape)
+
+    def forward(self, x):
+        """Return ``(y, cache)`` for a float array ``x`` of any shape."""
+        _check_layer_input(self, x)
+        return self._forward(x)
+
+    def _forward(self, x):
+        raise NotImplementedError
 
 
 class Identity(Activation):
@@ -477,7 +551,7 @@ class Identity(Activation):
         """``y = x``."""
         return x
 
-    def forward(self, x):
+    def _forward(self, x):
         """Nothing to cache."""
         return x, None
 
@@ -493,7 +567,7 @@ class ReLU(Activation):
         """``y = x`` where ``x > 0``, else 0."""
         return xp.where(x > 0, x, 0)
 
-    def forward(self, x):
+    def _forward(self, x):
         """Cache ``y`` (``y > 0`` exactly where ``x > 0``)."""
         y = self.apply(x, xp_of(x))
         return y, y
@@ -504,20 +578,25 @@ class ReLU(Activation):
 
 
 class Sigmoid(Activation):
-    """``y = 1 / (1 + exp(-x))`` as ``(1 + tanh(x/2)) / 2`` (no overflow); ``dx = dy y (1 - y)``."""
+    """``y = sigmoid(x) = 1 / (1 + exp(-x))``; ``dx = dy y (1 - y)`` with ``1 - y = sigmoid(-x)``.
+
+    Both factors come from :func:`sigmoid_pair` (no overflow, relative precision kept for
+    ``|x|`` large, where ``1 - y`` would cancel).
+    """
 
     def apply(self, x, xp):
-        """``y = (1 + tanh(x / 2)) / 2``."""
-        return 0.5 * (1 + xp.tanh(0.5 * x))
+        """``y = sigmoid(x)``."""
+        return sigmoid(x, xp)
 
-    def forward(self, x):
-        """Cache ``y``."""
-        y = self.apply(x, xp_of(x))
-        return y, y
+    def _forward(self, x):
+        """Cache ``(y, 1 - y) = (sigmoid(x), sigmoid(-x))``."""
+        y, one_minus_y = sigmoid_pair(x)
+        return y, (y, one_minus_y)
 
     def backward(self, cache, dy):
-        """``dx = dy * y * (1 - y)``."""
-        return dy * cache * (1 - cache)
+        """``dx = dy * y * (1 - y) = dy * sigmoid(x) * sigmoid(-x)``."""
+        y, one_minus_y = cache
+        return dy * y * one_minus_y
 
 
 class Tanh(Activation):
@@ -527,7 +606,7 @@ class Tanh(Activation):
         """``y = tanh(x)``."""
         return xp.tanh(x)
 
-    def forward(self, x):
+    def _forward(self, x):
         """Cache ``y``."""
         y = self.apply(x, xp_of(x))
         return y, y
@@ -544,10 +623,10 @@ class Softplus(Activation):
         """``y = logaddexp(0, x)``."""
         return xp.logaddexp(0, x)
 
-    def forward(self, x):
+    def _forward(self, x):
         """Cache ``x``."""
         return self.apply(x, xp_of(x)), x
 
     def backward(self, cache, dy):
-        """``dx = dy * sigmoid(x) = dy * (1 + tanh(x/2)) / 2``."""
-        return dy * (0.5 * (1 + xp_of(cache).tanh(0.5 * cache)))
+        """``dx = dy * sigmoid(x)`` (:func:`sigmoid`)."""
+        return dy * sigmoid(cache)

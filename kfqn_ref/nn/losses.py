@@ -25,15 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from kfqn_ref.backend import SUPPORTED_DTYPES, check_float_array, xp_of
+from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
 
 #: Rows of probability targets of :class:`SoftmaxCrossEntropy` must sum to 1 within this many
 #: multiples of ``sqrt(machine epsilon)`` of their dtype.
 PROBABILITY_SUM_TOLERANCE_IN_SQRT_EPS = 1.0
-
-
-def _sigmoid(z):
-    """``1 / (1 + exp(-z))`` as ``(1 + tanh(z/2)) / 2`` (no overflow, dtype kept)."""
-    return 0.5 * (1 + xp_of(z).tanh(0.5 * z))
 
 
 def _softmax(z):
@@ -98,6 +94,17 @@ class Loss:
                 f"got {tuple(t.shape)}"
             )
 
+    def _check_sampling_input(self, z, rng) -> None:
+        """Check ``sample_targets``' input: a ``Generator``, a finite float ``z`` of N >= 1 rows."""
+        _check_generator(rng)
+        name = type(self).__name__
+        check_float_array(f"{name}: network output z", z, ndim=2)
+        if z.shape[0] < 1:
+            raise ValueError(
+                f"{name}.sample_targets expects network outputs z of shape (N, d) with N >= 1, "
+                f"got {tuple(z.shape)}"
+            )
+
     def _validated(self, z, t):
         """Check a concrete ``z`` (finite too) and ``t``; return ``z``'s array module."""
         check_float_array(f"{type(self).__name__}: network output z", z)
@@ -117,7 +124,7 @@ class Loss:
     def output_gradient(self, z, t):
         """Per-sample ``dl_n/dz_n``, ``(N, d)``."""
         self._validated(z, t)
-        return self._mean(z) - self._dense_targets(z, t)
+        return self._gradient(z, t)
 
     def output_hessian(self, z, t):
         """Per-sample ``d2l_n/dz_n^2``, ``(N, d, d)``."""
@@ -142,6 +149,10 @@ class Loss:
     def _dense_targets(self, z, t):
         """Targets as an ``(N, d)`` float array."""
         return t
+
+    def _gradient(self, z, t):
+        """``dl_n/dz_n = mean - t``, ``(N, d)``."""
+        return self._mean(z) - self._dense_targets(z, t)
 
     def _hessian(self, z):
         raise NotImplementedError
@@ -174,8 +185,7 @@ class SquaredError(Loss):
 
     def sample_targets(self, z, rng):
         """``t = z + e``, ``e ~ N(0, I)`` from ``rng.standard_normal`` (float64, then rounded)."""
-        _check_generator(rng)
-        check_float_array("SquaredError: network output z", z, ndim=2)
+        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         return z + xp.asarray(rng.standard_normal(z.shape)).astype(z.dtype)
 
@@ -186,6 +196,10 @@ class SigmoidCrossEntropy(Loss):
     ``l(z, t) = sum_i [softplus(z_i) - t_i z_i] = -sum_i [t_i log s_i + (1 - t_i) log(1 - s_i)]``
     with ``s = sigmoid(z)`` and targets ``t in [0, 1]``; predictive distribution ``Bernoulli(s)``.
     Gradient ``s - t``; Hessian ``diag(s (1 - s))``; square root ``diag(sqrt(s (1 - s)))``.
+
+    Saturated logits: ``1 - s = sigmoid(-z)`` is computed as such (:func:`sigmoid_pair`), never as
+    ``1 - s``, so ``s (1 - s)`` and the gradient ``s - t = (1 - t) s - t (1 - s)`` keep their
+    relative precision for ``|z|`` large (e.g. ``-sigmoid(-z)`` at ``t = 1``).
     """
 
     def _check_target_values(self, z, t):
@@ -202,23 +216,27 @@ class SigmoidCrossEntropy(Loss):
         return xp.sum(xp.logaddexp(0, z) - t * z) / z.shape[0]
 
     def _mean(self, z):
-        return _sigmoid(z)
+        return sigmoid(z)
+
+    def _gradient(self, z, t):
+        """``s - t = (1 - t) s - t (1 - s)``, exact in form for ``t`` in ``{0, 1}``."""
+        s, one_minus_s = sigmoid_pair(z)
+        return (1 - t) * s - t * one_minus_s
 
     def _hessian(self, z):
-        s = _sigmoid(z)
-        return _diag_embed(s * (1 - s))
+        s, one_minus_s = sigmoid_pair(z)
+        return _diag_embed(s * one_minus_s)
 
     def _hessian_sqrt(self, z):
-        s = _sigmoid(z)
-        return _diag_embed(xp_of(z).sqrt(s * (1 - s)))
+        s, one_minus_s = sigmoid_pair(z)
+        return _diag_embed(xp_of(z).sqrt(s * one_minus_s))
 
     def sample_targets(self, z, rng):
         """``t_ni = 1`` if ``u_ni < sigmoid(z_ni)`` else 0, with ``u = rng.random(z.shape)``."""
-        _check_generator(rng)
-        check_float_array("SigmoidCrossEntropy: network output z", z, ndim=2)
+        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         u = xp.asarray(rng.random(z.shape))
-        return (u < _sigmoid(z)).astype(z.dtype)
+        return (u < sigmoid(z)).astype(z.dtype)
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -298,8 +316,7 @@ class SoftmaxCrossEntropy(Loss):
         ``c_n = #{i : P_ni < u_n P_nK}`` with ``P`` the row-wise cumulative sums of ``p`` and
         ``u = rng.random(N)`` (float64); scaling by ``P_nK`` keeps ``c_n <= K - 1`` under rounding.
         """
-        _check_generator(rng)
-        check_float_array("SoftmaxCrossEntropy: network output z", z, ndim=2)
+        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         cumulative = xp.cumsum(_softmax(z), axis=1)
         u = xp.asarray(rng.random(z.shape[0]))

@@ -47,13 +47,15 @@ class ForwardPass:
     """A forward pass: the output ``z`` and what the backward pass needs.
 
     ``caches[i]`` is what ``layers[i].forward`` returned besides its output; ``weights`` are the
-    weights the pass used (the backward uses them, even if the model's weights changed since).
+    weights the pass used (the backward uses them, even if the model's weights changed since);
+    ``layers`` are the layers it ran through (``backward_pass`` checks that they match its model's).
     """
 
     z: object
     caches: tuple
     weights: tuple
     trainable_indices: tuple
+    layers: tuple
 
     @property
     def records(self) -> list:
@@ -251,6 +253,7 @@ class Sequential:
             caches=tuple(caches),
             weights=weights,
             trainable_indices=self.trainable_indices,
+            layers=self.layers,
         )
 
     def backward_pass(self, forward_pass, output_gradients, weight_gradients=True) -> list:
@@ -267,6 +270,7 @@ class Sequential:
                 f"forward_pass must be the ForwardPass of forward_pass(X), got "
                 f"{type(forward_pass).__name__}"
             )
+        self._check_same_structure(forward_pass)
         if not isinstance(weight_gradients, bool):
             raise TypeError(f"weight_gradients must be True or False, got {weight_gradients!r}")
         check_float_array("output_gradients", output_gradients, dtype=self.dtype)
@@ -295,6 +299,26 @@ class Sequential:
             dy = result.input_gradient
         records.reverse()
         return records
+
+    def _check_same_structure(self, forward_pass) -> None:
+        """``ValueError`` unless ``forward_pass`` ran through layers like this model's.
+
+        Layers match if they are the same objects or of the same type and ``repr`` (the repr of
+        every kfqn_ref layer lists its hyperparameters).
+        """
+        theirs, ours = tuple(forward_pass.layers), self.layers
+        if len(theirs) != len(ours):
+            raise ValueError(
+                f"forward_pass comes from a model with {len(theirs)} layers; this model has "
+                f"{len(ours)} (pass a ForwardPass of this model's forward_pass(X))"
+            )
+        for index, (other, layer) in enumerate(zip(theirs, ours, strict=True)):
+            same = other is layer or (type(other) is type(layer) and repr(other) == repr(layer))
+            if not same:
+                raise ValueError(
+                    f"forward_pass comes from a model with a different structure: layers[{index}] "
+                    f"is {other!r} there but {layer!r} in this model"
+                )
 
     def forward_backward(self, X, T, weight_gradients=True) -> ForwardBackward:
         """Mean loss, output and per-layer records (conventions §4) on the minibatch ``(X, T)``."""

@@ -1,6 +1,8 @@
 """Bad input raises ValueError/TypeError with a message that names the argument and what was
 expected, and a rejected call changes nothing (conventions §10)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -299,3 +301,148 @@ def test_set_weights_rejects_without_changing_anything():
         model.set_weights([good, before[1].astype(np.float32)])
     for got, want in zip(model.weights(), before, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+# -- backward_pass given another model's forward pass ----------------------------------------------
+
+
+def test_backward_pass_rejects_a_forward_pass_of_another_structure():
+    model = _mlp()
+    fewer_layers = nn.Sequential([nn.Dense(3, 2)], nn.SquaredError()).forward_pass(X_MLP)
+    with pytest.raises(
+        ValueError, match="forward_pass comes from a model with 1 layers; this model has 3"
+    ):
+        model.backward_pass(fewer_layers, np.ones((5, 2)))
+    other_activation = nn.Sequential(
+        [nn.Dense(3, 4), nn.ReLU(), nn.Dense(4, 2)], nn.SquaredError()
+    ).forward_pass(X_MLP)
+    with pytest.raises(
+        ValueError,
+        match=r"different structure: layers\[1\] is ReLU\(\) there but Tanh\(\) in this model",
+    ):
+        model.backward_pass(other_activation, np.ones((5, 2)))
+
+
+def test_backward_pass_accepts_a_forward_pass_of_an_equal_structure():
+    # Layers hold no state: a twin built from equal (not identical) layers gives the same records.
+    model, twin = _mlp(), _mlp()
+    dz = np.ones((5, 2))
+    got = model.backward_pass(twin.forward_pass(X_MLP), dz)
+    want = model.backward_pass(model.forward_pass(X_MLP), dz)
+    for got_record, want_record in zip(got, want, strict=True):
+        np.testing.assert_array_equal(got_record.grad, want_record.grad)
+
+
+# -- layers called directly ------------------------------------------------------------------------
+# Shape and dtype checks are O(1) and run on every direct forward; entries are not read there
+# (Sequential checks X for NaN/Inf once per pass). The public im2col/col2im check finiteness too.
+# Layers hold no state, so a rejected call changes nothing.
+
+DENSE_WEIGHT = np.ones((2, 4))
+CONV_WEIGHT = np.ones((3, 2 * 2 * 2 + 1))
+
+BAD_LAYER_CALLS = [
+    (
+        lambda: nn.Dense(3, 2).forward(DENSE_WEIGHT, np.ones((5, 4))),
+        ValueError,
+        r"Dense expected input of shape (N, 3), got (5, 4)",
+    ),
+    (
+        lambda: nn.Dense(3, 2).forward(DENSE_WEIGHT, np.ones(3)),
+        ValueError,
+        r"Dense expected input of shape (N, 3), got (3,)",
+    ),
+    (
+        lambda: nn.Dense(3, 2).forward(np.ones((2, 3)), np.ones((5, 3))),
+        ValueError,
+        r"Dense: weight must have shape (2, 4) (homogeneous [W | b]), got (2, 3)",
+    ),
+    (
+        lambda: nn.Dense(3, 2).forward(DENSE_WEIGHT.astype(np.float32), np.ones((5, 3))),
+        TypeError,
+        "Dense: weight has dtype float32 but input x has dtype float64 (mixed dtypes",
+    ),
+    (
+        lambda: nn.Dense(3, 2).forward(DENSE_WEIGHT, np.ones((5, 3), dtype=np.int64)),
+        TypeError,
+        "Dense: input x must have dtype float64 or float32, got int64",
+    ),
+    (
+        lambda: nn.Dense(3, 2).forward(DENSE_WEIGHT, [[1.0, 2.0, 3.0]]),
+        TypeError,
+        "Dense: input x must be an array of float64 or float32, got list",
+    ),
+    (
+        lambda: nn.Conv2d(2, 3, 2).forward(CONV_WEIGHT, np.ones((1, 1, 4, 4))),
+        ValueError,
+        r"Conv2d expected input of shape (N, 2, H, W), got (1, 1, 4, 4)",
+    ),
+    (
+        lambda: nn.Conv2d(2, 3, 2).forward(CONV_WEIGHT, np.ones((2, 4, 4))),
+        ValueError,
+        r"Conv2d expected input of shape (N, 2, H, W), got (2, 4, 4)",
+    ),
+    (
+        lambda: nn.Conv2d(2, 3, 2).forward(CONV_WEIGHT[:, :-1], np.ones((1, 2, 4, 4))),
+        ValueError,
+        r"Conv2d: weight must have shape (3, 9) (homogeneous [W | b]), got (3, 8)",
+    ),
+    (
+        lambda: nn.MaxPool2d(2).forward(np.ones((1, 4, 4))),
+        ValueError,
+        r"MaxPool2d expected input of shape (N, C, H, W), got (1, 4, 4)",
+    ),
+    (
+        lambda: nn.AvgPool2d(2).forward(np.ones((4, 4))),
+        ValueError,
+        r"AvgPool2d expected input of shape (N, C, H, W), got (4, 4)",
+    ),
+    (
+        lambda: nn.Flatten().forward(np.ones(4)),
+        ValueError,
+        r"Flatten expected input of shape (N, ...) with at least 2 dimensions, got (4,)",
+    ),
+    (
+        lambda: nn.ReLU().forward(np.ones(3, dtype=np.int32)),
+        TypeError,
+        "ReLU: input x must have dtype float64 or float32, got int32",
+    ),
+    (
+        lambda: im2col(np.ones((2, 3)), 2),
+        ValueError,
+        r"im2col: x must have 4 dimensions, got shape (2, 3)",
+    ),
+    (
+        lambda: im2col(np.ones((1, 1, 3, 3), dtype=np.int64), 2),
+        TypeError,
+        "im2col: x must have dtype float64 or float32, got int64",
+    ),
+    (
+        lambda: im2col(np.full((1, 1, 3, 3), np.nan), 2),
+        ValueError,
+        "im2col: x contains NaN or Inf",
+    ),
+    (
+        lambda: col2im(np.ones((1, 1, 9)), (1, 1, 3), 3),
+        ValueError,
+        r"col2im: input_shape must be a shape (N, C, H, W) of 4 ints >= 1, got (1, 1, 3)",
+    ),
+    (
+        lambda: col2im(np.ones((1, 1, 9)), (1, 1, 3.0, 3), 3),
+        ValueError,
+        r"col2im: input_shape must be a shape (N, C, H, W) of 4 ints >= 1, got (1, 1, 3.0, 3)",
+    ),
+    (
+        lambda: col2im(np.full((1, 1, 9), np.inf), (1, 1, 3, 3), 3),
+        ValueError,
+        "col2im: cols contains NaN or Inf",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"), BAD_LAYER_CALLS, ids=[m for _, _, m in BAD_LAYER_CALLS]
+)
+def test_direct_layer_calls_name_the_layer_the_expected_and_the_received_form(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call()

@@ -135,3 +135,24 @@ def test_backward_flags_skip_only_what_they_name(layer, shape):
     bare = layer.backward(weight, cache, dy, input_gradient=False, weight_gradient=False)
     assert bare.input_gradient is None and bare.grad is None
     np.testing.assert_array_equal(bare.g, full.g)
+
+
+# -- documented conventions at non-differentiable points (expected values by hand) -----------------
+
+
+def test_max_pool_gives_a_tied_window_gradient_to_its_first_entry_in_row_major_order():
+    # Window [[1, 3], [3, 2]]: the max 3 is attained at (0, 1) and (1, 0); (0, 1) comes first in
+    # row-major order, so it alone receives dy = 5. An all-zero window: (0, 0) receives dy = 7.
+    x = np.array([[[[1.0, 3.0], [3.0, 2.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    y, cache = nn.MaxPool2d(2).forward(x)
+    np.testing.assert_array_equal(y, [[[[3.0]]], [[[0.0]]]])
+    dx = nn.MaxPool2d(2).backward(cache, np.array([[[[5.0]]], [[[7.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 5.0], [0.0, 0.0]]], [[[7.0, 0.0], [0.0, 0.0]]]])
+
+
+def test_relu_derivative_at_zero_is_zero():
+    # By hand: ReLU'(x) = [x > 0], so 0 at x = 0 and x = -0.0; dy passes only where x > 0.
+    x = np.array([0.0, -0.0, 2.0, -3.0])
+    y, cache = nn.ReLU().forward(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0, 2.0, 0.0])
+    np.testing.assert_array_equal(nn.ReLU().backward(cache, np.full(4, 5.0)), [0.0, 0.0, 5.0, 0.0])

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from autograd import grad, hessian
 from helpers.compare import assert_close
+from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
+from kfqn_ref.nn.losses import _softmax
 
 from .reference import LOSSES
 
@@ -166,8 +168,87 @@ def test_softmax_samples_are_categorical_of_softmax():
     assert np.all(np.abs(frequencies - p) < SIGMAS * np.sqrt(p * (1 - p) / DRAWS))
 
 
+#: The largest value ``Generator.random`` can return.
+LARGEST_UNIFORM = np.nextafter(1.0, 0.0)
+
+
+class _LargestUniformGenerator(np.random.Generator):
+    """A ``Generator`` whose ``random`` returns its largest possible value, ``1 - 2^-53``."""
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return np.full(size, LARGEST_UNIFORM)
+
+
+def _rows_whose_cumulative_total_rounds_below_one(count=8, width=7):
+    """Deterministic logits (seed 0, standard normal ``(1, width)`` rows) with ``P_nK < 1 - 2^-53``.
+
+    ``P_nK`` is computed by the implementation's own route (``_softmax`` then ``cumsum``), the
+    quantity its row-total scaling guards; about 7% of such rows round that far below 1.
+    """
+    z = np.random.default_rng(0).standard_normal((400, width))
+    totals = np.cumsum(_softmax(z), axis=1)[:, -1]
+    return z[totals < LARGEST_UNIFORM][:count]
+
+
 def test_softmax_sampling_never_leaves_the_class_range():
-    # A class with probability ~1 and rows whose cumulative sum rounds below 1.
+    # Rows whose cumulative total P_nK rounds below 1 and the largest draw u = 1 - 2^-53 > P_nK:
+    # without the scaling by P_nK every P_ni < u and c_n would be K (out of range). Expected by
+    # hand: P_ni < u P_nK fails only for i = K - 1 (u P_nK is one ulp below P_nK, and each p_ni is
+    # far above one ulp), so c_n = K - 1.
+    z = _rows_whose_cumulative_total_rounds_below_one()
+    totals = np.cumsum(_softmax(z), axis=1)[:, -1]
+    assert len(z) == 8 and np.all(totals != 1.0) and np.all(totals < LARGEST_UNIFORM)
+    rng = _LargestUniformGenerator(np.random.PCG64(0))
+    c = nn.SoftmaxCrossEntropy().sample_targets(z, rng)
+    np.testing.assert_array_equal(c, z.shape[1] - 1)
+    # A class with probability ~1 and an ordinary generator: that class every time.
     z = np.tile(np.array([[0.0, 0.0, 800.0]]), (1000, 1))
     c = nn.SoftmaxCrossEntropy().sample_targets(z, np.random.default_rng(4))
     np.testing.assert_array_equal(c, 2)
+
+
+@pytest.mark.parametrize("loss", LOSS_OBJECTS, ids=repr)
+def test_sampling_needs_at_least_one_sample(loss):
+    name = type(loss).__name__
+    with pytest.raises(ValueError, match=rf"{name}.sample_targets expects .* N >= 1, got \(0, 3\)"):
+        loss.sample_targets(np.zeros((0, 3)), np.random.default_rng(0))
+
+
+# -- saturated logits ------------------------------------------------------------------------------
+
+#: Logits from deep saturation to deep saturation: sigmoid spans 4e-18 .. 1 - 4e-18.
+SATURATED = np.linspace(-40.0, 40.0, 161)
+#: Elementwise relative tolerance: the stable forms are within a few ulp of expit.
+SATURATED_RTOL = 1e-14
+
+
+def test_sigmoid_keeps_relative_precision_at_saturated_logits():
+    # Independent route: scipy.special.expit (sigmoid) at every logit, elementwise relative.
+    z = SATURATED
+    s, s_minus = expit(z), expit(-z)
+    y, cache = nn.Sigmoid().forward(z)
+    np.testing.assert_allclose(y, s, rtol=SATURATED_RTOL, atol=0)
+    np.testing.assert_allclose(nn.Sigmoid().apply(z, np), s, rtol=SATURATED_RTOL, atol=0)
+    dy = np.ones_like(z)
+    np.testing.assert_allclose(
+        nn.Sigmoid().backward(cache, dy), s * s_minus, rtol=SATURATED_RTOL, atol=0
+    )
+    _, cache = nn.Softplus().forward(z)
+    np.testing.assert_allclose(nn.Softplus().backward(cache, dy), s, rtol=SATURATED_RTOL, atol=0)
+
+
+def test_sigmoid_cross_entropy_at_saturated_logits():
+    # Independent route: scipy.special.expit / log_expit. Gradient s - t is expit(z) at t = 0 and
+    # -expit(-z) at t = 1; Hessian diagonal expit(z) expit(-z); value sum_i softplus(z_i) - t_i z_i
+    # with softplus(z) = -log_expit(-z).
+    loss = nn.SigmoidCrossEntropy()
+    z = SATURATED[None, :]
+    s, s_minus = expit(z), expit(-z)
+    zeros, ones = np.zeros_like(z), np.ones_like(z)
+    np.testing.assert_allclose(loss.output_gradient(z, zeros), s, rtol=SATURATED_RTOL, atol=0)
+    np.testing.assert_allclose(loss.output_gradient(z, ones), -s_minus, rtol=SATURATED_RTOL, atol=0)
+    hessian_diagonal = np.diagonal(loss.output_hessian(z, zeros), axis1=1, axis2=2)
+    np.testing.assert_allclose(hessian_diagonal, s * s_minus, rtol=SATURATED_RTOL, atol=0)
+    sqrt_diagonal = np.diagonal(loss.output_hessian_sqrt(z, zeros), axis1=1, axis2=2)
+    np.testing.assert_allclose(sqrt_diagonal, np.sqrt(s * s_minus), rtol=SATURATED_RTOL, atol=0)
+    assert_close(loss.value(z, zeros), -np.sum(log_expit(-z)), rtol=SATURATED_RTOL)
