@@ -5,11 +5,13 @@
 
 1. Powell damping is taken with respect to the FIXED initial matrix ``H_0 = gamma I`` (not the
    current ``H``), then Levenberg–Marquardt damping ``y <- y + mu2 s`` (:func:`convergent_damping`);
-2. the L-BFGS store keeps ``gamma`` fixed (``GammaRule.FIXED``), accepts any pair with
-   ``s^T y > 0``, and holds at most ``p`` pairs (:func:`convergent_lbfgs_append`).
+2. the L-BFGS store keeps ``gamma`` fixed (``GammaRule.FIXED``), accepts a pair with
+   ``s^T y > 0`` unless it would make the store non-representable (``NON_FINITE_RESULT``,
+   [QN-11b]), and holds at most ``p`` pairs (:func:`convergent_lbfgs_append`).
 
 Then every stored pair satisfies ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y`` with
-``C = 1 / (mu1 gamma) + 2 mu2`` [CV-3, CV-4], and every matrix the store represents satisfies
+``C = 1 / (mu1 gamma) + 2 mu2`` [CV-3, CV-4] (valid, not tight: the tight constant is
+``1 / (mu1 gamma) + mu2``), and every matrix the store represents satisfies
 ``kappa_lo I <= H <= kappa_hi I`` with the constants of :func:`convergent_eigenvalue_bounds`
 [CV-7, CV-8], whatever the pairs fed in (negative curvature included).
 """
@@ -38,9 +40,14 @@ class EigenvalueBounds(NamedTuple):
 
 
 def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
-    """``C = 1 / (mu1 gamma) + 2 mu2``: ``||y||^2 <= C s^T y`` for every damped pair [CV-4]."""
+    """``C = 1 / (mu1 gamma) + 2 mu2``: ``||y||^2 <= C s^T y`` for every damped pair [CV-4].
+
+    A valid constant, not the tight one: the supremum of ``||y||^2 / s^T y`` over damped pairs is
+    ``1 / (mu1 gamma) + mu2``, attained by ``y = s / (mu1 gamma)`` (convergence.md, [CV-4]).
+    ``inf`` when ``1 / (mu1 gamma)`` overflows.
+    """
     gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
-    return 1.0 / (mu1 * gamma) + 2.0 * mu2
+    return _inverse_product(mu1, gamma) + 2.0 * mu2
 
 
 def convergent_eigenvalue_bounds(
@@ -54,19 +61,25 @@ def convergent_eigenvalue_bounds(
         kappa_hi = r^p gamma + (1/mu2) (r^p - 1) / (r - 1),  r = C / mu2 > 2   [CV-8]
 
     with ``C`` of :func:`curvature_constant`. Both hold for any ``q <= p`` stored pairs (the
-    bounds are monotone in ``p``).
+    bounds are monotone in ``p``). Never NaN and no ``ZeroDivisionError``: ``1 / (mu1 gamma)`` is
+    evaluated as ``(1/mu1) / gamma``; ``kappa_lo`` is ``0`` where the true value underflows and
+    ``kappa_hi`` is ``inf`` where it exceeds the floating-point range.
     """
-    C = curvature_constant(gamma, mu1, mu2)
+    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
     if isinstance(memory, bool) or not isinstance(memory, numbers.Integral) or memory < 1:
         raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
-    r = C / mu2
+    C = curvature_constant(gamma, mu1, mu2)  # inf when it overflows
+    kappa_lo = 1.0 / (1.0 / gamma + memory * C)  # 0 where the true value underflows
+    r = _inverse_product(mu1, gamma) / mu2 + 2.0  # C / mu2, inf when it overflows
     try:
         growth = r**memory
     except OverflowError:  # the bound is then vacuous, but still a bound
         growth = math.inf
-    kappa_lo = 1.0 / (1.0 / gamma + memory * C)
-    kappa_hi = growth * gamma + (growth - 1.0) / ((r - 1.0) * mu2)
-    return EigenvalueBounds(kappa_lo, kappa_hi)
+    if math.isinf(growth):
+        return EigenvalueBounds(kappa_lo, math.inf)
+    # r > 2, so (r^p - 1) / (r - 1) <= r^p is finite here; each remaining term may overflow to inf
+    geometric = (growth - 1.0) / (r - 1.0)
+    return EigenvalueBounds(kappa_lo, growth * gamma + geometric / mu2)
 
 
 def convergent_damping(
@@ -95,11 +108,23 @@ def convergent_lbfgs_append(
     """Damp ``(s, y)`` for the convergent variant and append it to the store.
 
     :func:`convergent_damping` with ``gamma = state.gamma``, then :func:`lbfgs_append` with a fixed
-    ``gamma`` and the plain acceptance rule ``s^T y > 0`` (a pair is rejected only when ``s = 0``).
+    ``gamma`` and the plain acceptance rule ``s^T y > 0``: a pair is rejected when ``s = 0``, or
+    when the damped pair leaves the floating-point range (``s^T y`` underflowing to 0, an
+    overflowing inner product, or a store that would not be representable, [QN-11b]); the
+    damping itself raises ``ValueError`` only when a damped vector overflows.
     Returns :class:`~kfqn_ref.quasi_newton.lbfgs.LBFGSAppend`.
     """
     pair = convergent_damping(s, y, gamma=state.gamma, mu1=mu1, mu2=mu2)
     return lbfgs_append(state, pair.s, pair.y, gbar_norm=0.0, gamma_rule=GammaRule.FIXED)
+
+
+def _inverse_product(a: float, b: float) -> float:
+    """Return ``1 / (a b)`` for ``a, b > 0``, evaluated as ``(1/a) / b``.
+
+    ``a b`` is never formed, so where it would underflow the result is ``inf`` (a float division
+    overflows to ``inf``), not a ``ZeroDivisionError``.
+    """
+    return (1.0 / a) / b
 
 
 def _check_parameters(gamma, mu1, mu2) -> tuple[float, float, float]:

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kfqn_ref.backend import xp_of
 from kfqn_ref.quasi_newton.bfgs import (
     as_operator,
     check_in_interval,
@@ -85,27 +86,47 @@ def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True)
     -------
     DampedPair(s, y, damped); ``y`` is returned unchanged.
 
+    The test and ``theta`` are computed on ``y / 2^e`` (``2^e`` the binade of ``max|y|``, an exact
+    scaling): bit for bit the unscaled formulas where nothing under- or overflows, and the right
+    decision where ``y^T H y`` alone would (``y = 1e-170 e1`` is not mistaken for an ``H`` that is
+    not positive definite).
+
     Raises
     ------
     ValueError
         Bad ``s``, ``y``, ``H``; ``mu1`` outside ``(0, 1)``; ``y^T H y <= 0`` for ``y != 0`` when
-        ``H`` is a callable (it is then not positive definite).
+        ``H`` is a callable (it is then not positive definite); ``s^T y / 2^e``, ``y^T H y / 2^e``
+        or the damped ``s`` overflowing (the pair is beyond the floating-point range).
 
     """
     check_pair(s, y)
     mu1 = check_in_interval("mu1", mu1, 0.0, 1.0, closed_high=False)
     apply_H = as_operator("H", H, s.shape[0], s.dtype, check_spd=check_spd)
+    if not bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
+        return DampedPair(s, y, False)
+    # Scale-safe test: with y = 2^e z (max|z| in [1/2, 1), exact), the test and theta are those of
+    # the products divided by 2^e -- bit for bit the same as unscaled where nothing under- or
+    # overflows, and still right where y^T H y alone would (a tiny or huge y).
+    module = xp_of(s, y)
+    exponent = math.frexp(float(abs(y).max()))[1]
+    z = module.ldexp(y, -exponent)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        Hy = apply_H(y)
-        s_dot_y = s @ y
-        y_H_y = y @ Hy
+        Hz = apply_H(z)
+        s_dot_y = s @ z  # s^T y / 2^e
+        y_H_y = float(module.ldexp(z @ Hz, exponent))  # y^T H y / 2^e
     _check_finite_products(s_dot_y, y_H_y, "y^T H y")
-    if float(y_H_y) <= 0.0 and bool((y != 0).any()):
+    if float(y_H_y) <= 0.0:
         raise ValueError(f"H must be positive definite, but y^T H y = {float(y_H_y):.3e} <= 0")
     if not float(s_dot_y) < mu1 * float(y_H_y):
         return DampedPair(s, y, False)
     theta = (1.0 - mu1) * y_H_y / (y_H_y - s_dot_y)
-    return DampedPair(theta * s + (1.0 - theta) * Hy, y, True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s_new = theta * s + (1.0 - theta) * module.ldexp(Hz, exponent)
+    if not bool(module.isfinite(s_new).all()):
+        raise ValueError(
+            "the damped s overflows the floating-point range (H y is too large; rescale s and y)"
+        )
+    return DampedPair(s_new, y, True)
 
 
 def second_damping(s, y, *, eps: float) -> DampedPair:
@@ -165,10 +186,23 @@ def levenberg_marquardt_damping(s, y, *, mu2: float) -> DampedPair:
     -------
     DampedPair(s, y + mu2 s, True)
 
+    Raises
+    ------
+    ValueError
+        Bad ``s``, ``y``, ``mu2``; ``y + mu2 s`` overflowing (as :func:`powell_damping` and
+        :func:`second_damping` report an overflowing pair).
+
     """
     check_pair(s, y)
     mu2 = check_positive("mu2", mu2)
-    return DampedPair(s, y + mu2 * s, True)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        y_new = y + mu2 * s
+    if not bool(xp_of(s, y).isfinite(y_new).all()):
+        raise ValueError(
+            f"y + mu2 s overflows the floating-point range (mu2 = {mu2!r}, max|s| = "
+            f"{float(abs(s).max()):.3e}; rescale s and y)"
+        )
+    return DampedPair(s, y_new, True)
 
 
 def double_damping_2020(

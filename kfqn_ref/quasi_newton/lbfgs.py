@@ -24,6 +24,7 @@ applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
 from __future__ import annotations
 
 import enum
+import math
 import numbers
 from typing import NamedTuple
 
@@ -34,7 +35,6 @@ from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
     SkipReason,
     as_operator,
-    bfgs_inverse_formula,
     check_pair,
     check_positive,
     check_vector,
@@ -121,7 +121,11 @@ def lbfgs_append(
 
     Acceptance (``Kron_LBFGS_append_s_y``) is the complement of the BFGS skip rule [QN-5]:
     ``s^T y > relative_threshold * (s^T s) * gbar_norm`` with finite inner products, and
-    ``s^T y > 0`` in any case. With ``gbar_norm = 0`` (the default) it is ``s^T y > 0``.
+    ``s^T y > 0`` in any case. With ``gbar_norm = 0`` (the default) it is ``s^T y > 0``. A pair that
+    passes is still rejected (``NON_FINITE_RESULT``, the input state returned) when the store with
+    it would not be representable [QN-11b]: ``1 / (s^T y)^2`` overflows (e.g. ``s = y = 1e-150
+    e1``, which the dense update rejects too) or the compact form's middle matrix or its bound on
+    the entries of ``H`` overflows. Finite pairs therefore never give a non-finite ``H``.
 
     Parameters
     ----------
@@ -154,7 +158,10 @@ def lbfgs_append(
             return LBFGSAppend(state, False, SkipReason.NON_FINITE_INNER_PRODUCT)
     memory = state.S.shape[0]
     S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
-    return LBFGSAppend(LBFGSState(S, Y, min(state.count + 1, memory), gamma), True, reason)
+    candidate = LBFGSState(S, Y, min(state.count + 1, memory), gamma)
+    if not _representable(candidate):
+        return LBFGSAppend(state, False, SkipReason.NON_FINITE_RESULT)
+    return LBFGSAppend(candidate, True, reason)
 
 
 def lbfgs_two_loop(state: LBFGSState, V):
@@ -176,11 +183,11 @@ def lbfgs_two_loop(state: LBFGSState, V):
     rho = 1.0 / (S * Y).sum(axis=1)
     alphas = [None] * state.count
     for i in reversed(range(state.count)):
-        alphas[i] = rho[i] * (S[i] @ q)
+        alphas[i] = (rho[i] * S[i]) @ q  # rho_i first: s_i^T q alone may overflow
         q = q - module.outer(Y[i], alphas[i])
     r = state.gamma * q
     for i in range(state.count):
-        beta = rho[i] * (Y[i] @ r)
+        beta = (rho[i] * Y[i]) @ r
         r = r + module.outer(S[i], alphas[i] - beta)
     return r.reshape(V.shape)
 
@@ -219,13 +226,15 @@ def lbfgs_compact_apply(state: LBFGSState, V):
 def lbfgs_inverse_matrix(state: LBFGSState):
     """Return the dense ``(d, d)`` matrix ``H`` (the slow twin of the two fast forms).
 
-    ``gamma I`` updated by the stored pairs, oldest first, with the dense BFGS formula [QN-11].
+    ``gamma I`` updated by the stored pairs, oldest first, with the dense BFGS formula [QN-11],
+    evaluated in the scale-safe order [QN-11c] (:func:`_dense_update`) so that it is finite
+    whenever the store is (an accepted pair, [QN-11b]).
     """
     S, Y = lbfgs_pairs(state)
     module = xp_of(S)
     H = state.gamma * module.eye(S.shape[1], dtype=S.dtype)
     for s, y in zip(S, Y, strict=True):
-        H = bfgs_inverse_formula(H, s, y)
+        H = _dense_update(H, s, y)
     return H
 
 
@@ -261,6 +270,60 @@ def hessian_action_lbfgs_append(
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _representable(state: LBFGSState) -> bool:
+    """Whether the store's matrix ``H`` and its three forms stay finite (the rule [QN-11b]).
+
+    Three finite quantities are required, at ``O(q^2 d + q^3)`` (the cost of the compact factors):
+
+    * ``rho_i^2 = 1 / (s_i^T y_i)^2`` for every pair: the coefficient of the dense form [QN-2]
+      (a pair with ``s^T y < ~1.5e-154`` is rejected here, as :func:`bfgs_inverse_update` rejects
+      it when it is the first pair);
+    * the middle matrix ``M`` of the compact form [QN-13] (``R^-1`` and
+      ``R^-T (D + gamma Y Y^T) R^-1``);
+    * ``gamma + ||M||_F max_j ||w_j||^2`` with ``w_j`` the ``j``-th column of ``[S; gamma Y]``: by
+      Cauchy–Schwarz it bounds every entry of ``H = gamma I + [S; gamma Y]^T M [S; gamma Y]``,
+      and (leading blocks of ``M``, partial sums of ``||w_j||^2``) of every matrix the dense form
+      passes through on the way.
+    """
+    S, Y = lbfgs_pairs(state)
+    module = xp_of(S)
+    with np.errstate(all="ignore"):  # an overflow is what is being detected
+        S_Yt = S @ Y.T
+        D = module.diagonal(S_Yt)
+        rho = 1.0 / D
+        if not bool(module.all(module.isfinite(rho * rho))):
+            return False
+        R_inv = module.linalg.solve(module.triu(S_Yt), module.eye(state.count, dtype=S.dtype))
+        inner = R_inv.T @ ((module.diag(D) + state.gamma * (Y @ Y.T)) @ R_inv)
+        middle_norm = float(
+            module.sqrt((inner * inner).sum() + 2.0 * (R_inv * R_inv).sum())
+        )
+        gamma_Y = state.gamma * Y
+        columns = float(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
+        bound = state.gamma + middle_norm * columns
+    return math.isfinite(bound)
+
+
+def _dense_update(H, s, y):
+    """The expanded BFGS formula [QN-2] in a scale-safe order [QN-11c] (``s^T y > 0``).
+
+    ::
+
+        v = rho y,   u = H v,   H+ = H - (s u^T + u s^T) + t t^T,   t = sqrt(v^T u + rho) s
+
+    The same terms as :func:`~kfqn_ref.quasi_newton.bfgs.bfgs_inverse_formula`
+    (``rho s (Hy)^T = s u^T``, ``rho^2 y^T H y + rho = v^T u + rho``), but every intermediate
+    is of the size of a term of ``H+``: ``rho^2`` and ``y^T H y`` are never formed, so the twin
+    does not overflow where the matrix itself is representable.
+    """
+    module = xp_of(H)
+    v = y / (s @ y)
+    u = H @ v
+    # v^T u = rho^2 y^T H y >= 0 in exact arithmetic; a value made negative by rounding counts as 0
+    t = math.sqrt(max(float(v @ u), 0.0) + 1.0 / float(s @ y)) * s
+    return H - (module.outer(s, u) + module.outer(u, s)) + module.outer(t, t)  # exactly symmetric
 
 
 def _newest_pair_gamma(s, y) -> float | None:

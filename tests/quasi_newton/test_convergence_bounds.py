@@ -80,7 +80,7 @@ def test_damped_pair_conditions(seed, d, kind, log_s, log_y, log_gamma, mu1, log
 # --- [CV-7], [CV-8]: SPD and the derived eigenvalue bounds ----------------------------------------
 
 
-@settings(max_examples=1000)  # 1000 streams x 30 pairs = 30000 adversarial pairs
+@settings(max_examples=2000)  # 2000 streams x 30 pairs = 60000 adversarial pairs
 @given(
     seed=st.integers(0, 2**32 - 1),
     d=st.integers(1, 6),
@@ -93,10 +93,11 @@ def test_damped_pair_conditions(seed, d, kind, log_s, log_y, log_gamma, mu1, log
 def test_convergent_variant_stays_spd_within_the_derived_bounds(
     seed, d, memory, log_gamma, mu1, log_mu2, specs
 ):
-    """After every append of an adversarial stream: H (dense twin) is SPD (numpy Cholesky) and
-    kappa_lo I <= H <= kappa_hi I with kappa_lo = 1/(1/gamma + p C) [CV-7] (checked as
-    lambda_max(B) <= 1/kappa_lo on B = H^{-1}) and kappa_hi = r^p gamma + (r^p - 1)/((r - 1) mu2),
-    r = C/mu2 [CV-8] (checked on eigvalsh(H)). Expected values: the closed forms."""
+    """2000 hypothesis streams of 30 adversarial pairs (60000 pairs). After every append: H
+    (dense twin) is SPD (numpy Cholesky) and kappa_lo I <= H <= kappa_hi I with
+    kappa_lo = 1/(1/gamma + p C) [CV-7] (checked as lambda_max(B) <= 1/kappa_lo on B = H^{-1})
+    and kappa_hi = r^p gamma + (r^p - 1)/((r - 1) mu2), r = C/mu2 [CV-8] (checked on
+    eigvalsh(H)). Expected values: the closed forms."""
     gamma, mu2 = 10.0**log_gamma, 10.0**log_mu2
     kappa_lo, kappa_hi = convergent_eigenvalue_bounds(gamma, mu1, mu2, memory)
     state = lbfgs_init(d, memory, gamma=gamma)
@@ -119,6 +120,44 @@ def test_bound_formulas_by_hand():
     r = 5.6 / 0.3
     assert kappa_lo == pytest.approx(1.0 / 12.2, rel=1e-15)
     assert kappa_hi == pytest.approx(r**2 + (r + 1.0) / 0.3, rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("gamma", "mu1", "mu2"),
+    [(1e-300, 0.5, 1e-10), (1e-160, 0.5, 1e-160), (1e-200, 1e-200, 1.0), (5e-324, 0.5, 1.0)],
+)
+def test_bounds_at_the_ends_of_the_floating_point_range(gamma, mu1, mu2):
+    """No NaN and no ZeroDivisionError: where r^p gamma exceeds the range kappa_hi = inf (its
+    exact value is > 1e308); kappa_lo = 1/(1/gamma + p C) is its exact value, 0 only where that
+    underflows (expected: by hand, 1/(1/gamma + 3 C) with C = 1/(mu1 gamma) + 2 mu2, and 0 when
+    1/(mu1 gamma) > 1e308)."""
+    kappa_lo, kappa_hi = convergent_eigenvalue_bounds(gamma, mu1, mu2, 3)
+    assert kappa_hi == math.inf
+    if 1.0 / mu1 / gamma == math.inf:
+        assert kappa_lo == 0.0 and curvature_constant(gamma, mu1, mu2) == math.inf
+    else:
+        assert kappa_lo == pytest.approx(mu1 * gamma / (mu1 + 3.0), rel=1e-12)
+
+
+def test_curvature_constant_is_valid_and_the_tight_one_is_attained():
+    """[CV-4] note: the supremum of ||y'||^2 / s^T y' over damped pairs is C* = 1/(mu1 gamma) + mu2
+    < C. Attained by y = s / (mu1 gamma) (undamped by Powell, y' = (1/(mu1 gamma) + mu2) s), and
+    never exceeded on 2000 adversarial pairs (expected: C* by hand; the pairs at 1e-10)."""
+    gamma, mu1, mu2 = 2.0, 0.25, 0.3
+    tight = 1.0 / (mu1 * gamma) + mu2
+    s = np.array([0.6, -0.8, 0.0])
+    pair = convergent_damping(s, s / (mu1 * gamma), gamma=gamma, mu1=mu1, mu2=mu2)
+    assert not pair.powell_damped
+    assert (pair.y @ pair.y) / (pair.s @ pair.y) == pytest.approx(tight, rel=1e-12)
+    assert tight < curvature_constant(gamma, mu1, mu2)
+    rng = np.random.default_rng(4)
+    for _ in range(2000):
+        d = int(rng.integers(1, 7))
+        g, m1, m2 = 10 ** rng.uniform(-2, 2), rng.uniform(0.01, 0.99), 10 ** rng.uniform(-3, 1)
+        kind = PAIR_KINDS[rng.integers(len(PAIR_KINDS))]
+        s, y = make_pair(rng, d, kind, rng.uniform(-4, 4), rng.uniform(-4, 4))
+        p = convergent_damping(s, y, gamma=g, mu1=m1, mu2=m2)
+        assert p.y @ p.y <= (1.0 / (m1 * g) + m2) * (p.s @ p.y) * (1 + SLACK)
 
 
 def test_bounds_loosen_with_memory_and_overflow_to_infinity():

@@ -214,3 +214,35 @@ def test_inputs_are_not_modified():
     double_damping_2022(s, y, H, mu2=0.5)
     for original, copy in zip((s, y, H), copies, strict=True):
         assert np.array_equal(original, copy)
+
+
+@pytest.mark.parametrize("H_form", ["matrix", "callable"])
+@pytest.mark.parametrize("exponent", [-170, -300, 150, 300])
+def test_powell_with_tiny_or_huge_y_decides_by_the_true_products(H_form, exponent):
+    """y = 10^exponent e1 with H = diag(2, 3): y^T H y = 2 10^(2 exponent) under- or overflows
+    for exponent = -170, -300, 300, but the decision is made on the true products (scale-safe
+    test). s = e1 + e2 (s^T y = 10^exponent): not damped iff 10^exponent >= mu1 2 10^(2 exponent),
+    i.e. for the tiny y; s = -e1 (s^T y < 0) is always damped, and then s'^T y = mu1 y^T H y
+    exactly [QN-16], checked after dividing by 10^(2 exponent) (expected: by hand)."""
+    H = np.diag([2.0, 3.0])
+    operator = H if H_form == "matrix" else (lambda u: H @ u)
+    y = np.array([10.0**exponent, 0.0])
+    plain = powell_damping(np.array([1.0, 1.0]), y, operator, mu1=0.2)
+    assert plain.damped == (exponent > 0)
+    negative = powell_damping(np.array([-1.0, 0.0]), y, operator, mu1=0.2)
+    assert negative.damped
+    # s' = theta s + (1 - theta) H y with theta = 0.8 yHy / (yHy + |s^T y|): s'_1 = c 10^exponent
+    unit = np.array([1.0, 0.0])
+    scaled_s = negative.s / 10.0**exponent  # s'^T y / 10^(2 exponent) = s'_1 / 10^exponent
+    assert float(scaled_s @ unit) == pytest.approx(0.2 * 2.0, rel=1e-12)
+
+
+def test_levenberg_marquardt_overflow_is_reported():
+    """y + mu2 s beyond the floating-point range raises ValueError naming mu2 (as the other damping
+    steps report an overflowing pair), instead of returning y = inf."""
+    s, y = np.array([1e308, 0.0]), np.array([1.0, 0.0])
+    with pytest.raises(ValueError, match="y \\+ mu2 s overflows.*mu2 = 10"):
+        levenberg_marquardt_damping(s, y, mu2=10.0)
+    with pytest.raises(ValueError, match="overflows"):
+        double_damping_2022(s, y, np.eye(2), mu2=10.0)
+    assert np.isfinite(levenberg_marquardt_damping(s, y, mu2=1.0).y).all()

@@ -2,6 +2,8 @@
 gamma rules, matrix right-hand sides, limited-memory Hessian action (docs/derivations/
 quasi-newton.md section 4)."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -195,4 +197,102 @@ def test_limited_memory_hessian_action_recovers_m_inverse(seed, d):
         by_matrix = result.state
         by_operator = hessian_action_lbfgs_append(by_operator, v_k, lambda u: M @ u).state
         assert_close(by_operator.S, by_matrix.S, rtol=1e-13, what="operator vs matrix M")
-    assert_close(lbfgs_inverse_matrix(by_matrix), np.linalg.inv(M), rtol=1e-9, what="H vs M^-1")
+    assert_close(lbfgs_inverse_matrix(by_matrix), np.linalg.inv(M), rtol=1e-10, what="H vs M^-1")
+
+
+def _safe_norm(v):
+    """||v||_2 without under- or overflow of the squares (v / max|v| has entries <= 1)."""
+    top = float(np.abs(v).max())
+    return 0.0 if top == 0.0 else top * float(np.linalg.norm(v / top))
+
+
+@settings(max_examples=300)
+@given(
+    seed=seeds,
+    d=st.integers(1, 5),
+    memory=st.integers(1, 3),
+    log_gamma=st.floats(-3.0, 3.0),
+    scales=st.lists(
+        st.tuples(st.floats(-300, 300), st.floats(-300, 300), st.booleans()),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_gamma, scales):
+    """Bad input ([QN-11b]): whatever finite pairs are appended (||s||, ||y|| from 1e-300 to 1e300,
+    random or parallel directions), the two-loop, compact and dense forms of H are finite after
+    every append (a pair that would break them is rejected with a reason, leaving the state
+    unchanged). For one stored pair they agree to 1e-10 of the size of the terms of [QN-2],
+    gamma (1 + ||s||^2 ||y||^2 / (s^T y)^2) + ||s||^2 / s^T y (expected: the dense twin)."""
+    rng = np.random.default_rng(seed)
+    gamma = 10.0**log_gamma
+    state = lbfgs_init(d, memory, gamma=gamma)
+    eye = np.eye(d)
+    for log_s, log_y, parallel in scales:
+        s = 10.0**log_s * rng.standard_normal(d)
+        direction = s / np.abs(s).max() if parallel else rng.standard_normal(d)
+        y = 10.0**log_y * direction
+        result = lbfgs_append(state, s, y)
+        assert (result.state is state) == (not result.accepted), result.reason
+        state = result.state
+        forms = {
+            "dense": lbfgs_inverse_matrix(state),
+            "two-loop": lbfgs_two_loop(state, eye),
+            "compact": lbfgs_compact_apply(state, eye),
+        }
+        for name, H in forms.items():
+            assert np.isfinite(H).all(), f"{name} after {result.reason}"
+        if state.count == 1:
+            (s1,), (y1,) = lbfgs_pairs(state)
+            with np.errstate(over="ignore"):
+                ratio = _safe_norm(s1) / float(s1 @ y1)
+                scale = gamma * (1.0 + (ratio * _safe_norm(y1)) ** 2) + ratio * _safe_norm(s1)
+            for name in ("two-loop", "compact"):
+                error = float(np.abs(forms[name] - forms["dense"]).max())
+                assert error <= 1e-10 * scale or math.isinf(scale), name
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-160])
+def test_tiny_pair_is_rejected_like_the_dense_update(scale):
+    """s = y = scale e1 has s^T y > 0 but rho^2 = 1/(s^T y)^2 overflows: the dense update rejects it
+    (NON_FINITE_RESULT), and so do the store, the convergent variant and (for the same rule) the
+    Hessian action; H stays gamma I (expected: the input state, and gamma I in every form)."""
+    from kfqn_ref.quasi_newton import bfgs_inverse_update as dense_update
+    from kfqn_ref.quasi_newton import convergent_lbfgs_append
+
+    s = np.array([scale, 0.0])
+    assert dense_update(np.eye(2), s, s).reason is SkipReason.NON_FINITE_RESULT
+    state = lbfgs_init(2, 3)
+    for result in (
+        lbfgs_append(state, s, s),
+        convergent_lbfgs_append(state, s, s, mu2=0.3),
+        hessian_action_lbfgs_append(state, s, np.eye(2)),
+    ):
+        assert not result.accepted and result.reason is SkipReason.NON_FINITE_RESULT
+        assert result.state is state
+    v = np.array([1.0, 2.0])
+    assert np.array_equal(lbfgs_two_loop(state, v), v)
+    assert np.array_equal(lbfgs_compact_apply(state, v), v)
+
+
+def test_finite_store_whose_dense_products_overflow():
+    """A store whose H is representable (entries ~1e146) although y^T H y (~1e320) of the dense
+    formula's authors' order is not: all three forms are finite and agree (expected: dense twin,
+    rtol 1e-10). Pairs from a recorded failing stream (d = 4, gamma = 462.06...)."""
+    S = np.array([
+        [2.10639216e103, 4.06574813e105, -3.77686709e104, -1.98297420e104],
+        [1.76890111e119, -1.19785408e119, 6.53694056e118, -1.39752799e119],
+    ])
+    Y = np.array([
+        [6.05198621e-45, 1.16815150e-42, -1.08515157e-43, -5.69738757e-44],
+        [1.36415102e73, -9.23767793e72, 5.04119428e72, -1.07775343e73],
+    ])
+    state = lbfgs_init(4, 2, gamma=462.06455323664153)
+    for s, y in zip(S, Y, strict=True):
+        result = lbfgs_append(state, s, y)
+        assert result.accepted
+        state = result.state
+    H = lbfgs_inverse_matrix(state)
+    assert np.isfinite(H).all() and np.abs(H).max() > 1e140
+    assert_close(lbfgs_two_loop(state, np.eye(4)), H, rtol=1e-10, what="two-loop")
+    assert_close(lbfgs_compact_apply(state, np.eye(4)), H, rtol=1e-10, what="compact")

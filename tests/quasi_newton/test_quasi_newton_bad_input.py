@@ -172,8 +172,11 @@ def test_mixed_dtypes_are_not_cast_silently():
 
 def test_overflowing_pair_in_damping_is_reported():
     huge = np.array([1e200, 0.0, 0.0])
+    # Powell decides on the scaled products (s^T y >= mu1 y^T H y here): nothing to damp
+    assert not powell_damping(huge, huge, np.eye(3)).damped
+    # ... but H y beyond the floating-point range (here ~1e310) is reported
     with pytest.raises(ValueError, match="overflows"):
-        powell_damping(huge, huge, H)
+        powell_damping(np.array([-1.0, 0.0, 0.0]), np.array([1e300, 0.0, 0.0]), 1e10 * np.eye(3))
     with pytest.raises(ValueError, match="overflows"):
         second_damping(huge, huge, eps=0.5)
 
