@@ -10,6 +10,7 @@ Array module
   ``numpy`` otherwise). Code that receives arrays should prefer ``xp_of(array)`` over ``xp()``.
 * :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy).
   Host transfers are always explicit.
+* :func:`read_npz` reads every array of a ``.npz`` archive into host memory, never with pickle.
 
 dtype policy
 ------------
@@ -94,6 +95,28 @@ def to_host(array) -> np.ndarray:
     if type(array).__module__.split(".")[0] == "cupy":
         return array.get()
     return np.asarray(array)
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Read all arrays of the ``.npz`` archive at ``path`` into memory (``allow_pickle=False``).
+
+    The file is opened here and closed on every path, also when it is not a valid archive
+    (``np.load`` given a path leaks its handle then); ``archive[key]`` reads the whole member, so
+    the returned arrays do not depend on the closed file.
+
+    Raises
+    ------
+    ValueError
+        If the file holds a single ``.npy`` array, an object array, or is not a valid archive.
+    OSError
+        If the file cannot be opened.
+    """
+    with open(path, "rb") as file:
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("expected a .npz archive of named arrays, got a single .npy array")
+        with archive:
+            return {key: archive[key] for key in archive.files}
 
 
 def resolve_dtype(dtype=None) -> np.dtype:

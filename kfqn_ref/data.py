@@ -152,23 +152,12 @@ def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
 
 
 def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read arrays ``x_key`` and ``t_key`` of the ``.npz`` archive at ``path`` into memory.
-
-    The file is opened here and closed on every path, also when it is not a valid archive
-    (``np.load`` given a path leaks its handle then); ``archive[key]`` reads the whole member, so
-    the returned arrays do not depend on the closed file.
-    """
-    with open(path, "rb") as file:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(
-                f"expected a .npz archive holding {x_key!r} and {t_key!r}, got a single .npy array"
-            )
-        with archive:
-            missing = [key for key in (x_key, t_key) if key not in archive.files]
-            if missing:
-                raise ValueError(f"missing arrays {missing}; the file holds {archive.files}")
-            return archive[x_key], archive[t_key]
+    """Arrays ``x_key`` and ``t_key`` of the ``.npz`` archive at ``path`` (``backend.read_npz``)."""
+    arrays = backend.read_npz(path)
+    missing = [key for key in (x_key, t_key) if key not in arrays]
+    if missing:
+        raise ValueError(f"missing arrays {missing}; the file holds {sorted(arrays)}")
+    return arrays[x_key], arrays[t_key]
 
 
 def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype=None) -> Dataset:

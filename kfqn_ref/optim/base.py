@@ -222,8 +222,7 @@ def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
         If the file is not a readable ``.npz`` archive of plain arrays.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        return backend.read_npz(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(
             f"cannot read optimizer state from {os.fspath(path)!r}: {error}"
