@@ -112,3 +112,17 @@ def test_check_float_dtype_checks_kind_and_dtype_but_reads_no_entry():
     assert backend.check_float_dtype("x", nan) is nan  # O(1): finiteness is not its check
     with pytest.raises(TypeError, match="x has dtype float32 but float64 was expected"):
         backend.check_float_dtype("x", nan.astype(np.float32), dtype=np.float64)
+
+
+def test_read_npz_reads_every_array_and_refuses_single_arrays_and_objects(tmp_path):
+    X, T = np.arange(6.0).reshape(3, 2), np.arange(3)
+    np.savez(tmp_path / "set.npz", X=X, T=T)
+    arrays = backend.read_npz(tmp_path / "set.npz")
+    assert sorted(arrays) == ["T", "X"]
+    assert np.array_equal(arrays["X"], X) and np.array_equal(arrays["T"], T)
+    np.save(tmp_path / "single.npy", X)
+    with pytest.raises(ValueError, match="single .npy array"):
+        backend.read_npz(tmp_path / "single.npy")
+    np.savez(tmp_path / "objects.npz", x=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        backend.read_npz(tmp_path / "objects.npz")

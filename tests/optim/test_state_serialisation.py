@@ -1,6 +1,8 @@
 """Flattening nested optimizer state to plain arrays and back (kfqn_ref.optim.base)."""
 
 import dataclasses
+import gc
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -65,8 +67,13 @@ def test_load_state_refuses_pickled_objects_and_corrupt_files(tmp_path):
         base.load_state(tmp_path / "objects.npz")
     for name, content in (("corrupt.npz", b"PK\x03\x04 truncated"), ("garbage.npz", b"plain text")):
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(ValueError, match="cannot read optimizer state"):
-            base.load_state(tmp_path / name)
+        # The file must be closed on the error path: a leaked handle is a ResourceWarning.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with pytest.raises(ValueError, match="cannot read optimizer state"):
+                base.load_state(tmp_path / name)
+            gc.collect()
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 @pytest.mark.parametrize(
