@@ -21,6 +21,7 @@ See ``docs/conventions.md``.
 
 from __future__ import annotations
 
+import numbers
 import types
 
 import numpy as np
@@ -95,6 +96,14 @@ def to_host(array) -> np.ndarray:
     if type(array).__module__.split(".")[0] == "cupy":
         return array.get()
     return np.asarray(array)
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer argument: a Python or NumPy integer, but not a ``bool``.
+
+    ``bool`` is an ``int`` subclass in Python; ``True`` as a size or an index is a mistake, not a 1.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def read_npz(path) -> dict[str, np.ndarray]:

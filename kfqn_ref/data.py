@@ -46,7 +46,7 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
 
     The range is ``[minimum, maximum]``, or ``[minimum, inf)`` without ``maximum``.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not backend.is_int(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"

@@ -30,14 +30,13 @@ autograd differentiates NumPy code, so the routines that call it work on host (N
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from kfqn_ref.backend import xp_of
+from kfqn_ref.backend import is_int, xp_of
 from kfqn_ref.curvature.factors import as_positions
 from kfqn_ref.curvature.kronecker import unvec, vec
 
@@ -73,11 +72,7 @@ def trainable_position(model, layer) -> int:
 
     """
     n_layers = len(model.layers)
-    if (
-        isinstance(layer, bool)
-        or not isinstance(layer, numbers.Integral)
-        or not 0 <= layer < n_layers
-    ):
+    if not is_int(layer) or not 0 <= layer < n_layers:
         raise ValueError(
             f"layer must be an int index into model.layers (0..{n_layers - 1}), got {layer!r}"
         )

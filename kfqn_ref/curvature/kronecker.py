@@ -24,12 +24,11 @@ positive ints (``ValueError`` otherwise).
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import xp_of
+from kfqn_ref.backend import is_int, xp_of
 
 MATRIX_NDIM = 2
 
@@ -55,9 +54,7 @@ def check_shape_pair(name: str, shape) -> tuple[int, int]:
         rows, cols = shape
     except (TypeError, ValueError):
         rows = cols = None
-    if not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in (rows, cols)
-    ):
+    if not all(is_int(n) and n >= 1 for n in (rows, cols)):
         raise ValueError(f"{name} must be a pair (rows, cols) of positive ints, got {shape!r}")
     return int(rows), int(cols)
 

@@ -27,10 +27,9 @@ reads one strided slice per offset, fold adds into the same slice.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
-from kfqn_ref.backend import check_float_array, xp_of
+from kfqn_ref.backend import check_float_array, is_int, xp_of
 
 #: Number of spatial dimensions of a window (height, width).
 SPATIAL_DIMS = 2
@@ -53,9 +52,7 @@ def _check_array_argument(name: str, array, ndim: int):
 def _check_input_shape(name: str, input_shape) -> tuple[int, int, int, int]:
     """Return ``input_shape`` as ``(N, C, H, W)``, 4 ints ``>= 1``; else ``ValueError``."""
     is_shape = isinstance(input_shape, tuple | list) and len(input_shape) == IMAGE_DIMS
-    if not is_shape or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in input_shape
-    ):
+    if not is_shape or not all(is_int(v) and v >= 1 for v in input_shape):
         raise ValueError(f"{name} must be a shape (N, C, H, W) of 4 ints >= 1, got {input_shape!r}")
     return tuple(int(v) for v in input_shape)
 
@@ -70,11 +67,9 @@ def as_pair(name: str, value, minimum: int) -> tuple[int, int]:
         names ``name`` and the expected form.
 
     """
-    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    pair = (value, value) if is_int(value) else value
     is_pair = isinstance(pair, tuple | list) and len(pair) == SPATIAL_DIMS
-    if not is_pair or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum for v in pair
-    ):
+    if not is_pair or not all(is_int(v) and v >= minimum for v in pair):
         raise ValueError(
             f"{name} must be an int >= {minimum} or a pair of such ints, got {value!r}"
         )

@@ -35,11 +35,10 @@ Equations, shapes and the tests that check them: ``docs/nn.md``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kfqn_ref.backend import check_float_dtype, xp_of
+from kfqn_ref.backend import check_float_dtype, is_int, xp_of
 from kfqn_ref.nn.im2col import (
     PatchGeometry,
     as_pair,
@@ -51,7 +50,7 @@ from kfqn_ref.nn.im2col import (
 
 def _positive_int(name: str, value) -> int:
     """Return ``value`` if it is an int ``>= 1``; ``ValueError`` naming ``name`` otherwise."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 

@@ -20,13 +20,12 @@ pass stores anything in the model, so every pass can be repeated with the same r
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from kfqn_ref import backend
-from kfqn_ref.backend import check_float_array, resolve_dtype
+from kfqn_ref.backend import check_float_array, is_int, resolve_dtype
 from kfqn_ref.nn.layers import Layer
 from kfqn_ref.nn.losses import Loss
 
@@ -87,7 +86,7 @@ def _make_rng(seed) -> np.random.Generator:
     """``Generator(PCG64(seed))`` for an int ``seed >= 0``; a ``Generator`` is used as it is."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise TypeError(f"seed must be an int >= 0 or a numpy.random.Generator, got {seed!r}")
     return np.random.Generator(np.random.PCG64(int(seed)))
 

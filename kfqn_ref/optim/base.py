@@ -82,7 +82,7 @@ def check_unit_interval_closed_open(name: str, value) -> None:
 
 def check_int_at_least(name: str, value, minimum: int) -> None:
     """Require an integer ``value >= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not backend.is_int(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")

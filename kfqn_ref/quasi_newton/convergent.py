@@ -19,9 +19,9 @@ Then every stored pair satisfies ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
+from kfqn_ref.backend import is_int
 from kfqn_ref.quasi_newton.bfgs import check_in_interval, check_positive
 from kfqn_ref.quasi_newton.damping import (
     AUTHORS_MU1,
@@ -66,7 +66,7 @@ def convergent_eigenvalue_bounds(
     ``kappa_hi`` is ``inf`` where it exceeds the floating-point range.
     """
     gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
-    if isinstance(memory, bool) or not isinstance(memory, numbers.Integral) or memory < 1:
+    if not is_int(memory) or memory < 1:
         raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
     C = curvature_constant(gamma, mu1, mu2)  # inf when it overflows
     kappa_lo = 1.0 / (1.0 / gamma + memory * C)  # 0 where the true value underflows

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import enum
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import check_float_array, resolve_dtype, xp, xp_of
+from kfqn_ref.backend import check_float_array, is_int, resolve_dtype, xp, xp_of
 from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
     SkipReason,
@@ -360,7 +359,7 @@ def _as_columns(state: LBFGSState, V):
 
 
 def _check_count(name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
