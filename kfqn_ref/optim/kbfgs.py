@@ -32,7 +32,6 @@ import numpy as np
 from kfqn_ref import backend, nn
 from kfqn_ref.curvature.factors import kbfgs_input_factor
 from kfqn_ref.optim.base import (
-    NonFiniteError,
     Optimizer,
     check_choice,
     check_int_at_least,
@@ -368,11 +367,8 @@ class _KroneckerBFGS(Optimizer):
                 A[position] = A[position] * ((count - 1) / count) + (1.0 / count) * batch
         if count == 0:
             raise ValueError("initialize_A needs at least one minibatch of inputs")
-        for position in running:
-            xp = backend.xp_of(A[position])
-            if not bool(xp.all(xp.isfinite(A[position]))):
-                raise NonFiniteError(f"running A of trainable layer {position} is not finite after "
-                                     "the pre-pass; it was refused and nothing was changed")
+        for position in running:  # before any state is written: a refused pre-pass changes nothing
+            require_finite(f"running A of trainable layer {position}", A[position])
         layers = tuple(layer_state._replace(A=A[position]) if position in A else layer_state
                        for position, layer_state in enumerate(self.state.layers))
         self.state = KBFGSState(layers=layers, a_prepassed=True)
