@@ -70,8 +70,12 @@ from kfqn_ref.quasi_newton import LBFGSState
 SIZES = (784, 1000, 500, 250, 30, 250, 500, 1000, 784)
 CODE_WIDTH = 30
 #: The issue's FLOP figures at batch 1000 (GFLOP), checked against the count.
-ISSUE_GFLOP = {"forward/backward": 15.4, "H_g M H_a (dense)": 9.0, "second pass": 9.8,
-               "A update (2020)": 6.5}
+ISSUE_GFLOP = {
+    "forward/backward": 15.4,
+    "H_g M H_a (dense)": 9.0,
+    "second pass": 9.8,
+    "A update (2020)": 6.5,
+}
 #: Targets of the issue, judged at batch 1000 in float32.
 TARGET_RATIO_EVERY_STEP = 2.8
 TARGET_RATIO_INTERVAL_20 = 1.7
@@ -123,8 +127,10 @@ def count_flops(batch) -> FlopCount:
     return FlopCount(
         forward_backward=2 * forward + input_grads,
         second_pass=forward + input_grads,
-        precondition_dense=sum(2 * d_out**2 * (d_in + 1) + 2 * d_out * (d_in + 1) ** 2
-                               for d_out, d_in in layer_shapes()),
+        precondition_dense=sum(
+            2 * d_out**2 * (d_in + 1) + 2 * d_out * (d_in + 1) ** 2
+            for d_out, d_in in layer_shapes()
+        ),
         a_update=sum(2 * batch * (d_in + 1) ** 2 for _, d_in in layer_shapes()),
     )
 
@@ -148,8 +154,11 @@ def step_flops(optimizer, flops: FlopCount) -> float:
         return flops.forward_backward
     keeps_A = any(not isinstance(s.A, tuple) for s in optimizer.state.layers)
     on_update = flops.second_pass + (flops.a_update if keeps_A else 0.0)
-    return (flops.forward_backward + precondition_flops(optimizer)
-            + on_update / optimizer.config.update_interval)
+    return (
+        flops.forward_backward
+        + precondition_flops(optimizer)
+        + on_update / optimizer.config.update_interval
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +203,11 @@ ROWS = (
     Row("K-BFGS variant 2020", lambda m: KBFGS(m, variant=KBFGSVariant.AUTHORS_2020)),
     Row("K-BFGS(L)", KBFGSL, fill_store=True),
     Row("K-BFGS(L) light", lambda m: KBFGSL(m, memory_light=True), fill_store=True),
-    Row("K-BFGS(L) light int. 20", lambda m: KBFGSL(m, memory_light=True, update_interval=20),
-        interval=20),
+    Row(
+        "K-BFGS(L) light int. 20",
+        lambda m: KBFGSL(m, memory_light=True, update_interval=20),
+        interval=20,
+    ),
 )
 
 
@@ -223,20 +235,32 @@ def time_row(row: Row, X, cycles: int, fill_store: bool, flops: FlopCount) -> Re
     for _ in range(cycles):
         times = [seconds(lambda: optimizer.step(X, X)) for _ in range(row.interval)]
         cycle_means.append(sum(times) / len(times))
-    return Result(row, optimizer, step0, statistics.median(cycle_means),
-                  step_flops(optimizer, flops), state_bytes(optimizer), pairs_held(optimizer))
+    return Result(
+        row,
+        optimizer,
+        step0,
+        statistics.median(cycle_means),
+        step_flops(optimizer, flops),
+        state_bytes(optimizer),
+        pairs_held(optimizer),
+    )
 
 
 def state_bytes(optimizer) -> int:
     """Bytes of the optimizer's own state: the ``state.*`` entries of ``state_dict``."""
-    return sum(array.nbytes for key, array in optimizer.state_dict().items()
-               if key.startswith("state."))
+    return sum(
+        array.nbytes for key, array in optimizer.state_dict().items() if key.startswith("state.")
+    )
 
 
 def pairs_held(optimizer) -> str:
     """``"q_min-q_max"`` pairs held by the limited-memory stores, or ``"-"``."""
-    counts = [factor.count for layer_state in getattr(optimizer.state, "layers", ())
-              for factor in (layer_state.H_g, layer_state.H_a) if isinstance(factor, LBFGSState)]
+    counts = [
+        factor.count
+        for layer_state in getattr(optimizer.state, "layers", ())
+        for factor in (layer_state.H_g, layer_state.H_a)
+        if isinstance(factor, LBFGSState)
+    ]
     return f"{min(counts)}-{max(counts)}" if counts else "-"
 
 
@@ -248,8 +272,9 @@ def time_parts(optimizer, X) -> dict:
 
     def second_pass():
         forward = model.forward_pass(X)
-        model.backward_pass(forward, model.loss.output_gradient(forward.z, X),
-                            weight_gradients=False)
+        model.backward_pass(
+            forward, model.loss.output_gradient(forward.z, X), weight_gradients=False
+        )
 
     parts = {
         "forward/backward": lambda: model.forward_backward(X, X),
@@ -284,8 +309,9 @@ def machine_summary() -> str:
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info
-                       if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     blas = "?"
@@ -297,13 +323,18 @@ def machine_summary() -> str:
     try:
         from threadpoolctl import threadpool_info  # noqa: PLC0415 - optional
 
-        pools = [f"{p['internal_api']} {p.get('architecture', '')} {p['num_threads']} threads"
-                 for p in threadpool_info() if p["user_api"] == "blas"]
+        pools = [
+            f"{p['internal_api']} {p.get('architecture', '')} {p['num_threads']} threads"
+            for p in threadpool_info()
+            if p["user_api"] == "blas"
+        ]
         blas += " (" + "; ".join(pools) + ")" if pools else ""
     except ImportError:
         pass
-    return (f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}, NumPy {np.__version__}, BLAS {blas}")
+    return (
+        f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, NumPy {np.__version__}, BLAS {blas}"
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -313,51 +344,71 @@ def verdict(ok: bool) -> str:
 def print_flop_count(flops: FlopCount, batch: int) -> None:
     """The counted parts next to the issue's figures (which are for batch 1000)."""
     print(f"\nFLOPs counted from the layer sizes, batch {batch} (issue's figures at batch 1000):")
-    counted = {"forward/backward": flops.forward_backward, "H_g M H_a (dense)":
-               flops.precondition_dense, "second pass": flops.second_pass,
-               "A update (2020)": flops.a_update}
+    counted = {
+        "forward/backward": flops.forward_backward,
+        "H_g M H_a (dense)": flops.precondition_dense,
+        "second pass": flops.second_pass,
+        "A update (2020)": flops.a_update,
+    }
     for name, value in counted.items():
         issue = ISSUE_GFLOP[name]
         agree = f"{value / 1e9 / issue:5.2f} x issue" if batch == 1000 else ""
         print(f"  {name:20s} {value / 1e9:7.2f} GFLOP   issue {issue:4.1f}   {agree}")
-    every = (flops.forward_backward + flops.precondition_dense + flops.second_pass
-             + flops.a_update) / flops.forward_backward
-    light = (flops.forward_backward + flops.precondition_dense
-             + flops.second_pass / 20) / flops.forward_backward
-    print(f"  arithmetic K-BFGS/Adam: {every:.2f} (every step), {light:.2f} (interval 20, "
-          "matrix-free A action)")
+    every = (
+        flops.forward_backward + flops.precondition_dense + flops.second_pass + flops.a_update
+    ) / flops.forward_backward
+    light = (
+        flops.forward_backward + flops.precondition_dense + flops.second_pass / 20
+    ) / flops.forward_backward
+    print(
+        f"  arithmetic K-BFGS/Adam: {every:.2f} (every step), {light:.2f} (interval 20, "
+        "matrix-free A action)"
+    )
 
 
 def print_rows(results, rate: float) -> None:
     """The main table: per-step times, ratios to Adam, GEMM fraction, state bytes."""
     adam = results[0]
-    print(f"\n{'optimizer':24s} {'step 0':>8s} {'per step':>9s} {'x Adam':>7s} "
-          f"{'FLOP x':>7s} {'GFLOP':>6s} {'GEMM':>5s} {'state':>8s} {'x Adam':>7s} {'pairs':>7s}")
-    print(f"{'':24s} {'ms':>8s} {'ms':>9s} {'time':>7s} {'Adam':>7s} {'/step':>6s} "
-          f"{'frac':>5s} {'MiB':>8s} {'state':>7s} {'held':>7s}")
+    print(
+        f"\n{'optimizer':24s} {'step 0':>8s} {'per step':>9s} {'x Adam':>7s} "
+        f"{'FLOP x':>7s} {'GFLOP':>6s} {'GEMM':>5s} {'state':>8s} {'x Adam':>7s} {'pairs':>7s}"
+    )
+    print(
+        f"{'':24s} {'ms':>8s} {'ms':>9s} {'time':>7s} {'Adam':>7s} {'/step':>6s} "
+        f"{'frac':>5s} {'MiB':>8s} {'state':>7s} {'held':>7s}"
+    )
     for r in results:
-        print(f"{r.row.name:24s} {r.step0 * 1e3:8.1f} {r.per_step * 1e3:9.1f} "
-              f"{r.per_step / adam.per_step:7.2f} {r.flops / adam.flops:7.2f} "
-              f"{r.flops / 1e9:6.1f} {r.flops / r.per_step / rate:5.2f} "
-              f"{r.state_bytes / 2**20:8.1f} {r.state_bytes / adam.state_bytes:7.2f} "
-              f"{r.pairs:>7s}")
+        print(
+            f"{r.row.name:24s} {r.step0 * 1e3:8.1f} {r.per_step * 1e3:9.1f} "
+            f"{r.per_step / adam.per_step:7.2f} {r.flops / adam.flops:7.2f} "
+            f"{r.flops / 1e9:6.1f} {r.flops / r.per_step / rate:5.2f} "
+            f"{r.state_bytes / 2**20:8.1f} {r.state_bytes / adam.state_bytes:7.2f} "
+            f"{r.pairs:>7s}"
+        )
 
 
 def print_parts(parts: dict, flops: FlopCount, step: Result, rate: float) -> None:
     """Each part's time and rate, and what the K-BFGS step spends beyond them."""
-    counted = {"forward/backward": flops.forward_backward, "H_g M H_a (dense)":
-               flops.precondition_dense, "second pass": flops.second_pass,
-               "A update (2020)": flops.a_update}
+    counted = {
+        "forward/backward": flops.forward_backward,
+        "H_g M H_a (dense)": flops.precondition_dense,
+        "second pass": flops.second_pass,
+        "A update (2020)": flops.a_update,
+    }
     print(f"\nParts of one K-BFGS step (interval 1), each timed alone, best of {PART_REPEATS}:")
     print(f"  {'part':20s} {'GFLOP':>6s} {'ms':>8s} {'GFLOP/s':>8s} {'GEMM frac':>9s}")
     for name, secs in parts.items():
-        print(f"  {name:20s} {counted[name] / 1e9:6.2f} {secs * 1e3:8.1f} "
-              f"{counted[name] / secs / 1e9:8.1f} {counted[name] / secs / rate:9.2f}")
+        print(
+            f"  {name:20s} {counted[name] / 1e9:6.2f} {secs * 1e3:8.1f} "
+            f"{counted[name] / secs / 1e9:8.1f} {counted[name] / secs / rate:9.2f}"
+        )
     print("  (the A statistic a~^T a~ runs as a SYRK: half the counted FLOPs, hence > 1)")
     rest = step.per_step - sum(parts.values())
     print(f"  {'sum of parts':20s} {'':6s} {sum(parts.values()) * 1e3:8.1f}")
-    print(f"  {'rest of the step':20s} {'':6s} {rest * 1e3:8.1f}   (elementwise work, copies, "
-          "checks, rank-2 updates)")
+    print(
+        f"  {'rest of the step':20s} {'':6s} {rest * 1e3:8.1f}   (elementwise work, copies, "
+        "checks, rank-2 updates)"
+    )
 
 
 def print_verdicts(by_name: dict, rate: float, flops: FlopCount, standard: bool) -> None:
@@ -366,17 +417,41 @@ def print_verdicts(by_name: dict, rate: float, flops: FlopCount, standard: bool)
     every, interval = by_name["K-BFGS"], by_name["K-BFGS interval 20"]
     light = by_name["K-BFGS(L) light"]
     checks = (
-        ("K-BFGS / Adam step time (every step)", every.per_step / adam.per_step, "<=",
-         TARGET_RATIO_EVERY_STEP),
-        ("K-BFGS / Adam step time (interval 20)", interval.per_step / adam.per_step, "<=",
-         TARGET_RATIO_INTERVAL_20),
-        ("K-BFGS step GEMM-rate fraction", every.flops / every.per_step / rate, ">=",
-         TARGET_GEMM_FRACTION),
-        ("memory-light K-BFGS(L) / Adam state", light.state_bytes / adam.state_bytes, "<=",
-         TARGET_STATE_RATIO),
+        (
+            "K-BFGS / Adam step time (every step)",
+            every.per_step / adam.per_step,
+            "<=",
+            TARGET_RATIO_EVERY_STEP,
+        ),
+        (
+            "K-BFGS / Adam step time (interval 20)",
+            interval.per_step / adam.per_step,
+            "<=",
+            TARGET_RATIO_INTERVAL_20,
+        ),
+        (
+            "K-BFGS step GEMM-rate fraction",
+            every.flops / every.per_step / rate,
+            ">=",
+            TARGET_GEMM_FRACTION,
+        ),
+        (
+            "memory-light K-BFGS(L) / Adam state",
+            light.state_bytes / adam.state_bytes,
+            "<=",
+            TARGET_STATE_RATIO,
+        ),
     )
-    print("\nTargets" + ("" if standard else " (stated for batch 1000, float32: this run "
-                         "differs, so the verdicts are indicative only)") + ":")
+    print(
+        "\nTargets"
+        + (
+            ""
+            if standard
+            else " (stated for batch 1000, float32: this run "
+            "differs, so the verdicts are indicative only)"
+        )
+        + ":"
+    )
     for name, value, relation, target in checks:
         ok = value <= target if relation == "<=" else value >= target
         print(f"  {name:40s} {value:6.2f} {relation} {target:4.1f}   {verdict(ok)}")
@@ -391,17 +466,30 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=1000, help="minibatch rows (default 1000)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--steps", type=int, default=7,
-                        help="timed steps of the interval-1 rows (median; default 7)")
-    parser.add_argument("--cycles", type=int, default=2,
-                        help="timed 20-step cycles of the interval-20 rows (default 2)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=7,
+        help="timed steps of the interval-1 rows (median; default 7)",
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=2,
+        help="timed 20-step cycles of the interval-20 rows (default 2)",
+    )
     parser.add_argument("--gemm-size", type=int, default=2000, help="n of the n x n GEMM")
-    parser.add_argument("--no-fill", action="store_true",
-                        help="do not fill the K-BFGS(L) stores before timing")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 100, 2 steps, 1 cycle, GEMM 500, stores not filled")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print a cProfile of --steps K-BFGS steps")
+    parser.add_argument(
+        "--no-fill", action="store_true", help="do not fill the K-BFGS(L) stores before timing"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: batch 100, 2 steps, 1 cycle, GEMM 500, stores not filled",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a cProfile of --steps K-BFGS steps"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batch, args.steps, args.cycles, args.gemm_size, args.no_fill = 100, 2, 1, 500, True
@@ -414,12 +502,16 @@ def main():
     X = make_batch(args.batch, dtype)
     flops = count_flops(args.batch)
     print(f"machine: {machine_summary()}")
-    print(f"net: {' -> '.join(map(str, SIZES))} (ReLU, linear code layer), sigmoid CE, "
-          f"batch {args.batch}, {dtype}, random data")
+    print(
+        f"net: {' -> '.join(map(str, SIZES))} (ReLU, linear code layer), sigmoid CE, "
+        f"batch {args.batch}, {dtype}, random data"
+    )
     print_flop_count(flops, args.batch)
     rate = gemm_rate(args.gemm_size, dtype)
-    print(f"\nGEMM rate ({args.gemm_size}^2 @ {args.gemm_size}^2, {dtype}, best of "
-          f"{GEMM_REPEATS}): {rate / 1e9:.1f} GFLOP/s")
+    print(
+        f"\nGEMM rate ({args.gemm_size}^2 @ {args.gemm_size}^2, {dtype}, best of "
+        f"{GEMM_REPEATS}): {rate / 1e9:.1f} GFLOP/s"
+    )
     results = []
     for row in ROWS:
         cycles = args.steps if row.interval == 1 else args.cycles

@@ -50,15 +50,27 @@ class Task(NamedTuple):
 
 def digits_autoencoder_model(seed: int) -> nn.Sequential:
     """64-32-8-32-64 ReLU autoencoder with sigmoid cross-entropy (the paper's, in miniature)."""
-    layers = [nn.Dense(64, 32), nn.ReLU(), nn.Dense(32, 8), nn.ReLU(),
-              nn.Dense(8, 32), nn.ReLU(), nn.Dense(32, 64)]
+    layers = [
+        nn.Dense(64, 32),
+        nn.ReLU(),
+        nn.Dense(32, 8),
+        nn.ReLU(),
+        nn.Dense(8, 32),
+        nn.ReLU(),
+        nn.Dense(32, 64),
+    ]
     return nn.Sequential(layers, loss=nn.SigmoidCrossEntropy(), seed=seed)
 
 
 def digits_cnn_model(seed: int) -> nn.Sequential:
     """Conv 1->4 (3x3, padding 1), ReLU, 2x2 max-pool, dense 64->10, softmax cross-entropy."""
-    layers = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-              nn.Dense(64, 10)]
+    layers = [
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dense(64, 10),
+    ]
     return nn.Sequential(layers, loss=nn.SoftmaxCrossEntropy(), seed=seed)
 
 
@@ -126,26 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kfqn-ref",
         description="Kronecker-factored quasi-Newton methods (K-BFGS, K-BFGS(L)) and baselines, "
-                    "in NumPy.",
+        "in NumPy.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
         help="compare K-BFGS, K-BFGS(L) and the baselines on an embedded data set",
         description="Train every method from the same initial weights on the same minibatches "
-                    "of an embedded data set; write summary.json, epoch_losses.csv and loss.png.",
+        "of an embedded data set; write summary.json, epoch_losses.csv and loss.png.",
     )
-    demo.add_argument("--task", choices=sorted(TASKS), default="autoencoder",
-                      help="the embedded task (default: autoencoder)")
-    demo.add_argument("--out", default=os.path.join("runs", "demo"),
-                      help="output directory, created if missing (default: runs/demo)")
+    demo.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        default="autoencoder",
+        help="the embedded task (default: autoencoder)",
+    )
+    demo.add_argument(
+        "--out",
+        default=os.path.join("runs", "demo"),
+        help="output directory, created if missing (default: runs/demo)",
+    )
     demo.add_argument("--epochs", type=positive_int, default=10, help="epochs (default: 10)")
-    demo.add_argument("--batch-size", type=positive_int, default=None,
-                      help="minibatch size (default: the task's, 100)")
-    demo.add_argument("--seed", type=non_negative_int, default=0,
-                      help="seed of the initial weights and of the minibatch order (default: 0)")
-    demo.add_argument("--methods", nargs="+", default=None, metavar="NAME",
-                      help="run only these methods (default: all of the task's)")
+    demo.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="minibatch size (default: the task's, 100)",
+    )
+    demo.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the initial weights and of the minibatch order (default: 0)",
+    )
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="run only these methods (default: all of the task's)",
+    )
     demo.add_argument("--no-plot", action="store_true", help="skip loss.png (no matplotlib)")
     return parser
 
@@ -173,8 +205,9 @@ def run_summary(log: train.RunLog, optimizer: optim.Optimizer) -> dict:
     return {
         "name": log.name,
         "optimizer": type(optimizer).__name__,
-        "config": {key: plain(value)
-                   for key, value in dataclasses.asdict(optimizer.config).items()},
+        "config": {
+            key: plain(value) for key, value in dataclasses.asdict(optimizer.config).items()
+        },
         "epoch_losses": log.epoch_losses,
         "step_losses": log.step_losses,
         "step_seconds": log.step_seconds,
@@ -183,8 +216,9 @@ def run_summary(log: train.RunLog, optimizer: optim.Optimizer) -> dict:
     }
 
 
-def run_demo(task_name: str, *, epochs: int, batch_size: int | None, seed: int,
-             methods: list[str] | None) -> dict:
+def run_demo(
+    task_name: str, *, epochs: int, batch_size: int | None, seed: int, methods: list[str] | None
+) -> dict:
     """Run the comparison and return the summary (see the module docstring)."""
     task = TASKS[task_name]
     dataset = task.load_dataset()
@@ -197,11 +231,13 @@ def run_demo(task_name: str, *, epochs: int, batch_size: int | None, seed: int,
             optimizer_class, options = settings[name]
             optimizers[name] = optimizer_class(model, **options)
             return optimizers[name]
+
         return build
 
     builders = {name: make_optimizer(name) for name in settings}
-    logs = train.compare(lambda: task.make_model(seed), builders, dataset, batch_size=batch,
-                         epochs=epochs, seed=seed)
+    logs = train.compare(
+        lambda: task.make_model(seed), builders, dataset, batch_size=batch, epochs=epochs, seed=seed
+    )
     return {
         "task": task_name,
         "description": task.description,
@@ -221,8 +257,10 @@ def write_epoch_csv(summary: dict, path: str) -> None:
         writer = csv.writer(handle)
         writer.writerow(["epoch"] + [run["name"] for run in runs])
         for epoch in range(summary["epochs"] + 1):
-            row = [run["epoch_losses"][epoch] if epoch < len(run["epoch_losses"]) else ""
-                   for run in runs]
+            row = [
+                run["epoch_losses"][epoch] if epoch < len(run["epoch_losses"]) else ""
+                for run in runs
+            ]
             writer.writerow([epoch] + row)
 
 
@@ -239,12 +277,14 @@ def write_plot(summary: dict, path: str) -> None:
         by_epoch.plot(range(len(losses)), losses, marker="o", markersize=3, label=run["name"])
         elapsed = np.concatenate([[0.0], np.cumsum(run["step_seconds"])])
         steps_per_epoch = summary["n_samples"] // summary["batch_size"]
-        seconds = [elapsed[min(epoch * steps_per_epoch, len(elapsed) - 1)]
-                   for epoch in range(len(losses))]
+        seconds = [
+            elapsed[min(epoch * steps_per_epoch, len(elapsed) - 1)] for epoch in range(len(losses))
+        ]
         by_time.plot(seconds, losses, marker="o", markersize=3, label=run["name"])
     by_epoch.set(xlabel="epoch", ylabel="data-set loss", yscale="log", title=summary["description"])
-    by_time.set(xlabel="optimizer time (s, sum of step times)", ylabel="data-set loss",
-                yscale="log")
+    by_time.set(
+        xlabel="optimizer time (s, sum of step times)", ylabel="data-set loss", yscale="log"
+    )
     by_epoch.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -253,9 +293,11 @@ def write_plot(summary: dict, path: str) -> None:
 
 def format_table(summary: dict) -> str:
     """A plain-text table: method, initial loss, final loss, mean step time."""
-    lines = [f"{summary['description']}: {summary['n_samples']} samples, batch "
-             f"{summary['batch_size']}, {summary['epochs']} epochs, seed {summary['seed']}",
-             f"{'method':<14}{'initial loss':>14}{'final loss':>14}{'ms / step':>12}"]
+    lines = [
+        f"{summary['description']}: {summary['n_samples']} samples, batch "
+        f"{summary['batch_size']}, {summary['epochs']} epochs, seed {summary['seed']}",
+        f"{'method':<14}{'initial loss':>14}{'final loss':>14}{'ms / step':>12}",
+    ]
     for run in summary["runs"]:
         final = "diverged" if run["diverged"] else f"{run['epoch_losses'][-1]:.4f}"
         seconds = run["mean_step_seconds"]
@@ -266,8 +308,13 @@ def format_table(summary: dict) -> str:
 
 def demo(arguments: argparse.Namespace) -> int:
     """``kfqn-ref demo``: run, write the three files, print the table."""
-    summary = run_demo(arguments.task, epochs=arguments.epochs, batch_size=arguments.batch_size,
-                       seed=arguments.seed, methods=arguments.methods)
+    summary = run_demo(
+        arguments.task,
+        epochs=arguments.epochs,
+        batch_size=arguments.batch_size,
+        seed=arguments.seed,
+        methods=arguments.methods,
+    )
     os.makedirs(arguments.out, exist_ok=True)
     with open(os.path.join(arguments.out, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
@@ -275,8 +322,10 @@ def demo(arguments: argparse.Namespace) -> int:
     if not arguments.no_plot:
         write_plot(summary, os.path.join(arguments.out, "loss.png"))
     print(format_table(summary))
-    print(f"wrote {arguments.out}/summary.json, epoch_losses.csv"
-          + ("" if arguments.no_plot else ", loss.png"))
+    print(
+        f"wrote {arguments.out}/summary.json, epoch_losses.csv"
+        + ("" if arguments.no_plot else ", loss.png")
+    )
     return 0
 
 
@@ -287,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.batch_size is not None:
         n_samples = TASKS[arguments.task].load_dataset().X.shape[0]
         if arguments.batch_size > n_samples:
-            parser.error(f"--batch-size must be at most {n_samples} (the data set size), "
-                         f"got {arguments.batch_size}")
+            parser.error(
+                f"--batch-size must be at most {n_samples} (the data set size), "
+                f"got {arguments.batch_size}"
+            )
     if arguments.methods is not None:
         try:
             selected_settings(TASKS[arguments.task], arguments.methods)

@@ -146,6 +146,15 @@ def compare(
     for label, make_optimizer in make_optimizers.items():
         optimizer = make_optimizer(make_model())
         callback = None if on_step is None else functools.partial(on_step, label)
-        logs.append(run(optimizer, dataset, batch_size=batch_size, epochs=epochs, seed=seed,
-                        name=label, on_step=callback))
+        logs.append(
+            run(
+                optimizer,
+                dataset,
+                batch_size=batch_size,
+                epochs=epochs,
+                seed=seed,
+                name=label,
+                on_step=callback,
+            )
+        )
     return logs

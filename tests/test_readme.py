@@ -14,8 +14,11 @@ def fenced_blocks(language: str) -> list[str]:
 
 
 def marked_command(marker: str) -> str:
-    match = re.search(rf"<!-- {marker} -->\n```bash\n(.*?)\n```\n<!-- /{marker} -->",
-                      README.read_text(), flags=re.DOTALL)
+    match = re.search(
+        rf"<!-- {marker} -->\n```bash\n(.*?)\n```\n<!-- /{marker} -->",
+        README.read_text(),
+        flags=re.DOTALL,
+    )
     assert match is not None, f"README.md has no ```bash block between the {marker} markers"
     return match.group(1)
 
@@ -32,8 +35,10 @@ def test_tour_runs_and_its_structure_formula_matches_autograd(tmp_path, monkeypa
     assert float(last_line) <= 1e-12 * float(abs(namespace["H"]).max())
 
 
-@pytest.mark.parametrize("marker, ending", [("main-command", "kfqn-ref demo --out runs/demo"),
-                                            ("test-command", "-m pytest -q")])
+@pytest.mark.parametrize(
+    "marker, ending",
+    [("main-command", "kfqn-ref demo --out runs/demo"), ("test-command", "-m pytest -q")],
+)
 def test_set_up_commands_create_a_fresh_environment(marker, ending):
     command = marked_command(marker)
     assert "\n" not in command, "each set-up command is one line"

@@ -24,8 +24,14 @@ def test_dataset_loss_in_chunks_equals_one_pass(monkeypatch):
 
 def test_run_logs_every_step_and_every_epoch_as_a_hand_written_loop_does():
     dataset = small_regression()
-    log = train.run(optim.SGDMomentum(linear_model(), lr=0.05, momentum=0.9), dataset,
-                    batch_size=20, epochs=2, seed=3, name="sgd")
+    log = train.run(
+        optim.SGDMomentum(linear_model(), lr=0.05, momentum=0.9),
+        dataset,
+        batch_size=20,
+        epochs=2,
+        seed=3,
+        name="sgd",
+    )
     # independent route: the same loop written out, with the loss evaluated in one pass
     model = linear_model()
     reference = optim.SGDMomentum(model, lr=0.05, momentum=0.9)
@@ -49,15 +55,24 @@ def test_compare_starts_every_method_from_the_same_weights_and_minibatches():
         def build(model):
             seen[name] = [w.copy() for w in model.weights()]
             return optimizer_class(model, **options)
+
         return build
 
     calls = []
-    logs = train.compare(linear_model, {"sgd": recording("sgd", optim.SGDMomentum, lr=0.01),
-                                        "kbfgs": recording("kbfgs", optim.KBFGS)},
-                         dataset, batch_size=20, epochs=1,
-                         on_step=lambda label, step, loss: calls.append((label, step, loss)))
-    assert calls == [(log.name, step, loss) for log in logs
-                     for step, loss in enumerate(log.step_losses)]
+    logs = train.compare(
+        linear_model,
+        {
+            "sgd": recording("sgd", optim.SGDMomentum, lr=0.01),
+            "kbfgs": recording("kbfgs", optim.KBFGS),
+        },
+        dataset,
+        batch_size=20,
+        epochs=1,
+        on_step=lambda label, step, loss: calls.append((label, step, loss)),
+    )
+    assert calls == [
+        (log.name, step, loss) for log in logs for step, loss in enumerate(log.step_losses)
+    ]
     for first, second in zip(seen["sgd"], seen["kbfgs"], strict=True):
         np.testing.assert_array_equal(first, second)
     # the first minibatch loss is taken at the common initial weights on the common first batch
@@ -77,15 +92,19 @@ def test_a_run_that_overflows_stops_with_the_last_good_weights():
     assert all(np.all(np.isfinite(w)) for w in model.weights())
 
 
-@pytest.mark.parametrize(("batch_size", "epochs", "error", "message"), [
-    (0, 1, ValueError, r"batch_size must lie in \[1, 60\] \(the data set size\), got 0"),
-    (-5, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
-    (61, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
-    (2.5, 1, TypeError, "batch_size must be an integer, got float"),
-    (20, 0, ValueError, "epochs must be an integer >= 1, got 0"),
-])
-def test_run_rejects_bad_batch_size_or_epochs_before_anything_runs(batch_size, epochs, error,
-                                                                   message):
+@pytest.mark.parametrize(
+    ("batch_size", "epochs", "error", "message"),
+    [
+        (0, 1, ValueError, r"batch_size must lie in \[1, 60\] \(the data set size\), got 0"),
+        (-5, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
+        (61, 1, ValueError, r"batch_size must lie in \[1, 60\]"),
+        (2.5, 1, TypeError, "batch_size must be an integer, got float"),
+        (20, 0, ValueError, "epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_run_rejects_bad_batch_size_or_epochs_before_anything_runs(
+    batch_size, epochs, error, message
+):
     """Checked before use: no ZeroDivisionError, no step, no data-set loss evaluated."""
     model = linear_model()
     before = model.weights()

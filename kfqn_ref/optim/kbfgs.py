@@ -127,11 +127,15 @@ class _KBFGSOptions:
         check_int_at_least("update_interval", self.update_interval, 1)
         check_choice("damping_split", self.damping_split, tuple(KBFGSDampingSplit))
         if not isinstance(self.conv_position_average, bool):
-            raise TypeError("conv_position_average must be a bool, got "
-                            f"{type(self.conv_position_average).__name__}")
+            raise TypeError(
+                "conv_position_average must be a bool, got "
+                f"{type(self.conv_position_average).__name__}"
+            )
         if self.variant is KBFGSVariant.AUTHORS_2020 and self.damping > 1.0:
-            raise ValueError("variant 2020 needs damping <= 1: its second damping uses "
-                             f"eps = sqrt(damping) in (0, 1], got damping = {self.damping}")
+            raise ValueError(
+                "variant 2020 needs damping <= 1: its second damping uses "
+                f"eps = sqrt(damping) in (0, 1], got damping = {self.damping}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +170,10 @@ class KBFGSConfig(_KBFGSOptions):
     def __post_init__(self):
         check_choice("variant", self.variant, tuple(KBFGSVariant))
         if self.variant is KBFGSVariant.CONVERGENT:
-            raise ValueError("the convergent variant keeps both factors in limited memory: use "
-                             "KBFGSL(..., variant=KBFGSVariant.CONVERGENT, memory_light=True)")
+            raise ValueError(
+                "the convergent variant keeps both factors in limited memory: use "
+                "KBFGSL(..., variant=KBFGSVariant.CONVERGENT, memory_light=True)"
+            )
         super().__post_init__()
 
 
@@ -196,14 +202,20 @@ class KBFGSLConfig(_KBFGSOptions):
             raise TypeError(f"memory_light must be a bool, got {type(self.memory_light).__name__}")
         check_positive("ha_initial", self.ha_initial)
         if self.variant is KBFGSVariant.AUTHORS_2020 and self.memory_light:
-            raise ValueError("variant 2020 keeps H_a dense (the authors' code): memory_light "
-                             "needs variant 2022 or convergent")
+            raise ValueError(
+                "variant 2020 keeps H_a dense (the authors' code): memory_light "
+                "needs variant 2022 or convergent"
+            )
         if self.variant is KBFGSVariant.CONVERGENT and not self.memory_light:
-            raise ValueError("the convergent variant needs memory_light=True (both factors in "
-                             "limited memory, so that their eigenvalues stay bounded)")
+            raise ValueError(
+                "the convergent variant needs memory_light=True (both factors in "
+                "limited memory, so that their eigenvalues stay bounded)"
+            )
         if self.variant is KBFGSVariant.CONVERGENT and self.momentum != 0.0:
-            raise ValueError("the convergent variant steps along H_k grad f_k (assumption (ii) of "
-                             f"the theorem): set momentum=0, got momentum = {self.momentum}")
+            raise ValueError(
+                "the convergent variant steps along H_k grad f_k (assumption (ii) of "
+                f"the theorem): set momentum=0, got momentum = {self.momentum}"
+            )
 
 
 class KBFGSState(NamedTuple):
@@ -273,8 +285,11 @@ class _KroneckerBFGS(Optimizer):
         """Running ``A``: every layer in 2020; Dense layers in 2022 unless memory-light."""
         if self.config.variant is KBFGSVariant.AUTHORS_2020:
             return True
-        return (self.config.variant is KBFGSVariant.KFQN_2022 and not self._memory_light
-                and isinstance(layer, nn.Dense))
+        return (
+            self.config.variant is KBFGSVariant.KFQN_2022
+            and not self._memory_light
+            and isinstance(layer, nn.Dense)
+        )
 
     def _layer(self, position: int):
         return self.model.layers[self.model.trainable_indices[position]]
@@ -292,11 +307,15 @@ class _KroneckerBFGS(Optimizer):
         if self.config.variant is KBFGSVariant.AUTHORS_2020:
             for position in range(len(self.model.trainable_indices)):
                 if not isinstance(self._layer(position), nn.Dense):
-                    raise TypeError("variant 2020 is the authors' code for dense nets; layers["
-                                    f"{self.model.trainable_indices[position]}] is a "
-                                    f"{type(self._layer(position)).__name__}: use variant 2022")
-        layers = tuple(self._initial_layer_state(position, weight)
-                       for position, weight in enumerate(self.model.weights()))
+                    raise TypeError(
+                        "variant 2020 is the authors' code for dense nets; layers["
+                        f"{self.model.trainable_indices[position]}] is a "
+                        f"{type(self._layer(position)).__name__}: use variant 2022"
+                    )
+        layers = tuple(
+            self._initial_layer_state(position, weight)
+            for position, weight in enumerate(self.model.weights())
+        )
         return KBFGSState(layers=layers, a_prepassed=False)
 
     def _initial_layer_state(self, position: int, weight) -> LayerState:
@@ -347,16 +366,25 @@ class _KroneckerBFGS(Optimizer):
             is changed: ``A`` and ``a_prepassed`` keep their values.
         """
         if hasattr(inputs, "shape"):
-            raise TypeError("inputs must be an iterable of input arrays (minibatches), not one "
-                            "array: pass [X] for a single minibatch")
+            raise TypeError(
+                "inputs must be an iterable of input arrays (minibatches), not one "
+                "array: pass [X] for a single minibatch"
+            )
         if self.step_count != 0:
-            raise ValueError("initialize_A is the pre-pass before the first step; "
-                             f"{self.step_count} steps were taken already")
-        running = [position for position, layer_state in enumerate(self.state.layers)
-                   if not isinstance(layer_state.A, tuple)]
+            raise ValueError(
+                "initialize_A is the pre-pass before the first step; "
+                f"{self.step_count} steps were taken already"
+            )
+        running = [
+            position
+            for position, layer_state in enumerate(self.state.layers)
+            if not isinstance(layer_state.A, tuple)
+        ]
         if not running:
-            raise ValueError("no layer keeps a running A in this configuration (memory-light, "
-                             "convergent and Conv2d layers in 2022 use the minibatch action)")
+            raise ValueError(
+                "no layer keeps a running A in this configuration (memory-light, "
+                "convergent and Conv2d layers in 2022 use the minibatch action)"
+            )
         A = {position: self.state.layers[position].A for position in running}
         count = 0
         for X in inputs:
@@ -369,8 +397,10 @@ class _KroneckerBFGS(Optimizer):
             raise ValueError("initialize_A needs at least one minibatch of inputs")
         for position in running:  # before any state is written: a refused pre-pass changes nothing
             require_finite(f"running A of trainable layer {position}", A[position])
-        layers = tuple(layer_state._replace(A=A[position]) if position in A else layer_state
-                       for position, layer_state in enumerate(self.state.layers))
+        layers = tuple(
+            layer_state._replace(A=A[position]) if position in A else layer_state
+            for position, layer_state in enumerate(self.state.layers)
+        )
         self.state = KBFGSState(layers=layers, a_prepassed=True)
         return count
 
@@ -382,10 +412,14 @@ class _KroneckerBFGS(Optimizer):
         from that step's minibatch.
         """
         if len(matrices) != len(self.state.layers):
-            raise ValueError(f"expected {len(self.state.layers)} matrices (one per trainable "
-                             f"layer), got {len(matrices)}")
-        return [precondition(layer_state.H_g, M, layer_state.H_a)
-                for layer_state, M in zip(self.state.layers, matrices, strict=True)]
+            raise ValueError(
+                f"expected {len(self.state.layers)} matrices (one per trainable "
+                f"layer), got {len(matrices)}"
+            )
+        return [
+            precondition(layer_state.H_g, M, layer_state.H_a)
+            for layer_state, M in zip(self.state.layers, matrices, strict=True)
+        ]
 
     def step(self, X, T) -> float:
         """One K-BFGS step on ``(X, T)`` (see the module docstring); returns the loss before it.
@@ -408,11 +442,13 @@ class _KroneckerBFGS(Optimizer):
             require_finite(f"gradient of trainable layer {position}", record.grad)
         weights = self.model.weights()
         layers, directions = [], []
-        for layer_state, record, weight in zip(self.state.layers, first.records, weights,
-                                               strict=True):
+        for layer_state, record, weight in zip(
+            self.state.layers, first.records, weights, strict=True
+        ):
             regularised = record.grad + cfg.weight_decay * weight
-            momentum = momentum_update(layer_state.momentum, regularised, cfg.momentum,
-                                       MomentumForm.AVERAGE)
+            momentum = momentum_update(
+                layer_state.momentum, regularised, cfg.momentum, MomentumForm.AVERAGE
+            )
             A, H_a = self._input_factor_for_step(layer_state, record.a, update, k)
             directions.append(-precondition(layer_state.H_g, momentum, H_a))
             layers.append(layer_state._replace(momentum=momentum, A=A, H_a=H_a))
@@ -426,12 +462,12 @@ class _KroneckerBFGS(Optimizer):
             updated = [
                 self._update_factors(position, layer_state, old, new)
                 for position, (layer_state, old, new) in enumerate(
-                    zip(layers, first.records, second, strict=True))
+                    zip(layers, first.records, second, strict=True)
+                )
             ]
             layers = [layer_state for layer_state, _ in updated]
             pairs = tuple(diagnostics for _, diagnostics in updated)
-        self._pending = StepDiagnostics(k, first.loss, tuple(first.grads),
-                                        tuple(directions), pairs)
+        self._pending = StepDiagnostics(k, first.loss, tuple(first.grads), tuple(directions), pairs)
         return first.loss, KBFGSState(layers=tuple(layers), a_prepassed=self.state.a_prepassed)
 
     def _second_pass(self, X, T) -> list:
@@ -458,8 +494,11 @@ class _KroneckerBFGS(Optimizer):
         if running and not (k == 0 and self.state.a_prepassed):
             A = ema_input_factor(A, kbfgs_input_factor(a), self.config.a_decay)
         if k == 0 and not isinstance(H_a, LBFGSState):
-            first_A = A if running else kbfgs_input_factor(
-                a, position_average=self.config.conv_position_average)
+            first_A = (
+                A
+                if running
+                else kbfgs_input_factor(a, position_average=self.config.conv_position_average)
+            )
             H_a = damped_inverse(first_A, self._damping_shares(a)[0])
         return A, H_a
 
@@ -477,8 +516,9 @@ class _KroneckerBFGS(Optimizer):
         H_g, g_side = self._output_side(layer_state, old, new, lambda_G, where)
         H_a, a_side = self._input_side(layer_state, old.a, lambda_A, where)
         diagnostics = PairDiagnostics(*g_side, *a_side)
-        new_state = layer_state._replace(H_a=H_a, H_g=H_g, s_avg=diagnostics.s_averaged,
-                                         y_avg=diagnostics.y_averaged)
+        new_state = layer_state._replace(
+            H_a=H_a, H_g=H_g, s_avg=diagnostics.s_averaged, y_avg=diagnostics.y_averaged
+        )
         return new_state, diagnostics
 
     def _output_side(self, layer_state: LayerState, old, new, lambda_G: float, where: str):
@@ -500,10 +540,17 @@ class _KroneckerBFGS(Optimizer):
             damped = DoubleDampedPair(s_avg, y_avg, False, False)
             H_g, reason = layer_state.H_g, SkipReason.NON_POSITIVE_CURVATURE
         else:
-            damped = damp_output_pair(s_avg, y_avg, layer_state.H_g, rule=rule,
-                                      lambda_G=lambda_G, mu1=cfg.powell_mu1)
-            H_g, reason = update_output_factor(layer_state.H_g, damped.s, damped.y, gbar,
-                                               rule=rule, skip_threshold=cfg.skip_threshold)
+            damped = damp_output_pair(
+                s_avg, y_avg, layer_state.H_g, rule=rule, lambda_G=lambda_G, mu1=cfg.powell_mu1
+            )
+            H_g, reason = update_output_factor(
+                layer_state.H_g,
+                damped.s,
+                damped.y,
+                gbar,
+                rule=rule,
+                skip_threshold=cfg.skip_threshold,
+            )
         return H_g, (s_raw, y_raw, s_avg, y_avg, *damped, reason)
 
     def _input_side(self, layer_state: LayerState, a, lambda_A: float, where: str):
@@ -521,8 +568,14 @@ class _KroneckerBFGS(Optimizer):
             action = running_action(layer_state.A, lambda_A)
         abar = sample_position_mean(a)
         H_a, s_a, y_a, reason = update_input_factor(
-            layer_state.H_a, abar, checked(action, f"A-side curvature y_a {where}"), rule=rule,
-            lambda_A=lambda_A, mu1=cfg.powell_mu1, skip_threshold=cfg.skip_threshold)
+            layer_state.H_a,
+            abar,
+            checked(action, f"A-side curvature y_a {where}"),
+            rule=rule,
+            lambda_A=lambda_A,
+            mu1=cfg.powell_mu1,
+            skip_threshold=cfg.skip_threshold,
+        )
         return H_a, (abar, s_a, y_a, reason)
 
 

@@ -82,8 +82,10 @@ def check_loaded_store(store: LBFGSState, prefix: str) -> None:
     """``0 <= count <= memory`` (rows of ``S``) and ``gamma > 0`` for a loaded store."""
     memory = store.S.shape[0]
     if not 0 <= store.count <= memory:
-        raise ValueError(f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
-                         f"got {store.count}")
+        raise ValueError(
+            f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
+            f"got {store.count}"
+        )
     if not store.gamma > 0.0:
         raise ValueError(f"state entry '{prefix}.gamma' must be > 0, got {store.gamma}")
 
@@ -196,8 +198,9 @@ def minibatch_action(a, lambda_A: float, position_average: bool):
     return lambda u: kbfgs_minibatch_action(a, u, position_average=position_average) + lambda_A * u
 
 
-def update_input_factor(H_a, abar, action, *, rule: PairRule, lambda_A: float, mu1: float,
-                        skip_threshold: float):
+def update_input_factor(
+    H_a, abar, action, *, rule: PairRule, lambda_A: float, mu1: float, skip_threshold: float
+):
     """Hessian-action BFGS on the ``A`` side: ``s_a = H_a abar``, ``y_a = M s_a``, then update.
 
     ``action`` is ``u -> M u`` with ``M = A + lambda_A I`` (running or minibatch ``A``), except for
@@ -214,12 +217,24 @@ def update_input_factor(H_a, abar, action, *, rule: PairRule, lambda_A: float, m
         damped = convergent_damping(s_a, y_a, gamma=H_a.gamma, mu1=mu1, mu2=lambda_A)
         s_a, y_a = damped.s, damped.y
     if isinstance(H_a, LBFGSState):
-        result = lbfgs_append(H_a, s_a, y_a, gbar_norm=0.0, relative_threshold=skip_threshold,
-                              gamma_rule=GammaRule.FIXED)
+        result = lbfgs_append(
+            H_a,
+            s_a,
+            y_a,
+            gbar_norm=0.0,
+            relative_threshold=skip_threshold,
+            gamma_rule=GammaRule.FIXED,
+        )
         return result.state, s_a, y_a, result.reason
     xp = backend.xp_of(abar)
-    result = bfgs_inverse_update(H_a, s_a, y_a, gbar_norm=float(xp.linalg.norm(abar)),
-                                 relative_threshold=skip_threshold, check_spd=False)
+    result = bfgs_inverse_update(
+        H_a,
+        s_a,
+        y_a,
+        gbar_norm=float(xp.linalg.norm(abar)),
+        relative_threshold=skip_threshold,
+        check_spd=False,
+    )
     return result.H, s_a, y_a, result.reason
 
 
@@ -247,11 +262,13 @@ def damp_output_pair(s, y, H_g, *, rule: PairRule, lambda_G: float, mu1: float):
     ``gamma I`` (the store's fixed ``H_0``) then ``y <- y + lambda_G s``.
     """
     if rule is PairRule.AUTHORS_2020:
-        return double_damping_2020(s, y, factor_operator(H_g), eps=lambda_G, mu1=mu1,
-                                   check_spd=False)
+        return double_damping_2020(
+            s, y, factor_operator(H_g), eps=lambda_G, mu1=mu1, check_spd=False
+        )
     if rule is PairRule.KFQN_2022:
-        return double_damping_2022(s, y, factor_operator(H_g), mu2=lambda_G, mu1=mu1,
-                                   check_spd=False)
+        return double_damping_2022(
+            s, y, factor_operator(H_g), mu2=lambda_G, mu1=mu1, check_spd=False
+        )
     return convergent_damping(s, y, gamma=H_g.gamma, mu1=mu1, mu2=lambda_G)
 
 
@@ -266,9 +283,16 @@ def update_output_factor(H_g, s, y, gbar, *, rule: PairRule, skip_threshold: flo
     xp = backend.xp_of(gbar)
     gbar_norm = 0.0 if rule is PairRule.CONVERGENT else float(xp.linalg.norm(gbar))
     if isinstance(H_g, LBFGSState):
-        result = lbfgs_append(H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold,
-                              gamma_rule=GammaRule.FIXED)
+        result = lbfgs_append(
+            H_g,
+            s,
+            y,
+            gbar_norm=gbar_norm,
+            relative_threshold=skip_threshold,
+            gamma_rule=GammaRule.FIXED,
+        )
         return result.state, result.reason
-    result = bfgs_inverse_update(H_g, s, y, gbar_norm=gbar_norm,
-                                 relative_threshold=skip_threshold, check_spd=False)
+    result = bfgs_inverse_update(
+        H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold, check_spd=False
+    )
     return result.H, result.reason

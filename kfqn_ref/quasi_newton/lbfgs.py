@@ -296,9 +296,7 @@ def _representable(state: LBFGSState) -> bool:
             return False
         R_inv = module.linalg.solve(module.triu(S_Yt), module.eye(state.count, dtype=S.dtype))
         inner = R_inv.T @ ((module.diag(D) + state.gamma * (Y @ Y.T)) @ R_inv)
-        middle_norm = float(
-            module.sqrt((inner * inner).sum() + 2.0 * (R_inv * R_inv).sum())
-        )
+        middle_norm = float(module.sqrt((inner * inner).sum() + 2.0 * (R_inv * R_inv).sum()))
         gamma_Y = state.gamma * Y
         columns = float(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
         bound = state.gamma + middle_norm * columns

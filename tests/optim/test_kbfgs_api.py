@@ -37,8 +37,13 @@ def dense_model(seed=0, dtype=np.float64, loss=None):
 
 
 def conv_model(seed=0, dtype=np.float64, loss=None):
-    layers = [nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
-              nn.Dense(8, 3)]
+    layers = [
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Dense(8, 3),
+    ]
     return nn.Sequential(layers, loss=loss or nn.SoftmaxCrossEntropy(), seed=seed, dtype=dtype)
 
 
@@ -46,19 +51,29 @@ def batches(model, count, seed=0, dtype=np.float64, targets="classes"):
     """``count`` minibatches of N inputs with class-index (or real, for squared error) targets."""
     rng = np.random.default_rng(seed)
     shape = (N, 5) if isinstance(model.layers[0], nn.Dense) else (N, 1, 4, 4)
-    return [(rng.standard_normal(shape).astype(dtype),
-             rng.integers(0, 3, size=N) if targets == "classes" else rng.standard_normal((N, 3)))
-            for _ in range(count)]
+    return [
+        (
+            rng.standard_normal(shape).astype(dtype),
+            rng.integers(0, 3, size=N) if targets == "classes" else rng.standard_normal((N, 3)),
+        )
+        for _ in range(count)
+    ]
 
 
 CONFIGS = {
     "dense-KBFGS-2020-prepass": (dense_model, KBFGS, dict(variant=V.AUTHORS_2020)),
     "conv-KBFGS-2022-interval3": (conv_model, KBFGS, dict(update_interval=3)),
-    "conv-KBFGSL-2022-sqrtT": (conv_model, KBFGSL, dict(memory=2,
-                                                        damping_split=KBFGSDampingSplit.SQRT_T)),
+    "conv-KBFGSL-2022-sqrtT": (
+        conv_model,
+        KBFGSL,
+        dict(memory=2, damping_split=KBFGSDampingSplit.SQRT_T),
+    ),
     "conv-KBFGSL-memory-light": (conv_model, KBFGSL, dict(memory=3, memory_light=True)),
-    "dense-KBFGSL-convergent": (dense_model, KBFGSL, dict(variant=V.CONVERGENT, memory=2,
-                                                          memory_light=True, momentum=0.0)),
+    "dense-KBFGSL-convergent": (
+        dense_model,
+        KBFGSL,
+        dict(variant=V.CONVERGENT, memory=2, memory_light=True, momentum=0.0),
+    ),
 }
 
 
@@ -132,43 +147,67 @@ def saved_after_two_steps(case):
     return opt.state_dict()
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("step_count", np.array(-3), r"'step_count' must be >= 0, got -3"),
-    ("state.layers.0.H_g.count", np.array(99),
-     r"'state.layers.0.H_g.count' must lie in \[0, 3\] \(the memory\), got 99"),
-    ("state.layers.1.H_a.count", np.array(-1),
-     r"'state.layers.1.H_a.count' must lie in \[0, 3\]"),
-    ("state.layers.0.H_g.gamma", np.array(-1.0), r"'state.layers.0.H_g.gamma' must be > 0"),
-    ("state.layers.1.H_a.gamma", np.array(0.0), r"'state.layers.1.H_a.gamma' must be > 0"),
-    ("state.layers.0.H_a.gamma", np.array(np.inf), r"'state.layers.0.H_a.gamma' must be finite"),
-    ("state.a_prepassed", np.array([True, False]),
-     r"'state.a_prepassed' must be a boolean scalar"),
-    ("state.a_prepassed", np.array(1), r"'state.a_prepassed' must be a boolean scalar"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("step_count", np.array(-3), r"'step_count' must be >= 0, got -3"),
+        (
+            "state.layers.0.H_g.count",
+            np.array(99),
+            r"'state.layers.0.H_g.count' must lie in \[0, 3\] \(the memory\), got 99",
+        ),
+        (
+            "state.layers.1.H_a.count",
+            np.array(-1),
+            r"'state.layers.1.H_a.count' must lie in \[0, 3\]",
+        ),
+        ("state.layers.0.H_g.gamma", np.array(-1.0), r"'state.layers.0.H_g.gamma' must be > 0"),
+        ("state.layers.1.H_a.gamma", np.array(0.0), r"'state.layers.1.H_a.gamma' must be > 0"),
+        (
+            "state.layers.0.H_a.gamma",
+            np.array(np.inf),
+            r"'state.layers.0.H_a.gamma' must be finite",
+        ),
+        (
+            "state.a_prepassed",
+            np.array([True, False]),
+            r"'state.a_prepassed' must be a boolean scalar",
+        ),
+        ("state.a_prepassed", np.array(1), r"'state.a_prepassed' must be a boolean scalar"),
+    ],
+)
 def test_state_dict_values_out_of_range_are_refused_naming_the_entry(key, value, message):
     """Right shape and dtype, wrong value: a counter below 0 or above the memory (3), a scale
     gamma <= 0 or infinite, a flag that is not a 0-d boolean."""
     flat = saved_after_two_steps("conv-KBFGSL-memory-light")
     assert key in flat
-    load_refused(start("conv-KBFGSL-memory-light", seed=3), dict(flat, **{key: value}),
-                 ValueError, message)
+    load_refused(
+        start("conv-KBFGSL-memory-light", seed=3), dict(flat, **{key: value}), ValueError, message
+    )
 
 
 def test_state_dict_with_entries_this_optimizer_does_not_have_is_refused():
     flat = saved_after_two_steps("conv-KBFGSL-memory-light")
     fresh = start("conv-KBFGSL-memory-light", seed=3)
-    load_refused(fresh, dict(flat, **{"state.bogus": np.zeros(3)}), ValueError,
-                 r"entries this optimizer does not have: \['state.bogus'\]")
+    load_refused(
+        fresh,
+        dict(flat, **{"state.bogus": np.zeros(3)}),
+        ValueError,
+        r"entries this optimizer does not have: \['state.bogus'\]",
+    )
     # a dense-H_a state has no H_a.count: loading it into a memory-light one is refused
     dense_H_a = KBFGSL(conv_model(), memory=3)
     dense_H_a.step(*batches(dense_H_a.model, 1)[0])
     light = start("conv-KBFGSL-memory-light", seed=3)
-    load_refused(light, dict(dense_H_a.state_dict(), **{"config.memory_light": np.array(True)}),
-                 ValueError, "state.layers.0.H_a")
+    load_refused(
+        light,
+        dict(dense_H_a.state_dict(), **{"config.memory_light": np.array(True)}),
+        ValueError,
+        "state.layers.0.H_a",
+    )
     # two trainable layers: a third weight array is refused by its own check
     third = dict(flat, **{"weights.2": np.zeros((3, 9))})
-    load_refused(fresh, third, ValueError,
-                 "more weight arrays than the model has trainable layers")
+    load_refused(fresh, third, ValueError, "more weight arrays than the model has trainable layers")
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,8 +234,9 @@ def test_convergent_variant_preconditioner_at_step_k_does_not_depend_on_minibatc
     """Every step of the convergent variant is -H_g (grad f_k + tau W) H_a with factors fixed
     before minibatch k arrives; two different minibatches at the same step see the same
     factors. (The 2022 variant breaks this at step 0, where H_a is inverted from minibatch 0.)"""
-    options = dict(variant=V.CONVERGENT, memory=3, memory_light=True, momentum=0.0,
-                   weight_decay=1e-3)
+    options = dict(
+        variant=V.CONVERGENT, memory=3, memory_light=True, momentum=0.0, weight_decay=1e-3
+    )
     opt = KBFGSL(make_model(), **options)
     stream = batches(opt.model, 6)
     for k, (X, T) in enumerate(stream):
@@ -209,8 +249,12 @@ def test_convergent_variant_preconditioner_at_step_k_does_not_depend_on_minibatc
         other_X, other_T = batches(opt.model, 1, seed=100 + k)[0]
         directions, expected = step_and_preconditioner_before(twin, other_X, other_T)
         for layer_index, (p, q) in enumerate(zip(directions, expected, strict=True)):
-            assert_close(p, q, rtol=1e-12,
-                         what=f"direction on another minibatch, step {k}, layer {layer_index}")
+            assert_close(
+                p,
+                q,
+                rtol=1e-12,
+                what=f"direction on another minibatch, step {k}, layer {layer_index}",
+            )
     practical = KBFGS(make_model(), momentum=0.0)
     directions, expected = step_and_preconditioner_before(practical, *stream[0])
     assert not np.allclose(directions[0], expected[0])
@@ -221,18 +265,32 @@ def test_convergent_variant_factors_stay_within_the_derived_eigenvalue_bounds(ma
     """Assumption (iv): every factor is SPD within convergent_eigenvalue_bounds(gamma, mu1,
     mu2, memory) of docs/derivations/convergence.md [CV-7], [CV-8] (mu2 = lambda_G on the G side,
     lambda_A on the A side), here with a large step so that the pairs vary a lot."""
-    opt = KBFGSL(make_model(), variant=V.CONVERGENT, memory=3, memory_light=True, momentum=0.0,
-                 lr=3.0, damping=0.1, hg_initial=0.5, ha_initial=2.0)
+    opt = KBFGSL(
+        make_model(),
+        variant=V.CONVERGENT,
+        memory=3,
+        memory_light=True,
+        momentum=0.0,
+        lr=3.0,
+        damping=0.1,
+        hg_initial=0.5,
+        ha_initial=2.0,
+    )
     cfg, root = opt.config, float(np.sqrt(opt.config.damping))
     for X, T in batches(opt.model, 8):
         opt.step(X, T)
         for layer_index, layer in enumerate(opt.state.layers):
-            for name, store, gamma in (("H_g", layer.H_g, cfg.hg_initial),
-                                       ("H_a", layer.H_a, cfg.ha_initial)):
+            for name, store, gamma in (
+                ("H_g", layer.H_g, cfg.hg_initial),
+                ("H_a", layer.H_a, cfg.ha_initial),
+            ):
                 low, high = convergent_eigenvalue_bounds(gamma, cfg.powell_mu1, root, cfg.memory)
                 eigenvalues = np.linalg.eigvalsh(lbfgs_inverse_matrix(store))
                 assert low <= eigenvalues[0] and eigenvalues[-1] <= high, (
-                    layer_index, name, eigenvalues)
+                    layer_index,
+                    name,
+                    eigenvalues,
+                )
     assert all(layer.H_a.count == cfg.memory for layer in opt.state.layers)
 
 
@@ -372,10 +430,13 @@ def test_non_finite_gradient_refuses_the_step(case):
     assert_refused(opt, X, T * 1e5, "gradient of trainable layer 0 is not finite")
 
 
-@pytest.mark.parametrize("scale, message", [
-    (1e200, "G-side s\\^T s \\+ y\\^T y of trainable layer 0 is not finite"),
-    (1e130, "A-side curvature y_a of trainable layer 0 is not finite"),
-])
+@pytest.mark.parametrize(
+    "scale, message",
+    [
+        (1e200, "G-side s\\^T s \\+ y\\^T y of trainable layer 0 is not finite"),
+        (1e130, "A-side curvature y_a of trainable layer 0 is not finite"),
+    ],
+)
 def test_overflowing_curvature_refuses_the_step(scale, message):
     """Huge inputs keep loss and gradients finite but overflow a curvature pair."""
     opt = start("dense-KBFGS-2020-prepass")
@@ -407,15 +468,18 @@ def test_pre_pass_whose_running_A_overflows_is_refused_and_changes_nothing():
     twin = KBFGS(dense_model())
     X, T = batches(opt.model, 1)[0]
     before = opt.state_dict()
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
-            NonFiniteError, match="running A of trainable layer 0 is not finite"):
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteError, match="running A of trainable layer 0 is not finite"),
+    ):
         opt.initialize_A([X, X * 1e160])
     assert opt.state.a_prepassed is False
     after = opt.state_dict()
     assert all(np.array_equal(after[key], before[key]) for key in before)
     assert opt.step(X, T) == twin.step(X, T)
-    assert all(np.array_equal(a, b) for a, b in zip(opt.model.weights(), twin.model.weights(),
-                                                       strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(opt.model.weights(), twin.model.weights(), strict=True)
+    )
 
 
 def test_pre_pass_needs_an_iterable_of_minibatches_not_one_array():

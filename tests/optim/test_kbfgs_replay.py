@@ -60,10 +60,12 @@ def build(case, recording, hyper):
         if activation == "relu":
             layers.append(nn.ReLU())
     model = nn.Sequential(layers, loss=nn.SigmoidCrossEntropy())
-    model.set_weights([
-        np.hstack([recording[f"init_W_l{layer}"], recording[f"init_b_l{layer}"][:, None]])
-        for layer in range(len(sizes) - 1)
-    ])
+    model.set_weights(
+        [
+            np.hstack([recording[f"init_W_l{layer}"], recording[f"init_b_l{layer}"][:, None]])
+            for layer in range(len(sizes) - 1)
+        ]
+    )
     options = dict(
         variant=KBFGSVariant.AUTHORS_2020,
         lr=hyper["lr_alpha"],
@@ -155,18 +157,36 @@ def compare_layer(rec, recording, hyper, opt, before, weights_before, k, layer):
 
 def compare_pairs(rec, recording, pair, H_g_before, k, layer):
     """The G pair at every stage, the Powell ratio, the flags, and the Hessian-action pair."""
-    for ours, theirs in (("s_raw", "s_a_raw"), ("y_raw", "y_a_raw"), ("s_averaged", "s_a_mom"),
-                         ("y_averaged", "y_a_mom"), ("s", "s_a_powell"), ("y", "y_a_final"),
-                         ("abar", "meanh_homo"), ("s_a", "s_h"), ("y_a", "y_h")):
+    for ours, theirs in (
+        ("s_raw", "s_a_raw"),
+        ("y_raw", "y_a_raw"),
+        ("s_averaged", "s_a_mom"),
+        ("y_averaged", "y_a_mom"),
+        ("s", "s_a_powell"),
+        ("y", "y_a_final"),
+        ("abar", "meanh_homo"),
+        ("s_a", "s_h"),
+        ("y_a", "y_h"),
+    ):
         rec.value(theirs, k, layer, getattr(pair, ours), recording[f"{theirs}_l{layer}"][k])
     s, y = pair.s_averaged, pair.y_averaged
     ratio = (s @ y) / (y @ (dense_matrix(H_g_before) @ y))
     rec.value("powell_ratio", k, layer, ratio, recording[f"powell_ratio_l{layer}"][k])
-    rec.flag("powell_applied", k, layer, pair.powell_damped,
-             bool(recording[f"powell_applied_l{layer}"][k]))
+    rec.flag(
+        "powell_applied",
+        k,
+        layer,
+        pair.powell_damped,
+        bool(recording[f"powell_applied_l{layer}"][k]),
+    )
     rec.flag("lm_applied", k, layer, pair.second_damped, bool(recording[f"lm_applied_l{layer}"][k]))
-    rec.flag("bfgs_status_h", k, layer, pair.a_update,
-             STATUS[int(recording[f"bfgs_status_h_l{layer}"][k])])
+    rec.flag(
+        "bfgs_status_h",
+        k,
+        layer,
+        pair.a_update,
+        STATUS[int(recording[f"bfgs_status_h_l{layer}"][k])],
+    )
 
 
 def compare_store(rec, recording, store, g_update, k, layer):
@@ -202,8 +222,9 @@ def replay(case):
             H_g = dense_matrix(before.layers[layer].H_g)
             rec.value("Hg_dir", k, layer, H_g, recording[f"Hg_dir_l{layer}"][k])
             if k > 0:  # at step 0 H_a is (A_LM)^{-1} of that step: checked through p below
-                rec.value("Hh_dir", k, layer, before.layers[layer].H_a,
-                          recording[f"Hh_dir_l{layer}"][k])
+                rec.value(
+                    "Hh_dir", k, layer, before.layers[layer].H_a, recording[f"Hh_dir_l{layer}"][k]
+                )
         loss = opt.step(X, T)
         rec.value("loss_mb", k, "-", loss, recording["loss_mb"][k])
         for layer in range(n_layers):
@@ -218,8 +239,17 @@ def replay(case):
 #: Recorded arrays that are inputs, not outputs, of the replay (data, index lists, initial
 #: weights; the hyperparameter copies ``hp_*``), and the authors' float32-rounded loss
 #: (informative only, see its JSON sidecar).
-NOT_COMPARED = {"X_data", "T_data", "X_mb", "T_mb", "idx_mb", "idx_prepass", "init_W", "init_b",
-                "loss_mb_authors"}
+NOT_COMPARED = {
+    "X_data",
+    "T_data",
+    "X_mb",
+    "T_mb",
+    "idx_mb",
+    "idx_prepass",
+    "init_W",
+    "init_b",
+    "loss_mb_authors",
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -236,8 +266,9 @@ def test_replay_values_match_recording_to_1e_12(case):
     """Floating-point quantities agree to 1e-12 relative to the largest recorded entry."""
     for entries in replay(case).values.values():
         for label, actual, expected in entries:
-            assert_close(np.asarray(actual, dtype=float), np.asarray(expected), rtol=RTOL,
-                         what=label)
+            assert_close(
+                np.asarray(actual, dtype=float), np.asarray(expected), rtol=RTOL, what=label
+            )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -32,14 +32,26 @@ def digits_images():
 
 
 def autoencoder():
-    layers = [nn.Dense(16, 12), nn.ReLU(), nn.Dense(12, 4), nn.ReLU(), nn.Dense(4, 12), nn.ReLU(),
-              nn.Dense(12, 16)]
+    layers = [
+        nn.Dense(16, 12),
+        nn.ReLU(),
+        nn.Dense(12, 4),
+        nn.ReLU(),
+        nn.Dense(4, 12),
+        nn.ReLU(),
+        nn.Dense(12, 16),
+    ]
     return nn.Sequential(layers, loss=nn.SigmoidCrossEntropy(), seed=0)
 
 
 def cnn():
-    layers = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-              nn.Dense(64, 10)]
+    layers = [
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dense(64, 10),
+    ]
     return nn.Sequential(layers, loss=nn.SoftmaxCrossEntropy(), seed=0)
 
 
@@ -57,16 +69,20 @@ def train(make_model, dataset, make_opt, prepass=False):
 def first_order_threshold(make_model, dataset):
     """Half of the best decrease SGD with momentum 0.9 reaches (learning rates SGD_LRS)."""
     initial = make_model().forward_backward(dataset.X, dataset.T).loss
-    best = min(train(make_model, dataset, lambda m, lr=lr: SGDMomentum(m, lr=lr, momentum=0.9))
-               for lr in SGD_LRS)
+    best = min(
+        train(make_model, dataset, lambda m, lr=lr: SGDMomentum(m, lr=lr, momentum=0.9))
+        for lr in SGD_LRS
+    )
     assert best < initial
     return initial - 0.5 * (initial - best)
 
 
 V = KBFGSVariant
-TASKS = {"autoencoder": (autoencoder, digits_autoencoder_4x4, {}),
-         # the small CNN needs a larger step and less damping than the autoencoder defaults
-         "cnn": (cnn, digits_images, dict(lr=1.0, damping=0.03))}
+TASKS = {
+    "autoencoder": (autoencoder, digits_autoencoder_4x4, {}),
+    # the small CNN needs a larger step and less damping than the autoencoder defaults
+    "cnn": (cnn, digits_images, dict(lr=1.0, damping=0.03)),
+}
 METHODS = {
     "KBFGS-2020-prepass": (KBFGS, dict(variant=V.AUTHORS_2020), True),
     "KBFGSL-2020-prepass": (KBFGSL, dict(variant=V.AUTHORS_2020), True),
@@ -75,8 +91,11 @@ METHODS = {
     "KBFGSL-2022": (KBFGSL, dict(), False),
     "KBFGSL-2022-memory-light": (KBFGSL, dict(memory_light=True), False),
     # no momentum (the theorem's iteration): a moderate step with less damping on both tasks
-    "KBFGSL-convergent": (KBFGSL, dict(variant=V.CONVERGENT, memory_light=True, momentum=0.0,
-                                       lr=0.3, damping=0.03), False),
+    "KBFGSL-convergent": (
+        KBFGSL,
+        dict(variant=V.CONVERGENT, memory_light=True, momentum=0.0, lr=0.3, damping=0.03),
+        False,
+    ),
 }
 
 
@@ -146,8 +165,10 @@ def test_linear_least_squares_kbfgs_converges_faster_than_sgd():
             opt.step(X, T)
         return model.forward_backward(X, T).loss - minimum
 
-    sgd = min(excess(lambda m, lr=lr: SGDMomentum(m, lr=lr, momentum=0.9))
-              for lr in (0.003, 0.01, 0.03))
-    kbfgs = excess(lambda m: KBFGS(m, variant=V.AUTHORS_2020, damping=1e-4, pair_decay=0.0,
-                                   weight_decay=0.0))
+    sgd = min(
+        excess(lambda m, lr=lr: SGDMomentum(m, lr=lr, momentum=0.9)) for lr in (0.003, 0.01, 0.03)
+    )
+    kbfgs = excess(
+        lambda m: KBFGS(m, variant=V.AUTHORS_2020, damping=1e-4, pair_decay=0.0, weight_decay=0.0)
+    )
     assert 0 <= kbfgs < 1e-3 * sgd, (kbfgs, sgd)

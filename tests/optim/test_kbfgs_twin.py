@@ -31,8 +31,13 @@ def dense_net():
 
 
 def conv_net():
-    layers = [nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
-              nn.Dense(8, 3)]
+    layers = [
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.Tanh(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dense(8, 3),
+    ]
     return nn.Sequential(layers, loss=nn.SoftmaxCrossEntropy(), seed=2), (N, 1, 4, 4), 3
 
 
@@ -41,8 +46,11 @@ def minibatches(net, seed=0):
     rng = np.random.default_rng(seed)
     for _ in range(STEPS):
         X = rng.standard_normal(shape)
-        T = rng.standard_normal((N, classes)) if isinstance(model.loss, nn.SquaredError) else \
-            rng.integers(0, classes, size=N)
+        T = (
+            rng.standard_normal((N, classes))
+            if isinstance(model.loss, nn.SquaredError)
+            else rng.integers(0, classes, size=N)
+        )
         yield X, T
 
 
@@ -124,22 +132,35 @@ class Twin:
         for index, W in zip(model.trainable_indices, self.weights, strict=True):
             d_out, d1 = W.shape
             running = self.variant is KBFGSVariant.AUTHORS_2020 or (
-                self.variant is KBFGSVariant.KFQN_2022 and not memory_light
-                and isinstance(model.layers[index], nn.Dense))
-            self.layers.append(TwinLayer(
-                m=np.zeros_like(W), A=np.zeros((d1, d1)) if running else None,
-                H_a=None if memory_light else np.eye(d1),
-                H_g=None if limited_g else cfg.hg_initial * np.eye(d_out),
-                s_avg=np.zeros(d_out), y_avg=np.zeros(d_out)))
+                self.variant is KBFGSVariant.KFQN_2022
+                and not memory_light
+                and isinstance(model.layers[index], nn.Dense)
+            )
+            self.layers.append(
+                TwinLayer(
+                    m=np.zeros_like(W),
+                    A=np.zeros((d1, d1)) if running else None,
+                    H_a=None if memory_light else np.eye(d1),
+                    H_g=None if limited_g else cfg.hg_initial * np.eye(d_out),
+                    s_avg=np.zeros(d_out),
+                    y_avg=np.zeros(d_out),
+                )
+            )
 
     # the factors as matrices
     def H_a(self, layer, d1):
-        return layer.H_a if layer.H_a is not None else dense_from_pairs(
-            self.cfg.ha_initial, layer.pairs_a, d1)
+        return (
+            layer.H_a
+            if layer.H_a is not None
+            else dense_from_pairs(self.cfg.ha_initial, layer.pairs_a, d1)
+        )
 
     def H_g(self, layer, d_out):
-        return layer.H_g if layer.H_g is not None else dense_from_pairs(
-            self.cfg.hg_initial, layer.pairs_g, d_out)
+        return (
+            layer.H_g
+            if layer.H_g is not None
+            else dense_from_pairs(self.cfg.hg_initial, layer.pairs_g, d_out)
+        )
 
     def shares(self, a):
         root = math.sqrt(self.cfg.damping)
@@ -177,8 +198,11 @@ class Twin:
             if update and layer.A is not None and not (k == 0 and self.prepassed):
                 layer.A = cfg.a_decay * layer.A + (1 - cfg.a_decay) * self.batch_A(record.a, False)
             if update and k == 0 and layer.H_a is not None:
-                A0 = layer.A if layer.A is not None else \
-                    self.batch_A(record.a, cfg.conv_position_average)
+                A0 = (
+                    layer.A
+                    if layer.A is not None
+                    else self.batch_A(record.a, cfg.conv_position_average)
+                )
                 layer.H_a = np.linalg.inv(A0 + self.shares(record.a)[0] * np.eye(len(A0)))
             d_out, d1 = W.shape
             H = np.kron(self.H_a(layer, d1), self.H_g(layer, d_out))
@@ -211,15 +235,18 @@ class Twin:
             gbar_norm = 0.0
         else:
             s = powell(s, y, self.H_g(layer, d_out), cfg.powell_mu1)
-            y = second_damping_2020(s, y, lambda_G) if self.variant is KBFGSVariant.AUTHORS_2020 \
+            y = (
+                second_damping_2020(s, y, lambda_G)
+                if self.variant is KBFGSVariant.AUTHORS_2020
                 else y + lambda_G * s
+            )
             gbar_norm = np.linalg.norm(gbar)
         if not accepted(s, y, cfg.skip_threshold, gbar_norm):
             return
         if layer.H_g is not None:
             layer.H_g = bfgs_product_form(layer.H_g, s, y)
         else:
-            layer.pairs_g = (layer.pairs_g + [(s, y)])[-cfg.memory:]
+            layer.pairs_g = (layer.pairs_g + [(s, y)])[-cfg.memory :]
 
     def update_a(self, layer, old):
         cfg = self.cfg
@@ -242,7 +269,7 @@ class Twin:
         if layer.H_a is not None:
             layer.H_a = bfgs_product_form(layer.H_a, s, y)
         else:
-            layer.pairs_a = (layer.pairs_a + [(s, y)])[-cfg.memory:]
+            layer.pairs_a = (layer.pairs_a + [(s, y)])[-cfg.memory :]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,27 +285,54 @@ def as_matrix(H):
 
 CASES = {
     "dense-KBFGS-2020-prepass": (dense_net, KBFGS, dict(variant=KBFGSVariant.AUTHORS_2020)),
-    "dense-KBFGSL-2020-prepass": (dense_net, KBFGSL, dict(variant=KBFGSVariant.AUTHORS_2020,
-                                                          memory=2)),
+    "dense-KBFGSL-2020-prepass": (
+        dense_net,
+        KBFGSL,
+        dict(variant=KBFGSVariant.AUTHORS_2020, memory=2),
+    ),
     "dense-KBFGS-2022-interval2": (dense_net, KBFGS, dict(update_interval=2, weight_decay=1e-2)),
     "conv-KBFGS-2022": (conv_net, KBFGS, dict()),
     # a large skip threshold makes the authors' relative skip rule reject some pairs of each side
     "dense-KBFGS-2022-skips": (dense_net, KBFGS, dict(skip_threshold=3.0)),
     "conv-KBFGSL-2022-skips": (conv_net, KBFGSL, dict(skip_threshold=3.0, memory=2)),
-    "conv-KBFGS-2022-sqrtT-mean-interval2": (conv_net, KBFGS, dict(
-        damping_split=KBFGSDampingSplit.SQRT_T, conv_position_average=True, update_interval=2)),
+    "conv-KBFGS-2022-sqrtT-mean-interval2": (
+        conv_net,
+        KBFGS,
+        dict(damping_split=KBFGSDampingSplit.SQRT_T, conv_position_average=True, update_interval=2),
+    ),
     "conv-KBFGSL-2022": (conv_net, KBFGSL, dict(memory=2)),
     "conv-KBFGSL-2022-memory-light": (conv_net, KBFGSL, dict(memory=2, memory_light=True)),
-    "dense-KBFGSL-convergent": (dense_net, KBFGSL, dict(
-        variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0, hg_initial=0.5,
-        ha_initial=2.0)),
-    "conv-KBFGSL-convergent": (conv_net, KBFGSL, dict(
-        variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0)),
+    "dense-KBFGSL-convergent": (
+        dense_net,
+        KBFGSL,
+        dict(
+            variant=KBFGSVariant.CONVERGENT,
+            memory=2,
+            memory_light=True,
+            momentum=0.0,
+            hg_initial=0.5,
+            ha_initial=2.0,
+        ),
+    ),
+    "conv-KBFGSL-convergent": (
+        conv_net,
+        KBFGSL,
+        dict(variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0),
+    ),
     # H_0 = gamma I with gamma = ha_initial != 1 on the A side, where Powell acts (asserted
     # below): the damping must use the store's gamma, not 1
-    "conv-KBFGSL-convergent-ha-initial": (conv_net, KBFGSL, dict(
-        variant=KBFGSVariant.CONVERGENT, memory=2, memory_light=True, momentum=0.0,
-        hg_initial=0.5, ha_initial=2.0)),
+    "conv-KBFGSL-convergent-ha-initial": (
+        conv_net,
+        KBFGSL,
+        dict(
+            variant=KBFGSVariant.CONVERGENT,
+            memory=2,
+            memory_light=True,
+            momentum=0.0,
+            hg_initial=0.5,
+            ha_initial=2.0,
+        ),
+    ),
 }
 
 #: Cases whose A-side Powell damping must act at least once (else gamma would not be tested).
@@ -302,19 +356,28 @@ def test_step_equals_dense_kronecker_twin(case):
         expected = twin.step(X, T)
         updates += bool(opt.last_step.pairs)
         for layer_index, (state, layer) in enumerate(
-                zip(opt.state.layers, twin.layers, strict=True)):
+            zip(opt.state.layers, twin.layers, strict=True)
+        ):
             where = f"{case}, step {k}, layer {layer_index}"
             d_out, d1 = state.momentum.shape
-            assert_close(opt.last_step.directions[layer_index], expected[layer_index], rtol=RTOL,
-                         what=f"direction, {where}")
-            assert_close(as_matrix(state.H_g), twin.H_g(layer, d_out), rtol=RTOL,
-                         what=f"H_g, {where}")
-            assert_close(as_matrix(state.H_a), twin.H_a(layer, d1), rtol=RTOL,
-                         what=f"H_a, {where}")
+            assert_close(
+                opt.last_step.directions[layer_index],
+                expected[layer_index],
+                rtol=RTOL,
+                what=f"direction, {where}",
+            )
+            assert_close(
+                as_matrix(state.H_g), twin.H_g(layer, d_out), rtol=RTOL, what=f"H_g, {where}"
+            )
+            assert_close(as_matrix(state.H_a), twin.H_a(layer, d1), rtol=RTOL, what=f"H_a, {where}")
             if layer.A is not None:
                 assert_close(state.A, layer.A, rtol=RTOL, what=f"A, {where}")
-            assert_close(opt.model.weights()[layer_index], twin.weights[layer_index], rtol=RTOL,
-                         what=f"W, {where}")
+            assert_close(
+                opt.model.weights()[layer_index],
+                twin.weights[layer_index],
+                rtol=RTOL,
+                what=f"W, {where}",
+            )
     assert updates == -(-STEPS // opt.config.update_interval)
     if case in A_POWELL_ACTS:
         assert twin.a_powell_acted > 0, f"{case}: A-side Powell never acted"

@@ -129,10 +129,13 @@ def test_a_float32_model_keeps_float32_weights_and_state(name):
             assert value.dtype == np.float32, f"{name}: {key} is {value.dtype}"
 
 
-@pytest.mark.parametrize(("name", "key"), [
-    ("Adam", "state.second_moment.1"),
-    ("RMSprop", "state.square_average.0"),
-])
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Adam", "state.second_moment.1"),
+        ("RMSprop", "state.square_average.0"),
+    ],
+)
 def test_a_negative_mean_square_is_refused_naming_the_entry(name, key):
     """A mean of squares is >= 0; a negative one would make the step take sqrt of it."""
     donor = build(name, "autoencoder")

@@ -35,7 +35,11 @@ def test_flatten_then_unflatten_restores_every_leaf_bit_for_bit(tmp_path):
     state = make_state(offset=1.0)
     flat = base.flatten_state(state, "state")
     assert set(flat) == {
-        "state.momentum.0", "state.momentum.1", "state.pair.s", "state.pair.count", "state.scale"
+        "state.momentum.0",
+        "state.momentum.1",
+        "state.pair.s",
+        "state.pair.count",
+        "state.scale",
     }
     base.save_state(tmp_path / "s.npz", flat)
     restored = base.unflatten_like(make_state(), base.load_state(tmp_path / "s.npz"), "state")
@@ -82,13 +86,22 @@ def test_load_state_refuses_pickled_objects_and_corrupt_files(tmp_path):
         (lambda v: base.check_positive("lr", v), -0.1, r"lr must be > 0"),
         (lambda v: base.check_positive("lr", v), float("nan"), r"lr must be finite"),
         (lambda v: base.check_positive("lr", v), "0.1", r"lr must be a real number"),
-        (lambda v: base.check_open_unit_interval("mu1", v), 1.0,
-         r"mu1 must lie in the open interval \(0, 1\)"),
-        (lambda v: base.check_unit_interval_closed_open("beta", v), 1.0,
-         r"beta must lie in \[0, 1\)"),
+        (
+            lambda v: base.check_open_unit_interval("mu1", v),
+            1.0,
+            r"mu1 must lie in the open interval \(0, 1\)",
+        ),
+        (
+            lambda v: base.check_unit_interval_closed_open("beta", v),
+            1.0,
+            r"beta must lie in \[0, 1\)",
+        ),
         (lambda v: base.check_non_negative("weight_decay", v), -1e-5, r"weight_decay must be >= 0"),
-        (lambda v: base.check_int_at_least("interval", v, 1), 0,
-         r"interval must be an integer >= 1"),
+        (
+            lambda v: base.check_int_at_least("interval", v, 1),
+            0,
+            r"interval must be an integer >= 1",
+        ),
         (lambda v: base.check_int_at_least("interval", v, 1), 2.0, r"interval must be an integer"),
     ],
 )

@@ -279,14 +279,18 @@ def test_finite_store_whose_dense_products_overflow():
     """A store whose H is representable (entries ~1e146) although y^T H y (~1e320) of the dense
     formula's authors' order is not: all three forms are finite and agree (expected: dense twin,
     rtol 1e-10). Pairs from a recorded failing stream (d = 4, gamma = 462.06...)."""
-    S = np.array([
-        [2.10639216e103, 4.06574813e105, -3.77686709e104, -1.98297420e104],
-        [1.76890111e119, -1.19785408e119, 6.53694056e118, -1.39752799e119],
-    ])
-    Y = np.array([
-        [6.05198621e-45, 1.16815150e-42, -1.08515157e-43, -5.69738757e-44],
-        [1.36415102e73, -9.23767793e72, 5.04119428e72, -1.07775343e73],
-    ])
+    S = np.array(
+        [
+            [2.10639216e103, 4.06574813e105, -3.77686709e104, -1.98297420e104],
+            [1.76890111e119, -1.19785408e119, 6.53694056e118, -1.39752799e119],
+        ]
+    )
+    Y = np.array(
+        [
+            [6.05198621e-45, 1.16815150e-42, -1.08515157e-43, -5.69738757e-44],
+            [1.36415102e73, -9.23767793e72, 5.04119428e72, -1.07775343e73],
+        ]
+    )
     state = lbfgs_init(4, 2, gamma=462.06455323664153)
     for s, y in zip(S, Y, strict=True):
         result = lbfgs_append(state, s, y)
