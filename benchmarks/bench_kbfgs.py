@@ -318,10 +318,10 @@ def machine_summary() -> str:
     try:
         config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = f"{config['name']} {config['version']}"
-    except Exception:  # noqa: BLE001 - the summary is informative only
+    except Exception:  # the summary is informative only
         pass
     try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415 - optional
+        from threadpoolctl import threadpool_info  # optional
 
         pools = [
             f"{p['internal_api']} {p.get('architecture', '')} {p['num_threads']} threads"

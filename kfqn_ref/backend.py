@@ -21,10 +21,14 @@ See ``docs/conventions.md``.
 
 from __future__ import annotations
 
-import numbers
 import types
+from typing import TypeAlias
 
 import numpy as np
+
+#: What the type hints of public functions call an array: a ``numpy.ndarray``, or a
+#: ``cupy.ndarray`` under the CuPy backend (the two share the interface the package uses).
+Array: TypeAlias = np.ndarray
 
 #: The reference precision.
 DEFAULT_DTYPE = np.dtype(np.float64)
@@ -55,7 +59,7 @@ def use_cupy() -> None:
     """
     global _current_module
     try:
-        import cupy  # noqa: PLC0415 - optional dependency, imported on request only
+        import cupy  # optional dependency, imported on request only
     except ImportError as error:
         raise ImportError(
             "use_cupy() needs the optional CuPy backend: pip install 'kfqn-ref[cupy]'"
@@ -85,7 +89,7 @@ def xp_of(*arrays) -> types.ModuleType:
     """
     for array in arrays:
         if type(array).__module__.split(".")[0] == "cupy":
-            import cupy  # noqa: PLC0415
+            import cupy
 
             return cupy
     return np
@@ -96,14 +100,6 @@ def to_host(array) -> np.ndarray:
     if type(array).__module__.split(".")[0] == "cupy":
         return array.get()
     return np.asarray(array)
-
-
-def is_int(value) -> bool:
-    """Whether ``value`` is an integer argument: a Python or NumPy integer, but not a ``bool``.
-
-    ``bool`` is an ``int`` subclass in Python; ``True`` as a size or an index is a mistake, not a 1.
-    """
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def read_npz(path) -> dict[str, np.ndarray]:
@@ -145,57 +141,3 @@ def resolve_dtype(dtype=None) -> np.dtype:
     if resolved not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype must be float64 or float32, got {resolved}")
     return resolved
-
-
-class NonFiniteError(ValueError):
-    """A computation on finite inputs produced NaN or Inf (an overflow).
-
-    The computation is a forward pass, a loss, a gradient or an optimizer's new weights.
-    An optimizer step that raises it is refused.
-    """
-
-
-def check_computed_finite(name: str, array) -> None:
-    """Raise :class:`NonFiniteError` naming ``name`` if a computed ``array`` holds NaN or Inf."""
-    module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
-        raise NonFiniteError(
-            f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
-        )
-
-
-def check_float_dtype(name: str, array, dtype=None):
-    """Validate the kind and dtype of an input array (O(1): no entry is read); return it unchanged.
-
-    ``TypeError`` naming ``name`` unless ``array`` is an ndarray of float64 or float32, and, when
-    ``dtype`` is given, of exactly that dtype (no silent casting).
-    """
-    module = xp_of(array)
-    if not isinstance(array, module.ndarray):
-        raise TypeError(
-            f"{name} must be an array of float64 or float32, got {type(array).__name__}"
-        )
-    if array.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must have dtype float64 or float32, got {array.dtype}")
-    if dtype is not None and array.dtype != np.dtype(dtype):
-        raise TypeError(
-            f"{name} has dtype {array.dtype} but {np.dtype(dtype)} was expected "
-            "(mixed dtypes are not cast silently; convert with .astype first)"
-        )
-    return array
-
-
-def check_float_array(name: str, array, dtype=None, ndim: int | None = None):
-    """Validate an input array and return it unchanged.
-
-    Checks, in order: kind and dtype as :func:`check_float_dtype` (``TypeError``), that it has
-    ``ndim`` dimensions when given (``ValueError``), and that every entry is finite (``ValueError``,
-    the one O(n) check). The messages name ``name`` and the expected form.
-    """
-    check_float_dtype(name, array, dtype)
-    if ndim is not None and array.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
-    module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
-    return array

@@ -266,10 +266,10 @@ def write_epoch_csv(summary: dict, path: str) -> None:
 
 def write_plot(summary: dict, path: str) -> None:
     """``loss.png``: data-set loss against epochs and against the optimizer's cumulative time."""
-    import matplotlib  # noqa: PLC0415 - optional dependency (the cli extra)
+    import matplotlib  # optional dependency (the cli extra)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for run in summary["runs"]:

@@ -27,7 +27,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from kfqn_ref import backend
+from kfqn_ref import _checks, backend
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -46,7 +46,7 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
 
     The range is ``[minimum, maximum]``, or ``[minimum, inf)`` without ``maximum``.
     """
-    if not backend.is_int(value):
+    if not _checks.is_int(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
@@ -65,7 +65,7 @@ def _check_noise(noise) -> float:
 
 def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
     try:
-        from sklearn.datasets import load_digits  # noqa: PLC0415 - optional dependency
+        from sklearn.datasets import load_digits  # optional dependency
     except ImportError as error:  # pragma: no cover - depends on the installation
         raise ImportError(
             "the embedded digits data set comes with scikit-learn: pip install 'kfqn-ref[data]'"
@@ -187,9 +187,9 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "
             f"got {X.shape} and {T.shape}"
         )
-    X = backend.check_float_array(x_key, X.astype(resolved))
+    X = _checks.check_float_array(x_key, X.astype(resolved))
     if T.dtype.kind == "f":
-        T = backend.check_float_array(t_key, T.astype(resolved))
+        T = _checks.check_float_array(t_key, T.astype(resolved))
     else:
         T = T.astype(np.int64)
     return Dataset(os.path.basename(os.fspath(path)), X, T)

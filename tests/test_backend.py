@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from kfqn_ref import backend
+from kfqn_ref import _checks, backend
 
 
 def test_default_module_is_numpy_and_default_dtype_is_float64():
@@ -33,7 +33,7 @@ def test_to_host_of_numpy_array_is_the_same_data():
 
 def test_check_float_array_accepts_a_valid_array_unchanged():
     array = np.ones((2, 3))
-    assert backend.check_float_array("X", array, dtype=np.float64, ndim=2) is array
+    assert _checks.check_float_array("X", array, dtype=np.float64, ndim=2) is array
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_check_float_array_accepts_a_valid_array_unchanged():
 )
 def test_check_float_array_names_the_argument_and_the_expected_form(array, kwargs, error, message):
     with pytest.raises(error, match=message):
-        backend.check_float_array("X", array, **kwargs)
+        _checks.check_float_array("X", array, **kwargs)
 
 
 # -- the optional CuPy backend, on a machine without it --------------------------------------------
@@ -109,9 +109,9 @@ def test_use_numpy_restores_numpy_after_use_cupy(monkeypatch, restore_numpy):
 
 def test_check_float_dtype_checks_kind_and_dtype_but_reads_no_entry():
     nan = np.array([np.nan])
-    assert backend.check_float_dtype("x", nan) is nan  # O(1): finiteness is not its check
+    assert _checks.check_float_dtype("x", nan) is nan  # O(1): finiteness is not its check
     with pytest.raises(TypeError, match="x has dtype float32 but float64 was expected"):
-        backend.check_float_dtype("x", nan.astype(np.float32), dtype=np.float64)
+        _checks.check_float_dtype("x", nan.astype(np.float32), dtype=np.float64)
 
 
 def test_read_npz_reads_every_array_and_refuses_single_arrays_and_objects(tmp_path):

@@ -36,7 +36,8 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from kfqn_ref.backend import is_int, xp_of
+from kfqn_ref._checks import is_int
+from kfqn_ref.backend import xp_of
 from kfqn_ref.curvature.factors import as_positions
 from kfqn_ref.curvature.kronecker import unvec, vec
 

@@ -28,7 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import is_int, xp_of
+from kfqn_ref._checks import is_int
+from kfqn_ref.backend import xp_of
 
 MATRIX_NDIM = 2
 

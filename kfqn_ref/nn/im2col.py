@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kfqn_ref.backend import check_float_array, is_int, xp_of
+from kfqn_ref._checks import check_float_array, is_int
+from kfqn_ref.backend import xp_of
 
 #: Number of spatial dimensions of a window (height, width).
 SPATIAL_DIMS = 2

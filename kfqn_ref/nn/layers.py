@@ -38,7 +38,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kfqn_ref.backend import check_float_dtype, is_int, xp_of
+from kfqn_ref._checks import check_float_dtype, is_int
+from kfqn_ref.backend import xp_of
 from kfqn_ref.nn.im2col import (
     PatchGeometry,
     as_pair,

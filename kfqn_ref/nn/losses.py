@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kfqn_ref.backend import SUPPORTED_DTYPES, check_float_array, xp_of
+from kfqn_ref._checks import check_float_array
+from kfqn_ref.backend import SUPPORTED_DTYPES, xp_of
 from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
 
 #: Rows of probability targets of :class:`SoftmaxCrossEntropy` must sum to 1 within this many

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kfqn_ref import backend
-from kfqn_ref.backend import check_float_array, is_int, resolve_dtype
+from kfqn_ref import _checks, backend
+from kfqn_ref._checks import check_float_array, is_int
+from kfqn_ref.backend import resolve_dtype
 from kfqn_ref.nn.layers import Layer
 from kfqn_ref.nn.losses import Loss
 
@@ -210,7 +211,7 @@ class Sequential:
         """Network outputs ``z`` for inputs ``X`` (no caches kept)."""
         self._check_input(X)
         z = self._apply_layers(self._weights, X, backend.xp_of(X))
-        backend.check_computed_finite("network output z", z)
+        _checks.check_computed_finite("network output z", z)
         return z
 
     def output_function(self, weights, X, xp):
@@ -246,7 +247,7 @@ class Sequential:
         for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
             x, cache = layer.forward(weight, x) if layer.trainable else layer.forward(x)
             caches.append(cache)
-        backend.check_computed_finite("network output z", x)
+        _checks.check_computed_finite("network output z", x)
         return ForwardPass(
             z=x,
             caches=tuple(caches),

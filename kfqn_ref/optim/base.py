@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from kfqn_ref import backend
+from kfqn_ref import _checks, backend
 
 # A step that produces a non-finite loss, gradient or weight raises it and is refused. It lives in
 # the backend because the model raises it too (a forward pass that overflows).
-NonFiniteError = backend.NonFiniteError
+NonFiniteError = _checks.NonFiniteError
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def check_unit_interval_closed_open(name: str, value) -> None:
 
 def check_int_at_least(name: str, value, minimum: int) -> None:
     """Require an integer ``value >= minimum``."""
-    if not backend.is_int(value):
+    if not _checks.is_int(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
@@ -247,7 +247,7 @@ class Optimizer(abc.ABC):
     supported_layers: tuple[type, ...] | None = None
 
     def __init__(self, model, config=None, **options):
-        from kfqn_ref.nn import Sequential  # noqa: PLC0415 - avoid an import cycle at load time
+        from kfqn_ref.nn import Sequential  # imported here: an import cycle at load time
 
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a kfqn_ref.nn.Sequential, got {type(model).__name__}")

@@ -31,7 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import check_float_array, xp_of
+from kfqn_ref._checks import check_float_array
+from kfqn_ref.backend import xp_of
 
 #: The authors' relative skip threshold: skip when ``s^T y <= 1e-4 (s^T s) ||gbar||``
 #: (``kbfgs_utils.get_BFGS_formula`` and ``Kron_LBFGS_append_s_y``, written ``10**(-4)`` there).

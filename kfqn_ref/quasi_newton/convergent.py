@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from kfqn_ref.backend import is_int
+from kfqn_ref._checks import is_int
 from kfqn_ref.quasi_newton.bfgs import check_in_interval, check_positive
 from kfqn_ref.quasi_newton.damping import (
     AUTHORS_MU1,

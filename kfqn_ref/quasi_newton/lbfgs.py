@@ -29,7 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import check_float_array, is_int, resolve_dtype, xp, xp_of
+from kfqn_ref._checks import check_float_array, is_int
+from kfqn_ref.backend import resolve_dtype, xp, xp_of
 from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
     SkipReason,

@@ -25,8 +25,16 @@ from kfqn_ref.curvature.factors import (
     output_factor,
 )
 from kfqn_ref.curvature.kronecker import vec
-
-from .nets import ACTIVATIONS, LOSSES, Case, build_case, conv_cases, dense_cases, seeds, sizes
+from tests.curvature.nets import (
+    ACTIVATIONS,
+    LOSSES,
+    Case,
+    build_case,
+    conv_cases,
+    dense_cases,
+    seeds,
+    sizes,
+)
 
 #: Standard errors allowed between the mean of the Monte-Carlo factors and the type-2 factor.
 MONTE_CARLO_STANDARD_ERRORS = 6.0

@@ -16,8 +16,16 @@ from hypothesis import strategies as st
 from kfqn_ref import nn
 from kfqn_ref.curvature import hessian
 from kfqn_ref.curvature.kronecker import nearest_kronecker
-
-from .nets import ACTIVATIONS, LOSSES, Case, build_case, conv_cases, dense_cases, seeds, sizes
+from tests.curvature.nets import (
+    ACTIVATIONS,
+    LOSSES,
+    Case,
+    build_case,
+    conv_cases,
+    dense_cases,
+    seeds,
+    sizes,
+)
 
 
 def _assert_symmetric(matrix, what):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kfqn_ref import nn
-from kfqn_ref.backend import NonFiniteError
+from kfqn_ref._checks import NonFiniteError
 from kfqn_ref.nn.im2col import col2im, im2col
 
 

@@ -8,9 +8,8 @@ from autograd import grad
 from helpers.compare import assert_close
 
 from kfqn_ref import nn
-
-from .cases import NETS, TARGETS, build
-from .reference import (
+from tests.nn.cases import NETS, TARGETS, build
+from tests.nn.reference import (
     image_to_record,
     naive_patches,
     reference_loss,

@@ -8,8 +8,7 @@ from helpers.compare import assert_close
 
 from kfqn_ref import nn
 from kfqn_ref.nn.im2col import col2im, im2col
-
-from .reference import naive_conv2d, naive_patches
+from tests.nn.reference import naive_conv2d, naive_patches
 
 # (input shape, kernel, stride, padding, dilation), per-axis values where they differ.
 GEOMETRIES = [

@@ -10,8 +10,7 @@ from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
 from kfqn_ref.nn.losses import _softmax
-
-from .reference import LOSSES
+from tests.nn.reference import LOSSES
 
 N, K = 5, 4
 

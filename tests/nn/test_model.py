@@ -7,8 +7,13 @@ from autograd import grad
 from helpers.compare import assert_close
 
 from kfqn_ref import nn
-
-from .cases import NETS, TARGETS, build, cnn_strides_paddings_dilation_pooling, mlp_all_activations
+from tests.nn.cases import (
+    NETS,
+    TARGETS,
+    build,
+    cnn_strides_paddings_dilation_pooling,
+    mlp_all_activations,
+)
 
 
 def _model(seed=0, dtype=np.float64):

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from kfqn_ref import nn
 from kfqn_ref.nn.im2col import col2im, im2col
-
-from .reference import (
+from tests.nn.reference import (
     avg_pool,
     max_pool,
     mean,

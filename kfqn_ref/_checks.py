@@ -1,0 +1,306 @@
+"""Every argument check of the package, under one rule (``docs/conventions.md``, "Errors").
+
+* the wrong **kind** of argument (a string where a number is expected, a list where an array is,
+  a float where an integer is, ``True`` as a size) raises ``TypeError``;
+* the right kind with a wrong **value** (out of range, wrong shape, NaN or Inf) raises
+  ``ValueError``;
+* a **computation** on valid inputs that overflows raises :class:`NonFiniteError` (a
+  ``ValueError``), and an optimizer step that raises it changes nothing.
+
+Every message names the argument, the expected form and what was received. Each checker returns
+the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
+public function reads ``lr = check_positive("lr", lr)`` and then computes.
+
+Where checks live: a public function checks its arguments once, at the edge; the internal calls
+between trusted pieces call unchecked cores (named with a leading underscore, as scipy's
+``BFGS.update`` calls ``_update_inverse_hessian``). A computed quantity is checked for finiteness
+once per step, where it is produced. ``docs/architecture.md`` lists the edges.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import numbers
+from typing import TypeVar
+
+import numpy as np
+
+from kfqn_ref.backend import SUPPORTED_DTYPES, xp_of
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+class NonFiniteError(ValueError):
+    """A computation on finite inputs produced NaN or Inf (an overflow).
+
+    The computation is a forward pass, a loss, a gradient or an optimizer's new weights.
+    An optimizer step that raises it is refused and changes nothing.
+    """
+
+
+def _kind(value) -> str:
+    """``'ndarray of dtype float32'``, ``'list'``, ...: how a message names what it received."""
+    dtype = getattr(value, "dtype", None)
+    name = type(value).__name__
+    return f"{name} of dtype {dtype}" if dtype is not None else name
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers, flags and options
+# ---------------------------------------------------------------------------------------------
+
+
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer argument: a Python or NumPy integer, but not a ``bool``.
+
+    ``bool`` is an ``int`` subclass in Python; ``True`` as a size or an index is a mistake, not a 1.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` in ``[minimum, maximum]`` (either bound may be absent).
+
+    ``TypeError`` unless ``value`` is an integer (``2.0`` and ``True`` are not), ``ValueError``
+    outside the range.
+    """
+    if not is_int(value):
+        raise TypeError(f"{name} must be an integer, got {_kind(value)} {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            expected = f">= {minimum}"
+        elif minimum is None:
+            expected = f"<= {maximum}"
+        else:
+            expected = f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {expected}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value) -> float:
+    """Return ``value`` as a finite ``float``.
+
+    ``TypeError`` unless a real number (not a bool); ``ValueError`` for NaN, Inf, or an integer
+    too large for a float.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_kind(value)} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be a finite real number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def check_positive(name: str, value) -> float:
+    """Return ``value`` as a float after checking ``0 < value < inf``."""
+    number = check_real(name, value)
+    if number <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+def check_non_negative(name: str, value) -> float:
+    """Return ``value`` as a float after checking ``0 <= value < inf``."""
+    number = check_real(name, value)
+    if number < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return number
+
+
+def check_in_interval(
+    name: str,
+    value,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = False,
+    closed_high: bool = False,
+) -> float:
+    """Return ``value`` as a float after checking it lies in the interval from ``low`` to ``high``.
+
+    The ends are open unless ``closed_low`` / ``closed_high``; the message writes the interval in
+    the usual bracket notation, e.g. ``(0, 1]``.
+    """
+    number = check_real(name, value)
+    above = number >= low if closed_low else number > low
+    below = number <= high if closed_high else number < high
+    if not (above and below):
+        interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
+    return number
+
+
+def check_bool(name: str, value) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (a NumPy bool too); else ``TypeError``."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {_kind(value)} {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value, choices: type[E]) -> E:
+    """Return the member of the enum ``choices`` that ``value`` names.
+
+    ``value`` may be the member itself or its value as a string (``"2020"`` for
+    ``KBFGSVariant.AUTHORS_2020``), so a configuration written to JSON can be fed back. An unknown
+    string raises ``ValueError`` listing the valid ones; anything else raises ``TypeError``.
+    """
+    if isinstance(value, choices):
+        return value
+    valid = ", ".join(repr(member.value) for member in choices)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a {choices.__name__} or one of the strings {valid}, "
+            f"got {_kind(value)} {value!r}"
+        )
+    for member in choices:
+        if member.value == value:
+            return member
+    raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+
+
+def check_generator(name: str, rng) -> np.random.Generator:
+    """Return ``rng`` if it is a ``numpy.random.Generator``; else ``TypeError``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"{name} must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), "
+            f"got {_kind(rng)}"
+        )
+    return rng
+
+
+def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of ``length`` ints ``>= minimum``; ``form`` names the axes.
+
+    ``TypeError`` unless a tuple or list of integers, ``ValueError`` for the wrong length or an
+    entry below ``minimum``.
+    """
+    if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
+        raise TypeError(f"{name} must be a tuple {form} of ints, got {_kind(value)} {value!r}")
+    if len(value) != length or any(v < minimum for v in value):
+        raise ValueError(
+            f"{name} must be a tuple {form} of {length} ints >= {minimum}, got {value!r}"
+        )
+    return tuple(int(v) for v in value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays
+# ---------------------------------------------------------------------------------------------
+
+
+def check_float_dtype(name: str, array, dtype=None):
+    """Return ``array`` after O(1) checks of its kind and dtype (no entry is read).
+
+    ``TypeError`` naming ``name`` unless ``array`` is a plain ndarray (not ``numpy.matrix`` or a
+    masked array, whose operators mean other things) of float64 or float32 and, when ``dtype``
+    is given, of exactly that dtype: nothing is cast silently.
+    """
+    module = xp_of(array)
+    if type(array) is not module.ndarray:
+        raise TypeError(f"{name} must be an array of float64 or float32, got {_kind(array)}")
+    if array.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must have dtype float64 or float32, got {array.dtype}")
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but {np.dtype(dtype)} was expected "
+            "(mixed dtypes are not cast silently; convert with .astype first)"
+        )
+    return array
+
+
+def check_finite(name: str, array):
+    """Return ``array`` if every entry is finite; else ``ValueError`` (one full scan)."""
+    module = xp_of(array)
+    if not bool(module.all(module.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    return array
+
+
+def check_float_array(name: str, array, dtype=None, ndim: int | None = None, shape=None):
+    """Return an input array unchanged after checking kind, dtype, shape and finiteness.
+
+    In order: kind and dtype as :func:`check_float_dtype` (``TypeError``); ``ndim`` dimensions and
+    ``shape`` when given (``ValueError``; ``None`` in ``shape`` matches any length); every entry
+    finite (``ValueError``, the one O(n) check).
+    """
+    check_float_dtype(name, array, dtype)
+    check_shape(name, array, ndim=ndim, shape=shape)
+    return check_finite(name, array)
+
+
+def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
+    """``ValueError`` naming ``name`` unless ``array`` has ``ndim`` dimensions and ``shape``.
+
+    ``None`` as an entry of ``shape`` matches any length on that axis.
+    """
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
+    if shape is not None:
+        fits = len(shape) == array.ndim and all(
+            want is None or want == got for want, got in zip(shape, array.shape, strict=False)
+        )
+        if not fits:
+            expected = "(" + ", ".join("any" if n is None else str(n) for n in shape) + ")"
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
+
+
+def check_vector(name: str, v, dim: int | None = None, dtype=None):
+    """Return ``v`` after checking it is a finite float vector (of length ``dim`` if given)."""
+    return check_float_array(name, v, dtype=dtype, ndim=1, shape=None if dim is None else (dim,))
+
+
+def check_square_matrix(name: str, A, dim: int, dtype=None):
+    """Return ``A`` after checking it is a finite float ``(dim, dim)`` matrix."""
+    return check_float_array(name, A, dtype=dtype, ndim=2, shape=(dim, dim))
+
+
+def check_spd(name: str, A):
+    """Return ``A`` after checking it is symmetric positive definite (``ValueError`` if not).
+
+    Symmetry is required to ``max|A - A^T| <= sqrt(eps) max|A|`` (``eps`` of the dtype), which
+    admits matrices from an explicit inverse; positive definiteness is a Cholesky factorisation.
+    """
+    xp = xp_of(A)
+    if A.shape[0] == 0:
+        return A
+    scale = float(xp.max(xp.abs(A)))
+    asymmetry = float(xp.max(xp.abs(A - A.T)))
+    tolerance = math.sqrt(float(xp.finfo(A.dtype).eps)) * scale
+    if asymmetry > tolerance:
+        raise ValueError(
+            f"{name} must be symmetric: max|{name} - {name}^T| = {asymmetry:.3e} exceeds "
+            f"{tolerance:.3e} (sqrt(eps) * max|{name}|)"
+        )
+    try:
+        xp.linalg.cholesky(A)
+    except xp.linalg.LinAlgError as error:
+        raise ValueError(
+            f"{name} must be positive definite (its Cholesky factorisation failed)"
+        ) from error
+    return A
+
+
+def check_array_like(name: str, array):
+    """Return ``array`` if it has ``shape`` and ``ndim`` (NumPy, CuPy or an autograd value).
+
+    ``TypeError`` for lists, tuples, scalars and ``None``: nothing is converted silently.
+    """
+    if not (hasattr(array, "shape") and hasattr(array, "ndim")):
+        raise TypeError(
+            f"{name} must be an array (numpy/cupy ndarray or autograd value), "
+            f"got {_kind(array)}; convert it with numpy.asarray first"
+        )
+    return array
+
+
+def check_computed_finite(name: str, array) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` if a computed ``array`` holds NaN or Inf."""
+    module = xp_of(array)
+    if not bool(module.all(module.isfinite(array))):
+        raise NonFiniteError(
+            f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
+        )
