@@ -20,14 +20,14 @@ User files
 
 from __future__ import annotations
 
-import numbers
 import os
 import zipfile
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from kfqn_ref import _checks, backend
+from kfqn_ref import backend
+from kfqn_ref._checks import check_float_array, check_int, check_non_negative
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -39,28 +39,6 @@ class Dataset(NamedTuple):
     name: str
     X: np.ndarray
     T: np.ndarray
-
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    """Return ``value`` as an int: ``TypeError`` unless integral, ``ValueError`` out of range.
-
-    The range is ``[minimum, maximum]``, or ``[minimum, inf)`` without ``maximum``.
-    """
-    if not _checks.is_int(value):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum or (maximum is not None and value > maximum):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {expected}, got {value}")
-    return int(value)
-
-
-def _check_noise(noise) -> float:
-    """Return ``noise`` as a float: ``TypeError`` unless real, ``ValueError`` unless in [0, inf)."""
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
-        raise TypeError(f"noise must be a real number, got {type(noise).__name__}")
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return float(noise)
 
 
 def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +75,9 @@ def synthetic_regression(
     of another type raises ``TypeError``, one out of range ``ValueError``.
     """
     for name, value in (("n_samples", n_samples), ("d_in", d_in), ("d_out", d_out)):
-        _check_int(name, value, 1)
-    noise = _check_noise(noise)
-    rng = np.random.default_rng(_check_int("seed", seed, 0))
+        check_int(name, value, minimum=1)
+    noise = check_non_negative("noise", noise)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     X = rng.standard_normal((n_samples, d_in))
     W_star = rng.standard_normal((d_out, d_in))
     T = X @ W_star.T + noise * rng.standard_normal((n_samples, d_out))
@@ -119,15 +97,6 @@ def minibatches(
     ``batch_size`` in ``[1, n]``, ``epochs >= 1``, ``seed >= 0``, each an integer (``TypeError``
     for another type, ``ValueError`` out of range).
     """
-    n = _check_sample_counts(dataset)
-    batch_size = _check_int("batch_size", batch_size, 1, maximum=n)
-    epochs = _check_int("epochs", epochs, 1)
-    rng = np.random.default_rng(_check_int("seed", seed, 0))
-    return _minibatch_stream(dataset, batch_size, rng, epochs)
-
-
-def _check_sample_counts(dataset) -> int:
-    """Return ``n = len(X)`` after checking ``len(T) == n`` (``ValueError`` naming both)."""
     if not (hasattr(dataset, "X") and hasattr(dataset, "T")):
         raise TypeError(
             f"dataset must be a kfqn_ref.data.Dataset (name, X, T), got {type(dataset).__name__}"
@@ -138,7 +107,10 @@ def _check_sample_counts(dataset) -> int:
             f"dataset.T must hold one target per input: len(dataset.X) = {n} but "
             f"len(dataset.T) = {n_targets}"
         )
-    return n
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=n)
+    epochs = check_int("epochs", epochs, minimum=1)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    return _minibatch_stream(dataset, batch_size, rng, epochs)
 
 
 def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
@@ -187,9 +159,9 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "
             f"got {X.shape} and {T.shape}"
         )
-    X = _checks.check_float_array(x_key, X.astype(resolved))
+    X = check_float_array(x_key, X.astype(resolved))
     if T.dtype.kind == "f":
-        T = _checks.check_float_array(t_key, T.astype(resolved))
+        T = check_float_array(t_key, T.astype(resolved))
     else:
         T = T.astype(np.int64)
     return Dataset(os.path.basename(os.fspath(path)), X, T)
