@@ -25,6 +25,7 @@ import zipfile
 from typing import Iterator, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from kfqn_ref import backend
 from kfqn_ref._checks import check_float_array, check_int, check_non_negative
@@ -53,20 +54,26 @@ def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
     return pixels, bunch.target.astype(np.int64)
 
 
-def digits_autoencoder(dtype=None) -> Dataset:
+def digits_autoencoder(dtype: DTypeLike = None) -> Dataset:
     """Digits as an autoencoder task: ``X = T``, shape ``(1797, 64)``, values in ``[0, 1]``."""
     pixels, _ = _load_digits_pixels(dtype)
     return Dataset("digits-autoencoder", pixels, pixels.copy())
 
 
-def digits_classification(dtype=None) -> Dataset:
+def digits_classification(dtype: DTypeLike = None) -> Dataset:
     """Digits as images for a CNN: ``X`` of shape ``(1797, 1, 8, 8)``, ``T`` class indices 0..9."""
     pixels, labels = _load_digits_pixels(dtype)
     return Dataset("digits-classification", pixels.reshape(-1, 1, 8, 8), labels)
 
 
 def synthetic_regression(
-    n_samples: int, d_in: int, d_out: int, *, noise: float = 0.1, seed: int = 0, dtype=None
+    n_samples: int,
+    d_in: int,
+    d_out: int,
+    *,
+    noise: float = 0.1,
+    seed: int = 0,
+    dtype: DTypeLike = None,
 ) -> Dataset:
     """A seeded least-squares problem ``T = X W*^T + noise * E`` with ``X, W*, E`` standard normal.
 
@@ -132,7 +139,9 @@ def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarr
     return arrays[x_key], arrays[t_key]
 
 
-def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype=None) -> Dataset:
+def load_npz(
+    path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype: DTypeLike = None
+) -> Dataset:
     """Load a data set from a ``.npz`` file holding arrays ``x_key`` and ``t_key``.
 
     Inputs are converted to ``dtype`` (float64 by default); integer targets (class indices) are

@@ -66,12 +66,9 @@ def _fits(layer, x) -> None:
 def sigmoid_pair(x: Array, xp=None) -> tuple[Array, Array]:
     """Return ``(sigmoid(x), sigmoid(-x))``, ``sigmoid(x) = 1 / (1 + exp(-x))``, to a few ulp.
 
-    With ``e = exp(-|x|)`` (in ``(0, 1]``, so nothing overflows):
-    ``sigmoid(x) = 1 / (1 + e)`` and ``sigmoid(-x) = e / (1 + e)`` for ``x >= 0``, swapped for
-    ``x < 0``. Neither is computed as ``1 - sigmoid(+-x)``, so both keep their relative precision
-    where they are tiny (``|x|`` large); their product is the derivative
-    ``sigmoid'(x) = sigmoid(x) (1 - sigmoid(x))``.
-    Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
+    With ``e = exp(-|x|)`` in ``(0, 1]``: ``(1 / (1 + e), e / (1 + e))`` for ``x >= 0``, swapped
+    for ``x < 0`` (neither is ``1 - sigmoid(+-x)``: see ``docs/nn.md`` §5). Their product is
+    ``sigmoid'(x)``. Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
     """
     xp = xp_of(x) if xp is None else xp
     non_negative = x >= 0
@@ -99,7 +96,7 @@ class Layer:
         """Output shape for ``input_shape``; ``ValueError`` naming ``where`` if it does not fit."""
         raise NotImplementedError
 
-    def apply(self, x, xp):
+    def apply(self, x: Array, xp) -> Array:
         """Return ``y = layer(x)``, the forward as a pure function (autograd-compatible)."""
         raise NotImplementedError
 

@@ -59,7 +59,7 @@ class Loss:
 
     # -- validation --------------------------------------------------------------------------------
 
-    def check_targets(self, z, t) -> None:
+    def check_targets(self, z: Array, t: Array) -> None:
         """Validate the output form of ``z`` and the targets ``t`` against it.
 
         ``z`` must be ``(N, d)`` with ``N >= 1`` and a float dtype (only its shape and dtype are
@@ -93,7 +93,7 @@ class Loss:
 
     # -- the public interface and its cores (the formulas, per subclass) ---------------------------
 
-    def mean_value(self, z, t, xp):
+    def mean_value(self, z: Array, t: Array, xp) -> Array:
         """``f = (1/N) sum_n l(z_n, t_n)`` as a pure function of ``z`` (autograd-compatible)."""
         raise NotImplementedError
 
@@ -196,11 +196,8 @@ class SigmoidCrossEntropy(Loss):
 
     ``l(z, t) = sum_i [softplus(z_i) - t_i z_i] = -sum_i [t_i log s_i + (1 - t_i) log(1 - s_i)]``
     with ``s = sigmoid(z)`` and targets ``t in [0, 1]``; predictive distribution ``Bernoulli(s)``.
-    Gradient ``s - t``; Hessian ``diag(s (1 - s))``; square root ``diag(sqrt(s (1 - s)))``.
-
-    Saturated logits: ``1 - s = sigmoid(-z)`` is computed as such (:func:`sigmoid_pair`), never as
-    ``1 - s``, so ``s (1 - s)`` and the gradient ``s - t = (1 - t) s - t (1 - s)`` keep their
-    relative precision for ``|z|`` large (e.g. ``-sigmoid(-z)`` at ``t = 1``).
+    Gradient ``s - t``; Hessian ``diag(s (1 - s))``; square root ``diag(sqrt(s (1 - s)))``, with
+    ``1 - s = sigmoid(-z)`` from :func:`sigmoid_pair` (saturated logits: see ``docs/nn.md`` §6).
     """
 
     def _check_target_values(self, z, t):

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from kfqn_ref import backend
 from kfqn_ref._checks import check_bool, check_computed_finite, check_float_array, check_int
@@ -106,11 +107,9 @@ class Sequential:
         Applied in order; at least one must be trainable (``Dense`` or ``Conv2d``).
     loss : Loss
         Applied to the last layer's output ``z`` ``(N, d_out)``.
-    seed : int or numpy.random.Generator
-        Initialisation: ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order,
-        each ``W~`` by ``layer.init_weight`` (every entry of ``W`` and ``b`` i.i.d.
-        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, drawn in float64 row-major and rounded to
-        ``dtype``). Same seed, same bits.
+    seed : int >= 0 or numpy.random.Generator
+        ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order, each ``W~`` by
+        ``layer.init_weight`` (``docs/nn.md`` §7). Same seed, same bits.
     dtype : float64 (default) or float32
         The dtype of the weights and of every array the model accepts (no silent casting).
 
@@ -121,7 +120,7 @@ class Sequential:
         layers: Sequence[Layer],
         loss: Loss,
         seed: int | np.random.Generator = 0,
-        dtype=np.float64,
+        dtype: DTypeLike = np.float64,
     ):
         if not isinstance(layers, list | tuple) or not all(isinstance(x, Layer) for x in layers):
             raise TypeError(
@@ -234,7 +233,7 @@ class Sequential:
         check_computed_finite("network output z", z)
         return z
 
-    def output_function(self, weights: Sequence[Array], X: Array, xp):
+    def output_function(self, weights: Sequence[Array], X: Array, xp) -> Array:
         """Network outputs ``z`` as a pure function of ``weights`` (list of ``W~``).
 
         Uses each layer's ``apply`` (the same forward the passes use), so with
