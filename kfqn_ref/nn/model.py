@@ -175,11 +175,7 @@ class Sequential:
         self.set_weights_unchecked(weights)
 
     def set_weights_unchecked(self, weights: Sequence[Array]) -> None:
-        """As :meth:`set_weights`, without argument checks (for trusted callers).
-
-        For weights the caller computed and checked itself (an optimizer's new weights, or weights
-        it saved with :meth:`weights`): the model keeps copies.
-        """
+        """As :meth:`set_weights`, without argument checks (for trusted callers)."""
         self._weights = [w.copy() for w in weights]
 
     def _check_weight_count(self, weights) -> None:
@@ -271,10 +267,8 @@ class Sequential:
         caches = []
         x = X
         for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
-            if layer.trainable:
-                x, cache = layer.forward_unchecked(weight, x)
-            else:
-                x, cache = layer.forward_unchecked(x)
+            arguments = (weight, x) if layer.trainable else (x,)
+            x, cache = layer.forward_unchecked(*arguments)
             caches.append(cache)
         check_computed_finite("network output z", x)
         return ForwardPass(
