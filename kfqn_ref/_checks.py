@@ -304,3 +304,21 @@ def check_computed_finite(name: str, array) -> None:
         raise NonFiniteError(
             f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
         )
+
+
+# --- added for nn ---
+
+
+def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair.
+
+    ``TypeError`` unless an integer or a tuple/list of integers, ``ValueError`` for a length other
+    than 2 or an entry below ``minimum``.
+    """
+    pair = (value, value) if is_int(value) else value
+    form = f"an int >= {minimum} or a pair (h, w) of such ints"
+    if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
+        raise TypeError(f"{name} must be {form}, got {_kind(value)} {value!r}")
+    if len(pair) != 2 or any(v < minimum for v in pair):
+        raise ValueError(f"{name} must be {form}, got {value!r}")
+    return int(pair[0]), int(pair[1])
