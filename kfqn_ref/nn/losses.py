@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kfqn_ref._checks import _kind, check_float_array, check_generator
+from kfqn_ref._checks import check_float_array, check_generator, describe
 from kfqn_ref.backend import SUPPORTED_DTYPES, Array, xp_of
 from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
 
@@ -257,7 +257,7 @@ class SoftmaxCrossEntropy(Loss):
         else:
             raise TypeError(
                 "SoftmaxCrossEntropy targets t must be an integer array of class indices (N,) or a "
-                f"float array of probability rows (N, K), got {_kind(t)}"
+                f"float array of probability rows (N, K), got {describe(t)}"
             )
 
     def _check_class_indices(self, z, t):
