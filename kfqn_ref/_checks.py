@@ -304,3 +304,21 @@ def check_computed_finite(name: str, array) -> None:
         raise NonFiniteError(
             f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
         )
+
+
+# --- added for optim ---
+
+
+def finite_valued(name: str, operator):
+    """``u -> operator(u)``, raising :class:`NonFiniteError` naming ``name`` on a non-finite value.
+
+    For a computed operator handed to a trusted core (a curvature action ``u -> M u``): its value
+    is checked once, where it is produced.
+    """
+
+    def apply(u):
+        value = operator(u)
+        check_computed_finite(name, value)
+        return value
+
+    return apply
