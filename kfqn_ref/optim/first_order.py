@@ -79,7 +79,9 @@ def nesterov_direction(new_velocity: Array, d: Array, momentum: float, form: Mom
     return momentum * new_velocity + _new_gradient_weight(momentum, form) * d
 
 
-def regularised_gradients(model, X: Array, T: Array, weight_decay: float):
+def regularised_gradients(
+    model, X: Array, T: Array, weight_decay: float
+) -> tuple[float, list[Array], list[Array]]:
     """One forward/backward pass at the current weights, loss and gradients checked finite.
 
     Returns ``(loss, weights, regularised)`` where ``loss`` is the minibatch-mean loss ``f``

@@ -32,6 +32,7 @@ import numpy as np
 
 from kfqn_ref import backend, nn
 from kfqn_ref._checks import check_in_interval, check_int, check_non_negative, check_positive
+from kfqn_ref.backend import Array
 from kfqn_ref.curvature.factors import FisherType, kfac_factors
 from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, check_new_state, store_choice
 from kfqn_ref.optim.first_order import (
@@ -133,7 +134,9 @@ class KFACState(NamedTuple):
     G_inv: tuple
 
 
-def split_damping(A, G, damping: float, split: KFACDampingSplit) -> tuple[float, float]:
+def split_damping(
+    A: Array, G: Array, damping: float, split: KFACDampingSplit
+) -> tuple[float, float]:
     """Return ``(lambda_A, lambda_G) = (pi sqrt(lambda), sqrt(lambda) / pi)``.
 
     ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` for ``KFACDampingSplit.PI`` (Martens & Grosse
@@ -150,7 +153,9 @@ def split_damping(A, G, damping: float, split: KFACDampingSplit) -> tuple[float,
     return pi * root, root / pi
 
 
-def damped_inverses(A, G, damping: float, split: KFACDampingSplit):
+def damped_inverses(
+    A: Array, G: Array, damping: float, split: KFACDampingSplit
+) -> tuple[Array, Array]:
     """Return ``((A + lambda_A I)^-1, (G + lambda_G I)^-1)`` with :func:`split_damping`'s shares."""
     xp = backend.xp_of(A)
     lambda_A, lambda_G = split_damping(A, G, damping, split)

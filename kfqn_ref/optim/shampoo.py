@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from kfqn_ref import backend, nn
 from kfqn_ref._checks import check_in_interval, check_int, check_non_negative, check_positive
+from kfqn_ref.backend import Array
 from kfqn_ref.optim.base import Optimizer, check_new_state, store_choice
 from kfqn_ref.optim.first_order import (
     MomentumForm,
@@ -93,7 +94,7 @@ class ShampooState(NamedTuple):
     R_root: tuple
 
 
-def spd_inverse_root(M, root: int):
+def spd_inverse_root(M: Array, root: int) -> Array:
     """``M^{-1/root}`` of a symmetric positive definite ``M`` from its eigendecomposition.
 
     ``M = V diag(w) V^T`` (``eigh``) gives ``M^{-1/root} = V diag(w^{-1/root}) V^T``, symmetric by
