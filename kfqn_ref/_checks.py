@@ -322,3 +322,21 @@ def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     if len(pair) != 2 or any(v < minimum for v in pair):
         raise ValueError(f"{name} must be {form}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+# --- added for optim ---
+
+
+def finite_valued(name: str, operator):
+    """``u -> operator(u)``, raising :class:`NonFiniteError` naming ``name`` on a non-finite value.
+
+    For a computed operator handed to a trusted core (a curvature action ``u -> M u``): its value
+    is checked once, where it is produced.
+    """
+
+    def apply(u):
+        value = operator(u)
+        check_computed_finite(name, value)
+        return value
+
+    return apply
