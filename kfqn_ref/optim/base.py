@@ -71,7 +71,7 @@ def set_new_weights(model, new_weights: Sequence[Array]) -> None:
     """
     for i, weight in enumerate(new_weights):
         _checks.check_computed_finite(f"new weights of trainable layer {i}", weight)
-    model.set_weights(list(new_weights))
+    model.set_weights_unchecked(list(new_weights))  # shapes and dtypes are the model's own
 
 
 class Optimizer(abc.ABC):
@@ -145,7 +145,7 @@ class Optimizer(abc.ABC):
         try:
             loss, new_state = self._step(X, T)
         except BaseException:
-            self.model.set_weights(saved_weights)
+            self.model.set_weights_unchecked(saved_weights)
             raise
         self.state = new_state
         self.step_count += 1

@@ -419,11 +419,12 @@ class _KroneckerBFGS(Optimizer):
         """Records ``h+``, ``g+`` at the new weights on the SAME minibatch.
 
         Forward, then backward without weight gradients (and without evaluating the loss, which
-        nothing uses).
+        nothing uses). ``X`` and ``T`` were checked by the first pass of this step; the output
+        ``z`` is checked where it is produced.
         """
-        forward = self.model.forward_pass(X)
-        output_gradients = self.model.loss.output_gradient(forward.z, T)
-        return self.model.backward_pass(forward, output_gradients, weight_gradients=False)
+        forward = self.model.forward_pass_unchecked(X)
+        output_gradients = self.model.loss.output_gradient_unchecked(forward.z, T)
+        return self.model.backward_pass_unchecked(forward, output_gradients, weight_gradients=False)
 
     def _input_factor_for_step(self, layer_state: LayerState, a, update: bool, k: int):
         """``(A, H_a)`` for this step's direction.

@@ -235,8 +235,9 @@ class KFAC(Optimizer):
         cfg = self.config
         model = self.model
         forward = model.forward_pass(X)
-        loss = model.loss.value(forward.z, T)
-        records = model.backward_pass(forward, model.loss.output_gradient(forward.z, T))
+        loss = model.loss.value(forward.z, T)  # checks T against z, once
+        output_gradients = model.loss.output_gradient_unchecked(forward.z, T)
+        records = model.backward_pass_unchecked(forward, output_gradients)
         check_loss_and_gradients(loss, [r.grad for r in records])
         weights = model.weights()
         regularised = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
