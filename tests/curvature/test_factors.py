@@ -9,7 +9,6 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +34,7 @@ from tests.curvature.nets import (
     seeds,
     sizes,
 )
+from tests.helpers.compare import assert_close
 
 #: Standard errors allowed between the mean of the Monte-Carlo factors and the type-2 factor.
 MONTE_CARLO_STANDARD_ERRORS = 6.0
@@ -240,42 +240,3 @@ def test_kfc_with_one_position_equals_dense_kfac(
         hessian.layer_ggn(*single, 0),
         what="type-2 KFC (T = 1, N = 1) vs GGN block",
     )
-
-
-def test_bad_factor_input_is_refused():
-    """Unknown Fisher types, Monte-Carlo without a generator, arrays of the wrong rank or width."""
-    case = build_case([nn.Dense(3, 2)], nn.SquaredError(), (2, 3), 0)
-    forward = case.model.forward_pass(case.X)
-    with pytest.raises(
-        ValueError, match=r"fisher must be a FisherType \('empirical', 'monte_carlo'"
-    ):
-        kfac_factors(case.model, forward, case.T, "fisher")
-    for rng in (None, 1.5, True):
-        with pytest.raises(
-            ValueError, match="rng must be a numpy.random.Generator or an integer seed"
-        ):
-            kfac_factors(case.model, forward, case.T, FisherType.MONTE_CARLO, rng=rng)
-    with pytest.raises(ValueError, match=r"a must be a dense record \(N, d\) or a conv record"):
-        input_factor(np.ones(3))
-    with pytest.raises(ValueError, match=r"g must be a dense record"):
-        output_factor(np.ones((1, 2, 3, 4)))
-    with pytest.raises(ValueError, match="s must be a vector of length D\\+1 = 4"):
-        kbfgs_minibatch_action(np.ones((2, 4)), np.ones(3))
-    with pytest.raises(ValueError, match=r"a must hold at least one sample .* got shape \(0, 3\)"):
-        input_factor(np.zeros((0, 3)))
-    with pytest.raises(ValueError, match=r"g must hold at least one sample .* \(0, 4, 2\)"):
-        output_factor(np.zeros((0, 4, 2)))
-    with pytest.raises(ValueError, match=r"a must hold at least one sample"):
-        kbfgs_minibatch_action(np.zeros((0, 3)), np.ones(3))
-
-
-def test_lists_are_refused_with_a_type_error_naming_the_argument():
-    """Array arguments must be arrays (module docstring): no silent numpy.asarray conversion."""
-    with pytest.raises(TypeError, match="a must be an array .* got list"):
-        input_factor([[1.0, 2.0]])
-    with pytest.raises(TypeError, match="g must be an array .* got list"):
-        output_factor([[1.0, 2.0]])
-    with pytest.raises(TypeError, match="a must be an array .* got list"):
-        kbfgs_minibatch_action([[1.0, 2.0]], np.ones(2))
-    with pytest.raises(TypeError, match="s must be an array .* got list"):
-        kbfgs_minibatch_action(np.ones((1, 2)), [1.0, 2.0])

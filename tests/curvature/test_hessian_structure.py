@@ -9,7 +9,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from tests.curvature.nets import (
     seeds,
     sizes,
 )
+from tests.helpers.compare import assert_close
 
 
 def _assert_symmetric(matrix, what):
@@ -248,90 +248,3 @@ def test_conv_per_sample_kronecker_rank_reaches_its_generic_bound(geometry):
     s = result.singular_values
     assert s[result.kronecker_rank - 1] >= 1e-3 * s[0], s
     assert (result.kronecker_rank == 1) == (result.relative_error < 1e-10)
-
-
-def test_bad_input_is_refused():
-    """Layer indices that are out of range, not ints or not trainable; nets too large for an
-    explicit matrix; record and pre-activation shapes that do not fit."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 2)], nn.SquaredError(), (2, 3), 0)
-    for layer in (-1, 3, 1.0, True, "0"):
-        with pytest.raises(ValueError, match="layer must be an int index into model.layers"):
-            hessian.layer_hessian(*case, layer)
-    for function in (
-        hessian.layer_hessian,
-        hessian.layer_ggn,
-        hessian.preactivation_hessians,
-        hessian.preactivation_ggns,
-    ):
-        with pytest.raises(ValueError, match=r"layer 1 \(Tanh\) has no parameters"):
-            function(*case, 1)
-    side = int(np.sqrt(hessian.MAX_EXPLICIT_PARAMETERS)) + 1
-    big = build_case([nn.Dense(side, side)], nn.SquaredError(), (1, side), 0)
-    for function in (hessian.full_hessian, hessian.full_ggn):
-        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS .* Hessian-vector"):
-            function(*big)
-    for function in (hessian.layer_hessian, hessian.layer_ggn):
-        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS"):
-            function(*big, 0)
-    wide = build_case(
-        [nn.Dense(1, hessian.MAX_EXPLICIT_PARAMETERS + 1, bias=False)], nn.SquaredError(), (1, 1), 0
-    )
-    with pytest.raises(ValueError, match="pre-activation Hessian of layer 0 .* above MAX_EXPLICIT"):
-        hessian.preactivation_hessians(*wide, 0)
-    record = case.model.forward_backward(case.X, case.T).records[0]
-    for shape in ((3, 2, 2), (2, 2, 3), (2, 4)):
-        with pytest.raises(
-            ValueError, match=r"preactivation_hessians must have shape \(N, T c_out"
-        ):
-            hessian.structure_block(record, np.zeros(shape))
-
-
-def test_structure_block_refuses_hessians_of_another_layer():
-    """The Hessians must be (N, T c_out, T c_out) with N, T and c_out (= d_out) of the record's
-    ``h``, not merely divisible by T: a later layer's Hessians (dense, d_out 4 vs 2) and a conv
-    record given Hessians of twice its channel count are refused, the message naming both shapes."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 4)], nn.SquaredError(), (2, 3), 0)
-    record = case.model.forward_pass(case.X).records[0]
-    later = hessian.preactivation_hessians(*case, 2)
-    assert later.shape == (2, 4, 4)
-    with pytest.raises(
-        ValueError,
-        match=r"shape \(N, T c_out, T c_out\) = \(2, 2, 2\) for record.a \(2, 4\) and record.h "
-        r"\(2, 2\) .* got \(2, 4, 4\)",
-    ):
-        hessian.structure_block(record, later)
-    conv_case = build_case(
-        [nn.Conv2d(1, 2, 2), nn.Tanh(), nn.Flatten(), nn.Dense(8, 2)],
-        nn.SquaredError(),
-        (2, 1, 3, 3),
-        0,
-    )
-    conv = conv_case.model.forward_pass(conv_case.X).records[0]
-    assert conv.h.shape == (2, 4, 2)  # T = 4, c_out = 2: side 8
-    with pytest.raises(ValueError, match=r"= \(2, 8, 8\) for record.a .* got \(2, 16, 16\)"):
-        hessian.structure_block(conv, np.zeros((2, 16, 16)))
-    mismatched = dataclasses.replace(conv, h=conv.h[:1])
-    with pytest.raises(ValueError, match=r"record.h \(1, 4, 2\) and record.a \(2, 4, 5\)"):
-        hessian.structure_block(mismatched, np.zeros((2, 8, 8)))
-
-
-@pytest.mark.parametrize(
-    "function",
-    [hessian.full_hessian, hessian.full_ggn, hessian.layer_hessian, hessian.layer_ggn],
-)
-@pytest.mark.parametrize("loss", LOSSES)
-def test_hessians_and_ggns_validate_inputs_and_targets(function, loss):
-    """Targets with the wrong number of samples or outputs, and inputs of the wrong width, are
-    refused by the model's own validation (X by output_function, T by loss.check_targets), for the
-    GGN exactly as for the Hessian: before, full_ggn/layer_ggn silently used the first len(T)
-    targets' structure and returned a wrong matrix."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 4)], loss(), (3, 3), 0)
-    args = (0,) if function in (hessian.layer_hessian, hessian.layer_ggn) else ()
-    for T in (case.T[:1], case.T[:2]):
-        with pytest.raises(ValueError, match=r"targets t must have (the )?shape"):
-            function(case.model, case.X, T, *args)
-    if not isinstance(case.model.loss, nn.SoftmaxCrossEntropy):
-        with pytest.raises(ValueError, match=r"targets t must have the shape of the output z"):
-            function(case.model, case.X, case.T[:, :2], *args)
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3\), got \(3, 2\)"):
-        function(case.model, case.X[:, :2], case.T, *args)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 
 from kfqn_ref import nn
 from kfqn_ref.curvature import hessian
 from kfqn_ref.curvature.factors import FisherType, input_factor, kfac_factors, output_factor
+from tests.helpers.compare import assert_close
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hessian"
 CASE = "cnn1x5x5-c2k3s1p0-relu-fc3_ce"
