@@ -47,19 +47,19 @@ records_shapes = st.tuples(
 
 
 def _second_moment_by_loop(x, position_average):
-    """(1/N) sum_n sum_t x_nt x_nt^T (/T), by explicit loops."""
+    """(1/N) sum_n sum_p x_np x_np^T (/P), by explicit loops."""
     n_samples, n_positions, width = x.shape
     moment = np.zeros((width, width))
     for n in range(n_samples):
-        for t in range(n_positions):
-            moment += np.outer(x[n, t], x[n, t])
+        for p in range(n_positions):
+            moment += np.outer(x[n, p], x[n, p])
     return moment / n_samples / (n_positions if position_average else 1)
 
 
 @given(records_shapes, st.booleans(), seeds)
 def test_factor_reductions_match_their_definitions(shape, position_average, seed):
-    """eq. 11, 14, 16: conv (N, T, d) arrays reduce by sum (or mean) over positions and mean over
-    samples; a dense (N, d) array is the T = 1 case."""
+    """eq. 11, 14, 16: conv (N, P, d) arrays reduce by sum (or mean) over positions and mean over
+    samples; a dense (N, d) array is the P = 1 case."""
     x = np.random.default_rng(seed).standard_normal(shape)
     expected = _second_moment_by_loop(x, position_average)
     for reduce in (input_factor, output_factor, kbfgs_input_factor):
@@ -124,8 +124,8 @@ def test_type2_kfac_equals_the_ggn_and_hessian_on_deep_linear_nets(case):
 @settings(max_examples=15)
 @given(st.one_of(dense_cases(), conv_cases()))
 def test_type2_output_factor_is_the_position_mean_of_the_preactivation_ggn(case):
-    """eq. 12, 14: the type-2 G is (1/(N T)) sum_n sum_t Q_n[t, t], the diagonal position blocks of
-    the per-sample pre-activation GGN (autograd); A is input_factor of the record (sum over t)."""
+    """eq. 12, 14: the type-2 G is (1/(N P)) sum_n sum_p Q_n[p, p], the diagonal position blocks of
+    the per-sample pre-activation GGN (autograd); A is input_factor of the record (sum over p)."""
     factors = kfac_factors(case.model, case.model.forward_pass(case.X), case.T, FisherType.TYPE2)
     records = case.model.forward_backward(case.X, case.T).records
     for record, factor in zip(records, factors, strict=True):
@@ -133,7 +133,7 @@ def test_type2_output_factor_is_the_position_mean_of_the_preactivation_ggn(case)
         n_samples, n_positions, _ = as_positions("a", record.a).shape
         c_out = ggns.shape[1] // n_positions
         blocks = ggns.reshape(n_samples, n_positions, c_out, n_positions, c_out)
-        expected_G = np.einsum("ntctd->cd", blocks) / (n_samples * n_positions)
+        expected_G = np.einsum("npcpd->cd", blocks) / (n_samples * n_positions)
         assert_close(factor.G, expected_G, what=f"type-2 G of layer {record.layer_index}")
         assert_close(factor.A, input_factor(record.a), what=f"A of layer {record.layer_index}")
 
@@ -215,7 +215,7 @@ def test_monte_carlo_kfac_averages_to_type2(loss):
 def test_kfc_with_one_position_equals_dense_kfac(
     c_in, c_out, size, n_samples, activation, loss, seed
 ):
-    """eq. 14 with T = 1 is eq. 11: a conv layer whose kernel covers its input has the factors of
+    """eq. 14 with P = 1 is eq. 11: a conv layer whose kernel covers its input has the factors of
     the dense layer on the flattened image, for every Fisher type (MC: same seed); with N = 1 the
     type-2 product is the exact GGN block (autograd)."""
     conv = build_case(
@@ -233,10 +233,10 @@ def test_kfc_with_one_position_equals_dense_kfac(
         for got, expected in zip(
             _kfac_blocks(conv, fisher, rng=seed), _kfac_blocks(dense, fisher, rng=seed), strict=True
         ):
-            assert_close(got, expected, what=f"{fisher.value} KFC (T = 1) vs dense KFAC")
+            assert_close(got, expected, what=f"{fisher.value} KFC (P = 1) vs dense KFAC")
     single = Case(conv.model, conv.X[:1], conv.T[:1])
     assert_close(
         _kfac_blocks(single, FisherType.TYPE2)[0],
         hessian.layer_ggn(*single, 0),
-        what="type-2 KFC (T = 1, N = 1) vs GGN block",
+        what="type-2 KFC (P = 1, N = 1) vs GGN block",
     )
