@@ -28,12 +28,15 @@ a ``TypeError`` naming the argument, not converted (the same rule as
 from __future__ import annotations
 
 from enum import Enum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from kfqn_ref._checks import check_array_like, check_choice, check_generator, is_int
 from kfqn_ref.backend import Array
+
+if TYPE_CHECKING:
+    from kfqn_ref.nn import ForwardPass, Sequential
 
 DENSE_RECORD_NDIM = 2
 CONV_RECORD_NDIM = 3
@@ -199,8 +202,8 @@ _OUTPUT_GRADIENTS = {
 
 
 def kfac_factors(
-    model,
-    forward_pass,
+    model: Sequential,
+    forward_pass: ForwardPass,
     T: Array,
     fisher: FisherType | str,
     rng: np.random.Generator | int | None = None,

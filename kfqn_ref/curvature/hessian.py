@@ -33,7 +33,7 @@ autograd differentiates NumPy code, so the routines that call it work on host (N
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import autograd
 import autograd.numpy as anp
@@ -43,6 +43,9 @@ from kfqn_ref._checks import check_array_like, check_int
 from kfqn_ref.backend import Array, xp_of
 from kfqn_ref.curvature.factors import as_positions
 from kfqn_ref.curvature.kronecker import unvec_unchecked, vec_unchecked
+
+if TYPE_CHECKING:
+    from kfqn_ref.nn import LayerRecord, Sequential
 
 #: Largest side of an explicit Hessian/GGN: 2000^2 float64 entries are 32 MB and take about
 #: 2000 reverse passes (seconds to tens of seconds on tiny nets). Larger curvature matrices should
@@ -65,7 +68,7 @@ def _check_explicit_size(size: int, what: str) -> None:
         )
 
 
-def trainable_position(model, layer: int) -> int:
+def trainable_position(model: Sequential, layer: int) -> int:
     """Return the position of ``model.layers[layer]`` among the trainable layers.
 
     ``layer`` indexes ``model.layers`` (every entry, trainable or not); the position returned
@@ -134,7 +137,7 @@ def _hessian(model, X, T, parameters: _Parametrisation):
     return autograd.hessian(mean_loss)(parameters.theta)
 
 
-def full_hessian(model, X: Array, T: Array) -> Array:
+def full_hessian(model: Sequential, X: Array, T: Array) -> Array:
     """Return ``d2 f / d theta^2`` ``(n, n)`` of the mean minibatch loss ``f``.
 
     ``theta`` is ordered layer by layer (module docstring); the diagonal blocks are the
@@ -143,7 +146,7 @@ def full_hessian(model, X: Array, T: Array) -> Array:
     return _hessian(model, X, T, _all_parameters(model, "the full Hessian"))
 
 
-def layer_hessian(model, X: Array, T: Array, layer: int) -> Array:
+def layer_hessian(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     """Return one layer's diagonal block ``d2 f / d vec(W~)^2`` (eq. 3, 4).
 
     ``(n_l, n_l)`` with ``n_l = d_out (D+1)``; ``layer`` indexes ``model.layers`` (every entry)
@@ -172,7 +175,7 @@ def _ggn(model, X, T, parameters: _Parametrisation):
     return np.einsum("nip,nij,njq->pq", jacobians, loss_hessians, jacobians, optimize=True) / len(z)
 
 
-def full_ggn(model, X: Array, T: Array) -> Array:
+def full_ggn(model: Sequential, X: Array, T: Array) -> Array:
     """Return the generalised Gauss–Newton matrix of the mean loss over ``theta``, ``(n, n)``.
 
     ``GGN = (1/N) sum_n J_n^T (d2 l_n / dz_n^2) J_n``, ``J_n = dz_n / d theta`` (eq. 5): the
@@ -181,7 +184,7 @@ def full_ggn(model, X: Array, T: Array) -> Array:
     return _ggn(model, X, T, _all_parameters(model, "the full GGN"))
 
 
-def layer_ggn(model, X: Array, T: Array, layer: int) -> Array:
+def layer_ggn(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     """Return one layer's diagonal block of the GGN, ``(n_l, n_l)`` (eq. 5).
 
     ``layer`` as in :func:`layer_hessian` (an index into ``model.layers``).
@@ -244,7 +247,7 @@ def _sample_losses_of_preactivation(model, X, T, layer) -> _SampleLossesOfPreact
     return _SampleLossesOfPreactivation(h, output_of, lambda n: T[n : n + 1])
 
 
-def preactivation_hessians(model, X: Array, T: Array, layer: int) -> Array:
+def preactivation_hessians(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     """Per-sample ``d2 l_n / dh_n^2``: dense ``(N, d_out, d_out)``, conv ``(N, P c_out, P c_out)``.
 
     ``l_n`` is sample ``n``'s loss (not divided by ``N``) as a function of the pre-activation of
@@ -263,7 +266,7 @@ def preactivation_hessians(model, X: Array, T: Array, layer: int) -> Array:
     return np.stack([sample_hessian(n) for n in range(setup.h.shape[0])])
 
 
-def preactivation_ggns(model, X: Array, T: Array, layer: int) -> Array:
+def preactivation_ggns(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     """Per-sample GGN w.r.t. the pre-activation, ``Q_n = J_n^T (d2 l_n / dz_n^2) J_n`` (eq. 5).
 
     ``J_n = dz_n / dh_n`` and ``d2 l_n / dz_n^2`` both by autograd; shapes and ordering as
@@ -280,7 +283,7 @@ def preactivation_ggns(model, X: Array, T: Array, layer: int) -> Array:
     return np.stack([sample_ggn(n) for n in range(setup.h.shape[0])])
 
 
-def structure_block(record, preactivation_hessians: Array) -> Array:
+def structure_block(record: LayerRecord, preactivation_hessians: Array) -> Array:
     """Evaluate the structure formula of a layer block (eq. 3, 4).
 
     Inputs: a record (``a``; its ``h`` fixes N, P and c_out) and the per-sample pre-activation
