@@ -91,10 +91,7 @@ def as_positions(name: str, x: Array) -> Array:
 
 
 def as_positions_unchecked(x: Array) -> Array:
-    """As :func:`as_positions`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`as_positions`, without argument checks (for trusted callers)."""
     return x[:, None, :] if x.ndim == DENSE_RECORD_NDIM else x
 
 
@@ -139,10 +136,7 @@ def kbfgs_input_factor(a: Array, *, position_average: bool = False) -> Array:
 
 
 def kbfgs_input_factor_unchecked(a: Array, *, position_average: bool = False) -> Array:
-    """As :func:`kbfgs_input_factor`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`kbfgs_input_factor`, without argument checks (for trusted callers)."""
     return _second_moment(a, position_average)
 
 
@@ -167,10 +161,7 @@ def kbfgs_minibatch_action(a: Array, s: Array, *, position_average: bool = False
 def kbfgs_minibatch_action_unchecked(
     a: Array, s: Array, *, position_average: bool = False
 ) -> Array:
-    """As :func:`kbfgs_minibatch_action`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`kbfgs_minibatch_action`, without argument checks (for trusted callers)."""
     patches = as_positions_unchecked(a)
     n_samples, n_positions, width = patches.shape
     rows = patches.reshape(n_samples * n_positions, width)

@@ -42,10 +42,7 @@ def vec(X: Array) -> Array:
 
 
 def vec_unchecked(X: Array) -> Array:
-    """As :func:`vec`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`vec`, without argument checks (for trusted callers)."""
     return X.T.reshape(-1)
 
 
@@ -62,10 +59,7 @@ def unvec(v: Array, shape: tuple[int, int]) -> Array:
 
 
 def unvec_unchecked(v: Array, shape: tuple[int, int]) -> Array:
-    """As :func:`unvec`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`unvec`, without argument checks (for trusted callers)."""
     rows, cols = shape
     return v.reshape(cols, rows).T
 
@@ -115,10 +109,7 @@ def rearrange(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> A
 
 
 def rearrange_unchecked(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> Array:
-    """As :func:`rearrange`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`rearrange`, without argument checks (for trusted callers)."""
     (m1, n1), (m2, n2) = shape_A, shape_G
     blocks = M.reshape(m1, m2, n1, n2)  # blocks[i, k, j, l] = M[i m2 + k, j n2 + l]
     return blocks.transpose(2, 0, 3, 1).reshape(n1 * m1, n2 * m2)
@@ -160,10 +151,7 @@ def default_rank_rtol(shape_A: tuple[int, int], shape_G: tuple[int, int], dtype)
 
 
 def default_rank_rtol_unchecked(shape_A: tuple[int, int], shape_G: tuple[int, int], dtype) -> float:
-    """As :func:`default_rank_rtol`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`default_rank_rtol`, without argument checks (for trusted callers)."""
     (m1, n1), (m2, n2) = shape_A, shape_G
     return float(np.finfo(dtype).eps) * max(m1 * n1, m2 * n2)
 

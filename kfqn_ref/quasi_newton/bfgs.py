@@ -129,10 +129,7 @@ def curvature_skip_reason(
 def curvature_skip_reason_unchecked(
     s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
 ) -> SkipReason:
-    """As :func:`curvature_skip_reason`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`curvature_skip_reason`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as a reason
         s_dot_y = float(s @ y)
         s_dot_s = float(s @ s)
@@ -207,10 +204,7 @@ def bfgs_inverse_update(
 def bfgs_inverse_update_unchecked(
     H: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
 ) -> BFGSUpdate:
-    """As :func:`bfgs_inverse_update`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`bfgs_inverse_update`, without argument checks (for trusted callers)."""
     reason = curvature_skip_reason_unchecked(
         s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
@@ -250,10 +244,7 @@ def bfgs_direct_update(
 def bfgs_direct_update_unchecked(
     B: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
 ) -> DirectBFGSUpdate:
-    """As :func:`bfgs_direct_update`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`bfgs_direct_update`, without argument checks (for trusted callers)."""
     reason = curvature_skip_reason_unchecked(
         s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
@@ -298,10 +289,7 @@ def hessian_action_pair(H: Array | Callable, v: Array, M: Array | Callable) -> C
 def hessian_action_pair_unchecked(
     H: Array | Callable, v: Array, M: Array | Callable
 ) -> CurvaturePair:
-    """As :func:`hessian_action_pair`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`hessian_action_pair`, without argument checks (for trusted callers)."""
     s = apply_operator(H, v)
     return CurvaturePair(s, apply_operator(M, s))
 

@@ -61,10 +61,7 @@ def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
 
 
 def curvature_constant_unchecked(gamma: float, mu1: float, mu2: float) -> float:
-    """As :func:`curvature_constant`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`curvature_constant`, without argument checks (for trusted callers)."""
     return _inverse_product(mu1, gamma) + 2.0 * mu2
 
 
@@ -129,10 +126,7 @@ def convergent_damping(
 def convergent_damping_unchecked(
     s: Array, y: Array, *, gamma: float, mu2: float, mu1: float
 ) -> DoubleDampedPair:
-    """As :func:`convergent_damping`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`convergent_damping`, without argument checks (for trusted callers)."""
     powell = powell_damping_unchecked(s, y, lambda u: gamma * u, mu1=mu1)
     lm = levenberg_marquardt_damping_unchecked(powell.s, powell.y, mu2=mu2)
     return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
@@ -141,15 +135,10 @@ def convergent_damping_unchecked(
 def convergent_lbfgs_append(
     state: LBFGSState, s: Array, y: Array, *, mu2: float, mu1: float = AUTHORS_MU1
 ) -> LBFGSAppend:
-    """Damp ``(s, y)`` for the convergent variant and append it to the store.
+    """Damp ``(s, y)`` by :func:`convergent_damping` (``gamma = state.gamma``), then append it.
 
-    :func:`convergent_damping` with ``gamma = state.gamma``, then :func:`lbfgs_append` with a fixed
-    ``gamma`` and the plain acceptance rule ``s^T y > 0``: a pair is rejected when ``s = 0``, or
-    when the damped pair leaves the floating-point range (``s^T y`` underflowing to 0, an
-    overflowing inner product, or a store that would not be representable, [QN-11b]); the
-    damping itself raises :class:`~kfqn_ref._checks.NonFiniteError` only when a damped vector
-    overflows.
-    Returns :class:`~kfqn_ref.quasi_newton.lbfgs.LBFGSAppend`.
+    :func:`lbfgs_append` with a fixed ``gamma``: accepted iff ``s^T y > 0`` and the store stays
+    representable [QN-11b] (the rejections: ``docs/derivations/convergence.md``).
     """
     check_lbfgs_state(state)
     check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)

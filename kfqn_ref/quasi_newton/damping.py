@@ -92,10 +92,7 @@ def powell_damping(
 
 
 def powell_damping_unchecked(s: Array, y: Array, H: Array | Callable, *, mu1: float) -> DampedPair:
-    """As :func:`powell_damping`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`powell_damping`, without argument checks (for trusted callers)."""
     if not bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
         return DampedPair(s, y, False)
     # Scale-safe test: with y = 2^e z (max|z| in [1/2, 1), exact), the test and theta are those of
@@ -145,10 +142,7 @@ def second_damping(s: Array, y: Array, *, eps: float) -> DampedPair:
 
 
 def second_damping_unchecked(s: Array, y: Array, *, eps: float) -> DampedPair:
-    """As :func:`second_damping`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`second_damping`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         s_dot_s = s @ s
         s_dot_y = s @ y
@@ -174,10 +168,7 @@ def levenberg_marquardt_damping(s: Array, y: Array, *, mu2: float) -> DampedPair
 
 
 def levenberg_marquardt_damping_unchecked(s: Array, y: Array, *, mu2: float) -> DampedPair:
-    """As :func:`levenberg_marquardt_damping`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`levenberg_marquardt_damping`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         y_new = y + mu2 * s
     if not bool(xp_of(s, y).isfinite(y_new).all()):
@@ -211,10 +202,7 @@ def double_damping_2020(
 def double_damping_2020_unchecked(
     s: Array, y: Array, H: Array | Callable, *, eps: float, mu1: float
 ) -> DoubleDampedPair:
-    """As :func:`double_damping_2020`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`double_damping_2020`, without argument checks (for trusted callers)."""
     powell = powell_damping_unchecked(s, y, H, mu1=mu1)
     second = second_damping_unchecked(powell.s, powell.y, eps=eps)
     return DoubleDampedPair(second.s, second.y, powell.damped, second.damped)
@@ -244,10 +232,7 @@ def double_damping_2022(
 def double_damping_2022_unchecked(
     s: Array, y: Array, H: Array | Callable, *, mu2: float, mu1: float
 ) -> DoubleDampedPair:
-    """As :func:`double_damping_2022`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`double_damping_2022`, without argument checks (for trusted callers)."""
     powell = powell_damping_unchecked(s, y, H, mu1=mu1)
     lm = levenberg_marquardt_damping_unchecked(powell.s, powell.y, mu2=mu2)
     return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)

@@ -120,10 +120,7 @@ def lbfgs_pairs(state: LBFGSState) -> tuple[Array, Array]:
 
 
 def lbfgs_pairs_unchecked(state: LBFGSState) -> tuple[Array, Array]:
-    """As :func:`lbfgs_pairs`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`lbfgs_pairs`, without argument checks (for trusted callers)."""
     return state.S[: state.count], state.Y[: state.count]
 
 
@@ -170,10 +167,7 @@ def lbfgs_append_unchecked(
     relative_threshold: float,
     gamma_rule: GammaRule,
 ) -> LBFGSAppend:
-    """As :func:`lbfgs_append`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`lbfgs_append`, without argument checks (for trusted callers)."""
     reason = curvature_skip_reason_unchecked(
         s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
@@ -227,10 +221,7 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
 
 
 def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
-    """As :func:`lbfgs_compact_factors`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers)."""
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
     S_Yt = S @ Y.T
@@ -255,10 +246,7 @@ def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
 
 
 def lbfgs_compact_apply_unchecked(state: LBFGSState, V: Array) -> Array:
-    """As :func:`lbfgs_compact_apply`, without argument checks.
-
-    For trusted callers that validated once at their edge.
-    """
+    """As :func:`lbfgs_compact_apply`, without argument checks (for trusted callers)."""
     Q = _as_columns(V)
     S, Y, R_inv, D, YtY = lbfgs_compact_factors_unchecked(state)
     SV = S @ Q
