@@ -1,4 +1,4 @@
-"""Bad input to the curvature routines, one row per case (docs/conventions.md, "Errors").
+"""Bad input to the curvature routines, one row per case (docs/conventions.md section 10).
 
 Each row: an id, the call, the exception type (wrong kind -> TypeError, wrong value -> ValueError),
 a pattern the message must match (it names the argument), and the arrays that must be unchanged

@@ -1,4 +1,4 @@
-"""Bad input to the quasi-Newton blocks, one row per case (docs/conventions.md, "Errors").
+"""Bad input to the quasi-Newton blocks, one row per case (docs/conventions.md section 10).
 
 Each row: an id, the call, the exception type (wrong kind -> TypeError, wrong value -> ValueError,
 an overflowing computation -> NonFiniteError), a pattern the message must match (it names the
