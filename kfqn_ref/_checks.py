@@ -340,3 +340,39 @@ def finite_valued(name: str, operator):
         return value
 
     return apply
+
+
+# --- added for quasi_newton/curvature ---
+
+
+def check_instance(name: str, value, cls: type):
+    """Return ``value`` if it is an instance of ``cls``; else ``TypeError`` naming both."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {describe(value)}")
+    return value
+
+
+def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
+    """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype.
+
+    The length is ``dim`` and the dtype ``dtype`` when given (e.g. those of an L-BFGS store).
+    """
+    check_vector("s", s, dim=dim, dtype=dtype)
+    check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
+
+
+def check_spd_operator(name: str, A, dim: int, dtype):
+    """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` checked.
+
+    A matrix is checked once (:func:`check_square_matrix`, :func:`check_spd`) and returned. A
+    callable is wrapped so that each result is checked as a finite vector of length ``dim`` and
+    dtype ``dtype`` (``"{name} applied to a vector"``); its positive definiteness cannot be
+    checked here.
+    """
+    if not callable(A):
+        return check_spd(name, check_square_matrix(name, A, dim, dtype=dtype))
+
+    def apply(u):
+        return check_vector(f"{name} applied to a vector", A(u), dim=dim, dtype=dtype)
+
+    return apply

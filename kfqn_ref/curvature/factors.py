@@ -2,8 +2,9 @@
 
 Equation numbers refer to ``docs/derivations/hessian-structure.md``. Notation (conventions §1, §4):
 ``a`` are the homogeneous layer inputs ``a~`` of a record, dense ``(N, D+1)`` or conv
-``(N, T, D+1)``; ``g`` the per-sample output gradients ``dl_n/dh_n``, dense ``(N, d_out)`` or conv
-``(N, T, c_out)``. A dense array is treated as a conv array with one position (``T = 1``).
+``(N, P, D+1)`` (``P`` output positions per sample); ``g`` the per-sample output gradients
+``dl_n/dh_n``, dense ``(N, d_out)`` or conv ``(N, P, c_out)``. A dense array is treated as a conv
+array with one position (``P = 1``).
 
 KFAC (Martens & Grosse 2015) approximates the Fisher/GGN block of the MEAN loss
 ``f = (1/N) sum_n l_n`` of a dense layer by ``A kron G`` with (eq. 11)
@@ -12,10 +13,10 @@ KFAC (Martens & Grosse 2015) approximates the Fisher/GGN block of the MEAN loss
 
 and KFC (Grosse & Martens 2016, §3.1, ``Omega kron Gamma``) a conv layer's block by (eq. 14)
 
-    A = Omega = (1/N) sum_n sum_t a~_{n,t} a~_{n,t}^T       (SUM over the T positions),
-    G = Gamma = (1/(N T)) sum_n sum_t g_{n,t} g_{n,t}^T     (MEAN over the T positions).
+    A = Omega = (1/N) sum_n sum_p a~_{n,p} a~_{n,p}^T       (SUM over the P positions),
+    G = Gamma = (1/(N P)) sum_n sum_p g_{n,p} g_{n,p}^T     (MEAN over the P positions).
 
-Only the product ``A kron G`` is determined by the method; the split of the factor ``1/T`` between
+Only the product ``A kron G`` is determined by the method; the split of the factor ``1/P`` between
 ``A`` and ``G`` is this module's (and KFC's) choice. curvlinops' "expand" puts it on ``A`` instead
 (eq. 15, ``tests/curvature/test_reference_replay.py``).
 
@@ -26,13 +27,16 @@ a ``TypeError`` naming the argument, not converted (the same rule as
 
 from __future__ import annotations
 
-import numbers
 from enum import Enum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from kfqn_ref.curvature.kronecker import check_array
+from kfqn_ref._checks import check_array_like, check_choice, check_generator, is_int
+from kfqn_ref.backend import Array
+
+if TYPE_CHECKING:
+    from kfqn_ref.nn import ForwardPass, Sequential
 
 DENSE_RECORD_NDIM = 2
 CONV_RECORD_NDIM = 3
@@ -67,97 +71,99 @@ class KroneckerFactors(NamedTuple):
     G: np.ndarray
 
 
-def as_positions(name: str, x):
-    """View a record array as ``(N, T, d)``: dense ``(N, d)`` gets ``T = 1``, conv stays.
+def as_positions(name: str, x: Array) -> Array:
+    """View a record array as ``(N, P, d)``: dense ``(N, d)`` gets ``P = 1``, conv stays.
 
-    Raises
-    ------
-    TypeError
-        If ``x`` is not an array (e.g. a list); the message names ``name``.
-    ValueError
-        If ``x`` has neither 2 nor 3 dimensions, or no sample (``N = 0``); the message names
-        ``name``.
-
+    ``TypeError`` if ``x`` is not an array (e.g. a list), ``ValueError`` for another number of
+    dimensions or no sample (``N = 0``); the message names ``name``.
     """
-    check_array(name, x)
+    check_array_like(name, x)
     if x.ndim not in (DENSE_RECORD_NDIM, CONV_RECORD_NDIM):
         raise ValueError(
-            f"{name} must be a dense record (N, d) or a conv record (N, T, d), "
+            f"{name} must be a dense record (N, d) or a conv record (N, P, d), "
             f"got shape {tuple(x.shape)}"
         )
     if x.shape[0] < 1:
         raise ValueError(
             f"{name} must hold at least one sample (first axis N >= 1), got shape {tuple(x.shape)}"
         )
+    return as_positions_unchecked(x)
+
+
+def as_positions_unchecked(x: Array) -> Array:
+    """As :func:`as_positions`, without argument checks (for trusted callers)."""
     return x[:, None, :] if x.ndim == DENSE_RECORD_NDIM else x
 
 
-def _second_moment(name: str, x, position_average: bool):
-    """``(1/N) sum_n sum_t x_{n,t} x_{n,t}^T``, divided by ``T`` when ``position_average``."""
-    x = as_positions(name, x)
+def _second_moment(x, position_average: bool):
+    """``(1/N) sum_n sum_p x_{n,p} x_{n,p}^T``, divided by ``P`` when ``position_average``."""
+    x = as_positions_unchecked(x)
     n_samples, n_positions, width = x.shape
     rows = x.reshape(n_samples * n_positions, width)
     moment = rows.T @ rows / n_samples
     return moment / n_positions if position_average else moment
 
 
-def input_factor(a, *, position_average: bool = False):
-    """KFAC's input factor ``A`` (eq. 11, 14): ``(1/N) sum_n sum_t a~_{n,t} a~_{n,t}^T``.
+def input_factor(a: Array, *, position_average: bool = False) -> Array:
+    """KFAC's input factor ``A`` (eq. 11, 14): ``(1/N) sum_n sum_p a~_{n,p} a~_{n,p}^T``.
 
-    ``a``: dense ``(N, D+1)`` or conv ``(N, T, D+1)``; returns ``(D+1, D+1)``. With
-    ``position_average=True`` the sum over positions becomes a mean (divided by ``T``; the asdl and
-    curvlinops-"expand" convention). Dense arrays have ``T = 1``: the option changes nothing there.
-    ``TypeError`` if ``a`` is not an array, ``ValueError`` if it is not ``(N, d)``/``(N, T, d)``
-    with ``N >= 1`` (:func:`as_positions`).
+    ``a``: dense ``(N, D+1)`` or conv ``(N, P, D+1)`` with ``N >= 1`` (:func:`as_positions`);
+    returns ``(D+1, D+1)``. With ``position_average=True`` the sum over positions becomes a mean
+    (divided by ``P``; the asdl and curvlinops-"expand" convention); dense arrays have ``P = 1``.
     """
-    return _second_moment("a", a, position_average)
+    return _second_moment(as_positions("a", a), position_average)
 
 
-def output_factor(g, *, position_average: bool = False):
-    """KFAC's output factor ``G = (1/N) sum_n sum_t g_{n,t} g_{n,t}^T`` (eq. 11, 14).
+def output_factor(g: Array, *, position_average: bool = False) -> Array:
+    """KFAC's output factor ``G = (1/N) sum_n sum_p g_{n,p} g_{n,p}^T`` (eq. 11, 14).
 
-    ``g``: dense ``(N, d_out)`` or conv ``(N, T, c_out)`` per-sample output gradients; returns
-    ``(d_out, d_out)``. With ``position_average=True`` the sum over positions is divided by ``T``
+    ``g``: dense ``(N, d_out)`` or conv ``(N, P, c_out)`` per-sample output gradients; returns
+    ``(d_out, d_out)``. With ``position_average=True`` the sum over positions is divided by ``P``
     (KFC's ``Gamma``).
     """
-    return _second_moment("g", g, position_average)
+    return _second_moment(as_positions("g", g), position_average)
 
 
-def kbfgs_input_factor(a, *, position_average: bool = False):
-    """K-BFGS's input factor ``A`` (ALGORITHMS.md §3 step 3 and §4; eq. 16), ``(D+1, D+1)``.
+def kbfgs_input_factor(a: Array, *, position_average: bool = False) -> Array:
+    """K-BFGS's input factor ``A`` (eq. 16; ``docs/optimizers/kbfgs.md``), ``(D+1, D+1)``.
 
     Dense: ``(1/N) sum_n a~_n a~_n^T`` (Goldfarb, Ren & Bahamou 2020, the authors' code). Conv: the
-    authors' KF-QN-CNN convention ``(1/N) sum_n sum_t a~_{n,t} a~_{n,t}^T`` (SUM over positions,
-    mean over the minibatch); ``position_average=True`` divides by ``T`` (the asdl convention).
+    authors' KF-QN-CNN convention ``(1/N) sum_n sum_p a~_{n,p} a~_{n,p}^T`` (SUM over positions,
+    mean over the minibatch); ``position_average=True`` divides by ``P`` (the asdl convention).
     These are the reductions of :func:`input_factor`; K-BFGS differs from KFAC on the ``G`` side.
     """
-    return input_factor(a, position_average=position_average)
+    return kbfgs_input_factor_unchecked(as_positions("a", a), position_average=position_average)
 
 
-def kbfgs_minibatch_action(a, s, *, position_average: bool = False):
-    """Apply the minibatch factor: ``A_B s = (1/N) sum_n sum_t a~_{n,t} (a~_{n,t}^T s)`` (eq. 17).
+def kbfgs_input_factor_unchecked(a: Array, *, position_average: bool = False) -> Array:
+    """As :func:`kbfgs_input_factor`, without argument checks (for trusted callers)."""
+    return _second_moment(a, position_average)
 
-    Computed by two matrix-vector products with the ``(N T, D+1)`` matrix of patches, never forming
-    ``A_B`` (ALGORITHMS.md §4, "miniBatchADamped"). ``a``: dense ``(N, D+1)`` or conv
-    ``(N, T, D+1)``; ``s``: ``(D+1,)``; returns ``(D+1,)``. ``position_average=True`` divides the
-    result by ``T``.
 
-    Raises
-    ------
-    TypeError
-        If ``a`` or ``s`` is not an array.
-    ValueError
-        If ``a`` is not a record with ``N >= 1`` or ``s`` is not a vector of length ``D+1``.
+def kbfgs_minibatch_action(a: Array, s: Array, *, position_average: bool = False) -> Array:
+    """Apply the minibatch factor: ``A_B s = (1/N) sum_n sum_p a~_{n,p} (a~_{n,p}^T s)`` (eq. 17).
 
+    Computed by two matrix-vector products with the ``(N P, D+1)`` matrix of patches, never forming
+    ``A_B`` ("miniBatchADamped", ``docs/optimizers/kbfgs.md``). ``a``: dense ``(N, D+1)`` or conv
+    ``(N, P, D+1)``; ``s``: ``(D+1,)``; returns ``(D+1,)``. ``position_average=True`` divides the
+    result by ``P``.
     """
-    patches = as_positions("a", a)
-    check_array("s", s)
-    n_samples, n_positions, width = patches.shape
-    if s.shape != (width,):
+    as_positions("a", a)
+    check_array_like("s", s)
+    if s.shape != (a.shape[-1],):
         raise ValueError(
-            f"s must be a vector of length D+1 = {width} (the width of a), "
+            f"s must be a vector of length D+1 = {a.shape[-1]} (the width of a), "
             f"got shape {tuple(s.shape)}"
         )
+    return kbfgs_minibatch_action_unchecked(a, s, position_average=position_average)
+
+
+def kbfgs_minibatch_action_unchecked(
+    a: Array, s: Array, *, position_average: bool = False
+) -> Array:
+    """As :func:`kbfgs_minibatch_action`, without argument checks (for trusted callers)."""
+    patches = as_positions_unchecked(a)
+    n_samples, n_positions, width = patches.shape
     rows = patches.reshape(n_samples * n_positions, width)
     action = rows.T @ (rows @ s) / n_samples
     return action / n_positions if position_average else action
@@ -186,28 +192,13 @@ _OUTPUT_GRADIENTS = {
 }
 
 
-def _resolve_fisher(fisher) -> FisherType:
-    try:
-        return FisherType(fisher)
-    except ValueError as error:
-        choices = ", ".join(repr(member.value) for member in FisherType)
-        raise ValueError(f"fisher must be a FisherType ({choices}), got {fisher!r}") from error
-
-
-def _resolve_rng(fisher: FisherType, rng):
-    if fisher is not FisherType.MONTE_CARLO:
-        return rng
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return np.random.default_rng(rng)
-    raise ValueError(
-        "rng must be a numpy.random.Generator or an integer seed for FisherType.MONTE_CARLO "
-        f"(targets are drawn from the model's predictive distribution), got {rng!r}"
-    )
-
-
-def kfac_factors(model, forward_pass, T, fisher, rng=None) -> list[KroneckerFactors]:
+def kfac_factors(
+    model: Sequential,
+    forward_pass: ForwardPass,
+    T: Array,
+    fisher: FisherType | str,
+    rng: np.random.Generator | int | None = None,
+) -> list[KroneckerFactors]:
     """KFAC's factors of every trainable layer: ``A kron G`` ~ that layer's Fisher/GGN block.
 
     The block approximated is that of the MEAN loss ``f = (1/N) sum_n l_n`` (eq. 12): dense layers
@@ -234,14 +225,10 @@ def kfac_factors(model, forward_pass, T, fisher, rng=None) -> list[KroneckerFact
     -------
     One :class:`KroneckerFactors` per trainable layer, in network order.
 
-    Raises
-    ------
-    ValueError
-        For an unknown ``fisher``, or ``MONTE_CARLO`` without ``rng``.
-
     """
-    fisher = _resolve_fisher(fisher)
-    rng = _resolve_rng(fisher, rng)
+    fisher = check_choice("fisher", fisher, FisherType)
+    if fisher is FisherType.MONTE_CARLO:
+        rng = check_generator("rng", np.random.default_rng(rng) if is_int(rng) else rng)
     output_gradients = _OUTPUT_GRADIENTS[fisher](model.loss, forward_pass.z, T, rng)
     input_factors = [input_factor(record.a) for record in forward_pass.records]
     output_factors_per_set = [

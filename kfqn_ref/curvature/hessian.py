@@ -14,15 +14,18 @@ A layer block is then ``(d_out (D+1))^2`` and reads ``A kron G``.
 Pre-activation ordering
 -----------------------
 Per-sample pre-activation Hessians are over the flattened ``h_n``: dense ``h_n`` ``(d_out,)``;
-conv ``h_n`` as in the records, ``(T, c_out)`` flattened row-major, i.e. index ``t c_out + c`` for
-position ``t`` (``t = i W_out + j``) and channel ``c``. Block ``(t, t')`` of size
-``c_out x c_out`` is ``d2 l_n / dh_{n,t} dh_{n,t'}``.
+conv ``h_n`` as in the records, ``(P, c_out)`` (``P`` output positions) flattened row-major, i.e.
+index ``p c_out + c`` for position ``p`` (``p = i W_out + j``) and channel ``c``. Block
+``(p, p')`` of size ``c_out x c_out`` is ``d2 l_n / dh_{n,p} dh_{n,p'}``.
 
 Size limit
 ----------
-An explicit ``P x P`` Hessian needs ``P^2`` floats and ``P`` reverse passes through the gradient's
+An explicit ``n x n`` Hessian needs ``n^2`` floats and ``n`` reverse passes through the gradient's
 graph; every routine refuses a matrix side above :data:`MAX_EXPLICIT_PARAMETERS` with a
 ``ValueError`` that says to use Hessian-vector products or the Kronecker factors instead.
+
+``layer`` arguments index ``model.layers`` (every entry, trainable or not) and must name a
+trainable layer (:func:`trainable_position`).
 
 autograd differentiates NumPy code, so the routines that call it work on host (NumPy) arrays;
 :func:`structure_block` runs on any backend.
@@ -30,16 +33,19 @@ autograd differentiates NumPy code, so the routines that call it work on host (N
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from kfqn_ref._checks import is_int
-from kfqn_ref.backend import xp_of
+from kfqn_ref._checks import check_array_like, check_int
+from kfqn_ref.backend import Array, xp_of
 from kfqn_ref.curvature.factors import as_positions
-from kfqn_ref.curvature.kronecker import unvec, vec
+from kfqn_ref.curvature.kronecker import unvec_unchecked, vec_unchecked
+
+if TYPE_CHECKING:
+    from kfqn_ref.nn import LayerRecord, Sequential
 
 #: Largest side of an explicit Hessian/GGN: 2000^2 float64 entries are 32 MB and take about
 #: 2000 reverse passes (seconds to tens of seconds on tiny nets). Larger curvature matrices should
@@ -52,31 +58,25 @@ PER_SAMPLE_MATRICES_NDIM = 3
 
 
 def _check_explicit_size(size: int, what: str) -> None:
+    """``ValueError`` unless an explicit ``size x size`` matrix is within the size limit."""
     if size > MAX_EXPLICIT_PARAMETERS:
         raise ValueError(
             f"{what} would be an explicit {size} x {size} matrix, above MAX_EXPLICIT_PARAMETERS = "
-            f"{MAX_EXPLICIT_PARAMETERS} (memory grows as P^2 and autograd needs P reverse passes); "
+            f"{MAX_EXPLICIT_PARAMETERS} (memory grows as n^2 and autograd needs n reverse passes); "
             "use Hessian-vector products (autograd.make_hvp on model.loss_function) or the "
             "Kronecker factors of kfqn_ref.curvature.factors instead"
         )
 
 
-def trainable_position(model, layer) -> int:
+def trainable_position(model: Sequential, layer: int) -> int:
     """Return the position of ``model.layers[layer]`` among the trainable layers.
 
-    The position indexes ``model.weights()``.
-
-    Raises
-    ------
-    ValueError
-        If ``layer`` is not an int index into ``model.layers`` or that layer is not trainable.
-
+    ``layer`` indexes ``model.layers`` (every entry, trainable or not); the position returned
+    indexes ``model.weights()`` (``model.trainable_indices[position] == layer``). ``TypeError``
+    unless ``layer`` is an int, ``ValueError`` if it is out of range or names a layer without
+    parameters.
     """
-    n_layers = len(model.layers)
-    if not is_int(layer) or not 0 <= layer < n_layers:
-        raise ValueError(
-            f"layer must be an int index into model.layers (0..{n_layers - 1}), got {layer!r}"
-        )
+    layer = check_int("layer", layer, minimum=0, maximum=len(model.layers) - 1)
     if layer not in model.trainable_indices:
         raise ValueError(
             f"layer {layer} ({type(model.layers[layer]).__name__}) has no parameters; trainable "
@@ -85,22 +85,22 @@ def trainable_position(model, layer) -> int:
     return list(model.trainable_indices).index(layer)
 
 
-def flatten_weights(weights):
-    """``theta = [vec(W~_1); vec(W~_2); ...]`` (column-major vec per layer), ``(P,)``."""
-    return anp.concatenate([vec(weight) for weight in weights])
+def flatten_weights(weights: list[Array]) -> Array:
+    """``theta = [vec(W~_1); vec(W~_2); ...]`` (column-major vec per layer), ``(n,)``."""
+    return anp.concatenate([vec_unchecked(weight) for weight in weights])
 
 
-def unflatten_weights(theta, shapes):
+def unflatten_weights(theta: Array, shapes: list[tuple[int, int]]) -> list[Array]:
     """Inverse of :func:`flatten_weights` for weight shapes ``shapes``; runs under autograd."""
     weights, start = [], 0
     for rows, cols in shapes:
-        weights.append(unvec(theta[start : start + rows * cols], (rows, cols)))
+        weights.append(unvec_unchecked(theta[start : start + rows * cols], (rows, cols)))
         start += rows * cols
     return weights
 
 
 class _Parametrisation(NamedTuple):
-    """A point ``theta`` ``(P,)`` and the map ``theta -> list of W~`` (differentiable)."""
+    """A point ``theta`` ``(n,)`` and the map ``theta -> list of W~`` (differentiable)."""
 
     theta: np.ndarray
     weights_of: object
@@ -123,9 +123,9 @@ def _layer_parameters(model, layer, what: str) -> _Parametrisation:
     _check_explicit_size(weight.size, f"{what} of layer {layer}")
 
     def weights_of(w):
-        return weights[:position] + [unvec(w, weight.shape)] + weights[position + 1 :]
+        return weights[:position] + [unvec_unchecked(w, weight.shape)] + weights[position + 1 :]
 
-    return _Parametrisation(vec(weight), weights_of)
+    return _Parametrisation(vec_unchecked(weight), weights_of)
 
 
 def _hessian(model, X, T, parameters: _Parametrisation):
@@ -137,8 +137,8 @@ def _hessian(model, X, T, parameters: _Parametrisation):
     return autograd.hessian(mean_loss)(parameters.theta)
 
 
-def full_hessian(model, X, T):
-    """Return ``d2 f / d theta^2`` ``(P, P)`` of the mean minibatch loss ``f``.
+def full_hessian(model: Sequential, X: Array, T: Array) -> Array:
+    """Return ``d2 f / d theta^2`` ``(n, n)`` of the mean minibatch loss ``f``.
 
     ``theta`` is ordered layer by layer (module docstring); the diagonal blocks are the
     :func:`layer_hessian` blocks (eq. 6).
@@ -146,10 +146,11 @@ def full_hessian(model, X, T):
     return _hessian(model, X, T, _all_parameters(model, "the full Hessian"))
 
 
-def layer_hessian(model, X, T, layer):
-    """Return one layer's diagonal block ``d2 f / d vec(W~)^2`` ``(P_l, P_l)`` (eq. 3, 4).
+def layer_hessian(model: Sequential, X: Array, T: Array, layer: int) -> Array:
+    """Return one layer's diagonal block ``d2 f / d vec(W~)^2`` (eq. 3, 4).
 
-    ``layer`` indexes ``model.layers`` and must be a trainable layer.
+    ``(n_l, n_l)`` with ``n_l = d_out (D+1)``; ``layer`` indexes ``model.layers`` (every entry)
+    and must name a trainable layer (:func:`trainable_position`).
     """
     return _hessian(model, X, T, _layer_parameters(model, layer, "the Hessian block"))
 
@@ -174,8 +175,8 @@ def _ggn(model, X, T, parameters: _Parametrisation):
     return np.einsum("nip,nij,njq->pq", jacobians, loss_hessians, jacobians, optimize=True) / len(z)
 
 
-def full_ggn(model, X, T):
-    """Return the generalised Gauss–Newton matrix of the mean loss over ``theta``, ``(P, P)``.
+def full_ggn(model: Sequential, X: Array, T: Array) -> Array:
+    """Return the generalised Gauss–Newton matrix of the mean loss over ``theta``, ``(n, n)``.
 
     ``GGN = (1/N) sum_n J_n^T (d2 l_n / dz_n^2) J_n``, ``J_n = dz_n / d theta`` (eq. 5): the
     Jacobians and the loss Hessians both come from autograd (not from the losses' closed forms).
@@ -183,8 +184,11 @@ def full_ggn(model, X, T):
     return _ggn(model, X, T, _all_parameters(model, "the full GGN"))
 
 
-def layer_ggn(model, X, T, layer):
-    """Return one layer's diagonal block of the GGN, ``(P_l, P_l)`` (eq. 5)."""
+def layer_ggn(model: Sequential, X: Array, T: Array, layer: int) -> Array:
+    """Return one layer's diagonal block of the GGN, ``(n_l, n_l)`` (eq. 5).
+
+    ``layer`` as in :func:`layer_hessian` (an index into ``model.layers``).
+    """
     return _ggn(model, X, T, _layer_parameters(model, layer, "the GGN block"))
 
 
@@ -198,9 +202,9 @@ def _run_layers(model, weights, x, start, stop, xp):
 
 
 def _flatten_preactivation(h_n):
-    """One sample's layer output -> ``(d_out,)`` or, from conv ``(c, H_out, W_out)``, ``(T c,)``.
+    """One sample's layer output -> ``(d_out,)`` or, from conv ``(c, H_out, W_out)``, ``(P c,)``.
 
-    Conv index ``t c_out + c`` with ``t = i W_out + j``: the record layout ``(T, c_out)`` row-major.
+    Conv index ``p c_out + c`` with ``p = i W_out + j``: the record layout ``(P, c_out)`` row-major.
     """
     return h_n if h_n.ndim == 1 else h_n.reshape(h_n.shape[0], -1).T.reshape(-1)
 
@@ -243,12 +247,12 @@ def _sample_losses_of_preactivation(model, X, T, layer) -> _SampleLossesOfPreact
     return _SampleLossesOfPreactivation(h, output_of, lambda n: T[n : n + 1])
 
 
-def preactivation_hessians(model, X, T, layer):
-    """Per-sample ``d2 l_n / dh_n^2``: dense ``(N, d_out, d_out)``, conv ``(N, T c_out, T c_out)``.
+def preactivation_hessians(model: Sequential, X: Array, T: Array, layer: int) -> Array:
+    """Per-sample ``d2 l_n / dh_n^2``: dense ``(N, d_out, d_out)``, conv ``(N, P c_out, P c_out)``.
 
-    ``l_n`` is sample ``n``'s loss (not divided by ``N``) as a function of layer ``layer``'s
-    pre-activation with all weights fixed (eq. 3, 4); conv ordering ``t c_out + c`` (module
-    docstring).
+    ``l_n`` is sample ``n``'s loss (not divided by ``N``) as a function of the pre-activation of
+    ``model.layers[layer]`` with all weights fixed (eq. 3, 4); conv ordering ``p c_out + c``
+    (module docstring).
     Computed sample by sample with ``autograd.hessian`` (valid because no layer mixes samples).
     """
     setup = _sample_losses_of_preactivation(model, X, T, layer)
@@ -262,7 +266,7 @@ def preactivation_hessians(model, X, T, layer):
     return np.stack([sample_hessian(n) for n in range(setup.h.shape[0])])
 
 
-def preactivation_ggns(model, X, T, layer):
+def preactivation_ggns(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     """Per-sample GGN w.r.t. the pre-activation, ``Q_n = J_n^T (d2 l_n / dz_n^2) J_n`` (eq. 5).
 
     ``J_n = dz_n / dh_n`` and ``d2 l_n / dz_n^2`` both by autograd; shapes and ordering as
@@ -279,31 +283,25 @@ def preactivation_ggns(model, X, T, layer):
     return np.stack([sample_ggn(n) for n in range(setup.h.shape[0])])
 
 
-def structure_block(record, preactivation_hessians):
+def structure_block(record: LayerRecord, preactivation_hessians: Array) -> Array:
     """Evaluate the structure formula of a layer block (eq. 3, 4).
 
-    Inputs: a record (``a``; its ``h`` fixes N, T and c_out) and the per-sample pre-activation
+    Inputs: a record (``a``; its ``h`` fixes N, P and c_out) and the per-sample pre-activation
     Hessians.
 
     Dense (eq. 3), ``record.a`` ``(N, D+1)``, Hessians ``(N, d_out, d_out)``:
 
         (1/N) sum_n (a~_n a~_n^T) kron (d2 l_n / dh_n^2)
 
-    Conv (eq. 4), ``record.a`` ``(N, T, D+1)``, Hessians ``(N, T c_out, T c_out)`` (index
-    ``t c_out + c``):
+    Conv (eq. 4), ``record.a`` ``(N, P, D+1)``, Hessians ``(N, P c_out, P c_out)`` (index
+    ``p c_out + c``):
 
-        (1/N) sum_n sum_{t,t'} (a~_{n,t} a~_{n,t'}^T) kron (d2 l_n / dh_{n,t} dh_{n,t'})
+        (1/N) sum_n sum_{p,p'} (a~_{n,p} a~_{n,p'}^T) kron (d2 l_n / dh_{n,p} dh_{n,p'})
 
     Returns ``(d_out (D+1), d_out (D+1))`` over column-major ``vec(W~)``. Passing the pre-activation
-    GGNs of :func:`preactivation_ggns` gives the layer's GGN block instead (eq. 5).
-
-    Raises
-    ------
-    ValueError
-        If ``record.a`` and ``record.h`` do not describe the same samples and positions, or the
-        Hessians are not ``(N, T c_out, T c_out)`` with ``N``, ``T`` and ``c_out`` of the record
-        (``c_out`` is the last axis of ``record.h``, ``d_out`` for a dense layer).
-
+    GGNs of :func:`preactivation_ggns` gives the layer's GGN block instead (eq. 5). ``ValueError``
+    unless ``record.a`` and ``record.h`` describe the same samples and positions and the Hessians
+    are ``(N, P c_out, P c_out)`` for them (``c_out``: the last axis of ``record.h``).
     """
     a = as_positions("record.a", record.a)
     h = as_positions("record.h", record.h)
@@ -311,24 +309,20 @@ def structure_block(record, preactivation_hessians):
     if h.shape[:2] != a.shape[:2]:
         raise ValueError(
             f"record.h {tuple(record.h.shape)} and record.a {tuple(record.a.shape)} must have the "
-            "same samples N (and positions T for a conv record)"
+            "same samples N (and positions P for a conv record)"
         )
     channels = h.shape[2]
-    _check_preactivation_shape(preactivation_hessians, record, n_samples, n_positions * channels)
+    side = n_positions * channels
+    shape = tuple(check_array_like("preactivation_hessians", preactivation_hessians).shape)
+    if shape != (n_samples, side, side):
+        raise ValueError(
+            f"preactivation_hessians must have shape (N, P c_out, P c_out) = "
+            f"{(n_samples, side, side)} for record.a {tuple(record.a.shape)} and record.h "
+            f"{tuple(record.h.shape)} (N, P and c_out = d_out taken from the record), got {shape}"
+        )
     blocks = preactivation_hessians.reshape(n_samples, n_positions, channels, n_positions, channels)
-    # block[d, c, e, f] = (1/N) sum_n sum_{t,s} a[n,t,d] a[n,s,e] H_n[t c_out + c, s c_out + f];
+    # block[d, c, e, f] = (1/N) sum_n sum_{p,q} a[n,p,d] a[n,q,e] H_n[p c_out + c, q c_out + f];
     # (d, c) flattened row-major is d c_out + c, the column-major vec index of W~[c, d].
-    block = xp_of(a).einsum("ntd,nse,ntcsf->dcef", a, a, blocks, optimize=True) / n_samples
+    block = xp_of(a).einsum("npd,nqe,npcqf->dcef", a, a, blocks, optimize=True) / n_samples
     size = width * channels
     return block.reshape(size, size)
-
-
-def _check_preactivation_shape(hessians, record, n_samples, side):
-    shape = tuple(hessians.shape)
-    expected = (n_samples, side, side)
-    if shape != expected:
-        raise ValueError(
-            f"preactivation_hessians must have shape (N, T c_out, T c_out) = {expected} for "
-            f"record.a {tuple(record.a.shape)} and record.h {tuple(record.h.shape)} "
-            f"(N, T and c_out = d_out taken from the record), got {shape}"
-        )

@@ -39,7 +39,7 @@ from kfqn_ref._checks import (
     check_positive,
 )
 from kfqn_ref.backend import Array
-from kfqn_ref.curvature.factors import kbfgs_input_factor
+from kfqn_ref.curvature.factors import kbfgs_input_factor_unchecked
 from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, set_new_weights, store_choice
 from kfqn_ref.optim.first_order import MomentumForm, momentum_update
 from kfqn_ref.optim.kbfgs_factors import (
@@ -339,7 +339,7 @@ class _KroneckerBFGS(Optimizer):
             count += 1
             records = self.model.forward_pass(X).records
             for position in running:
-                batch = kbfgs_input_factor(records[position].a)
+                batch = kbfgs_input_factor_unchecked(records[position].a)
                 A[position] = A[position] * ((count - 1) / count) + (1.0 / count) * batch
         if count == 0:
             raise ValueError("initialize_A needs at least one minibatch of inputs")
@@ -440,12 +440,14 @@ class _KroneckerBFGS(Optimizer):
             return A, H_a
         running = A is not None
         if running and not (k == 0 and self.state.a_prepassed):
-            A = ema_input_factor(A, kbfgs_input_factor(a), self.config.a_decay)
+            A = ema_input_factor(A, kbfgs_input_factor_unchecked(a), self.config.a_decay)
         if k == 0 and not isinstance(H_a, LBFGSState):
             first_A = (
                 A
                 if running
-                else kbfgs_input_factor(a, position_average=self.config.conv_position_average)
+                else kbfgs_input_factor_unchecked(
+                    a, position_average=self.config.conv_position_average
+                )
             )
             H_a = damped_inverse(first_A, self._damping_shares(a)[0])
         return A, H_a

@@ -20,20 +20,16 @@ from typing import NamedTuple
 
 from kfqn_ref import backend, quasi_newton
 from kfqn_ref.backend import Array
-from kfqn_ref.curvature.factors import kbfgs_minibatch_action
+from kfqn_ref.curvature.factors import kbfgs_minibatch_action_unchecked
 from kfqn_ref.optim.state_io import check_loaded_store
-from kfqn_ref.quasi_newton import (
-    GammaRule,
-    LBFGSState,
-    SkipReason,
-    bfgs_inverse_update,
-    convergent_damping,
-    double_damping_2020,
-    double_damping_2022,
-    hessian_action_pair,
-    lbfgs_append,
-    lbfgs_compact_apply,
+from kfqn_ref.quasi_newton import GammaRule, LBFGSState, SkipReason
+from kfqn_ref.quasi_newton.bfgs import bfgs_inverse_update_unchecked, hessian_action_pair_unchecked
+from kfqn_ref.quasi_newton.convergent import convergent_damping_unchecked
+from kfqn_ref.quasi_newton.damping import (
+    double_damping_2020_unchecked,
+    double_damping_2022_unchecked,
 )
+from kfqn_ref.quasi_newton.lbfgs import lbfgs_append_unchecked, lbfgs_compact_apply_unchecked
 
 
 class KBFGSVariant(enum.Enum):
@@ -143,14 +139,14 @@ def apply_factor(H: Array | LBFGSState, V: Array) -> Array:
     authors' ``LBFGS_Hv``.
     """
     if isinstance(H, LBFGSState):
-        return lbfgs_compact_apply(H, V)
+        return lbfgs_compact_apply_unchecked(H, V)
     return H @ V
 
 
 def factor_operator(H: Array | LBFGSState) -> Array | Callable[[Array], Array]:
     """``u -> H u`` for a dense or limited-memory factor (what the damping blocks accept)."""
     if isinstance(H, LBFGSState):
-        return lambda u: lbfgs_compact_apply(H, u)
+        return lambda u: lbfgs_compact_apply_unchecked(H, u)
     return H
 
 
@@ -162,7 +158,7 @@ def precondition(H_g: Array | LBFGSState, M: Array, H_a: Array | LBFGSState) -> 
     """
     left = apply_factor(H_g, M)
     if isinstance(H_a, LBFGSState):
-        return lbfgs_compact_apply(H_a, left.T).T
+        return lbfgs_compact_apply_unchecked(H_a, left.T).T
     return left @ H_a
 
 
@@ -194,8 +190,10 @@ def minibatch_action(a: Array, lambda_A: float, position_average: bool) -> Calla
     alone.
     """
     if lambda_A == 0.0:
-        return lambda u: kbfgs_minibatch_action(a, u, position_average=position_average)
-    return lambda u: kbfgs_minibatch_action(a, u, position_average=position_average) + lambda_A * u
+        return lambda u: kbfgs_minibatch_action_unchecked(a, u, position_average=position_average)
+    return lambda u: (
+        kbfgs_minibatch_action_unchecked(a, u, position_average=position_average) + lambda_A * u
+    )
 
 
 def update_input_factor(
@@ -219,12 +217,12 @@ def update_input_factor(
 
     Returns ``(H_a_new, s_a, y_a, SkipReason)``.
     """
-    s_a, y_a = hessian_action_pair(factor_operator(H_a), abar, action, check_spd=False)
+    s_a, y_a = hessian_action_pair_unchecked(factor_operator(H_a), abar, action)
     if variant is KBFGSVariant.CONVERGENT:
-        damped = convergent_damping(s_a, y_a, gamma=H_a.gamma, mu1=mu1, mu2=lambda_A)
+        damped = convergent_damping_unchecked(s_a, y_a, gamma=H_a.gamma, mu1=mu1, mu2=lambda_A)
         s_a, y_a = damped.s, damped.y
     if isinstance(H_a, LBFGSState):
-        result = lbfgs_append(
+        result = lbfgs_append_unchecked(
             H_a,
             s_a,
             y_a,
@@ -234,13 +232,12 @@ def update_input_factor(
         )
         return result.state, s_a, y_a, result.reason
     xp = backend.xp_of(abar)
-    result = bfgs_inverse_update(
+    result = bfgs_inverse_update_unchecked(
         H_a,
         s_a,
         y_a,
         gbar_norm=float(xp.linalg.norm(abar)),
         relative_threshold=skip_threshold,
-        check_spd=False,
     )
     return result.H, s_a, y_a, result.reason
 
@@ -277,14 +274,10 @@ def damp_output_pair(
     ``gamma I`` (the store's fixed ``H_0``) then ``y <- y + lambda_G s``.
     """
     if variant is KBFGSVariant.AUTHORS_2020:
-        return double_damping_2020(
-            s, y, factor_operator(H_g), eps=lambda_G, mu1=mu1, check_spd=False
-        )
+        return double_damping_2020_unchecked(s, y, factor_operator(H_g), eps=lambda_G, mu1=mu1)
     if variant is KBFGSVariant.KFQN_2022:
-        return double_damping_2022(
-            s, y, factor_operator(H_g), mu2=lambda_G, mu1=mu1, check_spd=False
-        )
-    return convergent_damping(s, y, gamma=H_g.gamma, mu1=mu1, mu2=lambda_G)
+        return double_damping_2022_unchecked(s, y, factor_operator(H_g), mu2=lambda_G, mu1=mu1)
+    return convergent_damping_unchecked(s, y, gamma=H_g.gamma, mu1=mu1, mu2=lambda_G)
 
 
 def update_output_factor(
@@ -306,7 +299,7 @@ def update_output_factor(
     xp = backend.xp_of(gbar)
     gbar_norm = 0.0 if variant is KBFGSVariant.CONVERGENT else float(xp.linalg.norm(gbar))
     if isinstance(H_g, LBFGSState):
-        result = lbfgs_append(
+        result = lbfgs_append_unchecked(
             H_g,
             s,
             y,
@@ -315,7 +308,7 @@ def update_output_factor(
             gamma_rule=GammaRule.FIXED,
         )
         return result.state, result.reason
-    result = bfgs_inverse_update(
-        H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold, check_spd=False
+    result = bfgs_inverse_update_unchecked(
+        H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold
     )
     return result.H, result.reason

@@ -18,21 +18,28 @@ code       symbol   meaning
 Every function here is pure: inputs are never modified, results are new arrays (or, for a skipped
 update, the input matrix itself), and the outcome is reported explicitly (``updated``,
 ``reason``). Arrays keep their dtype (float64 is the reference; float32 works) and their array
-module (:func:`kfqn_ref.backend.xp_of`).
+module (:func:`kfqn_ref.backend.xp_of`). Each public function checks its arguments once and calls
+its core ``*_unchecked`` (for trusted callers: the other blocks and ``kfqn_ref.optim``).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref._checks import check_float_array
-from kfqn_ref.backend import xp_of
+from kfqn_ref._checks import (
+    check_curvature_pair,
+    check_non_negative,
+    check_spd,
+    check_spd_operator,
+    check_square_matrix,
+    check_vector,
+)
+from kfqn_ref.backend import Array, xp_of
 
 #: The authors' relative skip threshold: skip when ``s^T y <= 1e-4 (s^T s) ||gbar||``
 #: (``kbfgs_utils.get_BFGS_formula`` and ``Kron_LBFGS_append_s_y``, written ``10**(-4)`` there).
@@ -92,7 +99,11 @@ class CurvaturePair(NamedTuple):
 
 
 def curvature_skip_reason(
-    s, y, *, gbar_norm: float = 0.0, relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD
+    s: Array,
+    y: Array,
+    *,
+    gbar_norm: float = 0.0,
+    relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
 ) -> SkipReason:
     """Return why the pair ``(s, y)`` must be skipped, or ``SkipReason.NONE`` to use it.
 
@@ -102,22 +113,23 @@ def curvature_skip_reason(
         skip  if  s^T y <= 0                                            (NON_POSITIVE_CURVATURE)
         skip  if  s^T y <= relative_threshold * (s^T s) * gbar_norm    (BELOW_RELATIVE_THRESHOLD)
 
-    With ``gbar_norm = 0`` (the default, and what the authors pass on the L-BFGS ``A`` side) the
-    rule is plain positivity of the curvature ``s^T y``. A pair whose inner products are not
-    finite is skipped first (``NON_FINITE_INNER_PRODUCT``).
-
-    Parameters
-    ----------
-    s, y
-        arrays ``(d,)``, already validated by the caller.
-    gbar_norm
-        ``||gbar||_2 >= 0``, the norm of the authors' reference vector.
-    relative_threshold
-        ``>= 0``; the authors use ``1e-4`` (:data:`AUTHORS_RELATIVE_THRESHOLD`).
-
+    A pair whose inner products are not finite is skipped first (``NON_FINITE_INNER_PRODUCT``).
+    ``s, y``: finite ``(d,)`` of one dtype; ``gbar_norm = ||gbar||_2 >= 0`` (``0``, the default,
+    leaves plain positivity of ``s^T y``); ``relative_threshold >= 0`` (the authors' ``1e-4``).
     """
-    check_nonnegative("gbar_norm", gbar_norm)
-    check_nonnegative("relative_threshold", relative_threshold)
+    check_curvature_pair(s, y)
+    return curvature_skip_reason_unchecked(
+        s,
+        y,
+        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
+        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
+    )
+
+
+def curvature_skip_reason_unchecked(
+    s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
+) -> SkipReason:
+    """As :func:`curvature_skip_reason`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as a reason
         s_dot_y = float(s @ y)
         s_dot_s = float(s @ s)
@@ -135,18 +147,16 @@ def curvature_skip_reason(
 # ---------------------------------------------------------------------------------------------
 
 
-def bfgs_inverse_formula(H, s, y):
+def bfgs_inverse_formula(H: Array, s: Array, y: Array) -> Array:
     """Return the BFGS inverse update without checks (callers must ensure ``s^T y > 0``).
 
-    ``H+ = (I - rho s y^T) H (I - rho y s^T) + rho s s^T`` [QN-1].
-
-    Evaluated in the expanded form [QN-2] (``O(d^2)``, exactly symmetric when ``H`` is), with the
-    coefficients in the authors' order (``get_BFGS_formula``)::
+    ``H+ = (I - rho s y^T) H (I - rho y s^T) + rho s s^T`` [QN-1], evaluated in the expanded form
+    [QN-2] (``O(d^2)``, exactly symmetric when ``H`` is) with the coefficients in the authors'
+    order (``get_BFGS_formula``)::
 
         H+ = H + (rho^2 y^T H y + rho) s s^T - rho (s (Hy)^T + (Hy) s^T),   rho = 1 / (s^T y)
 
-    so that it overflows exactly where theirs does: a tiny ``s^T y`` (``rho^2 = inf``) gives an
-    Inf or NaN entry, which :func:`bfgs_inverse_update` rejects (``NON_FINITE_RESULT``).
+    so that it overflows where theirs does (``NON_FINITE_RESULT`` in :func:`bfgs_inverse_update`).
     Shapes: ``H (d, d)``, ``s, y (d,)``.
     """
     xp = xp_of(H, s, y)
@@ -161,50 +171,43 @@ def bfgs_inverse_formula(H, s, y):
 
 
 def bfgs_inverse_update(
-    H,
-    s,
-    y,
+    H: Array,
+    s: Array,
+    y: Array,
     *,
     gbar_norm: float = 0.0,
     relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
-    check_spd: bool = True,
 ) -> BFGSUpdate:
     """BFGS update of an inverse-Hessian approximation with the authors' skip rules.
 
     ``H+ = (I - rho s y^T) H (I - rho y s^T) + rho s s^T`` [QN-1], so that ``H+ y = s`` (secant,
     [QN-3]); ``H+`` is SPD whenever ``H`` is and ``s^T y > 0`` [QN-4]. The update is skipped,
-    returning the input ``H`` unchanged, by :func:`curvature_skip_reason` [QN-5] and when the
-    new matrix would contain Inf or NaN (``NON_FINITE_RESULT``); the result is never non-finite.
+    returning the input ``H``, by :func:`curvature_skip_reason` [QN-5] and when the new matrix
+    would contain Inf or NaN (``NON_FINITE_RESULT``): the result is never non-finite.
 
-    Parameters
-    ----------
-    H
-        array ``(d, d)``, symmetric positive definite, float64 or float32.
-    s, y
-        arrays ``(d,)`` of the same dtype, finite.
-    gbar_norm, relative_threshold
-        the relative skip rule [QN-5]; ``gbar_norm = 0`` disables it.
-        The authors' 2020 code passes ``||gbar||`` with ``gbar`` the minibatch-mean output
-        gradient (``G`` side) or the minibatch-mean homogeneous activation (``A`` side).
-    check_spd
-        verify that ``H`` is symmetric (to ``sqrt(eps)`` relative) and positive definite
-        (a Cholesky factorisation, ``O(d^3)``); switch off only for an ``H`` produced by earlier
-        accepted updates of an SPD matrix.
-
-    Returns
-    -------
-    BFGSUpdate(H, updated, reason)
-
-    Raises
-    ------
-    ValueError
-        Non-finite or mismatched ``s``, ``y``, ``H``; ``H`` not symmetric or not positive definite;
-        a negative ``gbar_norm`` or ``relative_threshold``.
-
+    ``H``: ``(d, d)`` SPD (symmetric to ``sqrt(eps)`` relative, Cholesky succeeds), float64 or
+    float32; ``s, y``: finite ``(d,)`` of its dtype; ``gbar_norm``, ``relative_threshold``: the
+    relative skip rule [QN-5] (the authors pass ``||gbar||``, see ``docs/derivations/
+    quasi-newton.md``). Returns ``BFGSUpdate(H, updated, reason)``.
     """
-    check_pair(s, y)
-    check_matrix("H", H, s.shape[0], s.dtype, check_spd=check_spd)
-    reason = curvature_skip_reason(s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold)
+    check_curvature_pair(s, y)
+    check_spd("H", check_square_matrix("H", H, s.shape[0], dtype=s.dtype))
+    return bfgs_inverse_update_unchecked(
+        H,
+        s,
+        y,
+        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
+        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
+    )
+
+
+def bfgs_inverse_update_unchecked(
+    H: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
+) -> BFGSUpdate:
+    """As :func:`bfgs_inverse_update`, without argument checks (for trusted callers)."""
+    reason = curvature_skip_reason_unchecked(
+        s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
+    )
     if reason is not SkipReason.NONE:
         return BFGSUpdate(H, False, reason)
     H_new = bfgs_inverse_formula(H, s, y)
@@ -214,24 +217,37 @@ def bfgs_inverse_update(
 
 
 def bfgs_direct_update(
-    B,
-    s,
-    y,
+    B: Array,
+    s: Array,
+    y: Array,
     *,
     gbar_norm: float = 0.0,
     relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
-    check_spd: bool = True,
 ) -> DirectBFGSUpdate:
     """BFGS update of a direct Hessian approximation ``B`` (``= H^{-1}``).
 
-    ``B+ = B - B s s^T B / (s^T B s) + y y^T / (s^T y)`` [QN-6], with the same skip rules as
+    ``B+ = B - B s s^T B / (s^T B s) + y y^T / (s^T y)`` [QN-6], with the skip rules of
     :func:`bfgs_inverse_update`, and ``B+ = (H+)^{-1}`` when ``B = H^{-1}`` [QN-7].
-    Shapes: ``B (d, d)`` SPD, ``s, y (d,)``. Returns ``DirectBFGSUpdate(B, updated, reason)``;
-    raises ``ValueError`` as :func:`bfgs_inverse_update`.
+    Shapes: ``B (d, d)`` SPD, ``s, y (d,)``. Returns ``DirectBFGSUpdate(B, updated, reason)``.
     """
-    check_pair(s, y)
-    check_matrix("B", B, s.shape[0], s.dtype, check_spd=check_spd)
-    reason = curvature_skip_reason(s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold)
+    check_curvature_pair(s, y)
+    check_spd("B", check_square_matrix("B", B, s.shape[0], dtype=s.dtype))
+    return bfgs_direct_update_unchecked(
+        B,
+        s,
+        y,
+        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
+        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
+    )
+
+
+def bfgs_direct_update_unchecked(
+    B: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
+) -> DirectBFGSUpdate:
+    """As :func:`bfgs_direct_update`, without argument checks (for trusted callers)."""
+    reason = curvature_skip_reason_unchecked(
+        s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
+    )
     if reason is not SkipReason.NONE:
         return DirectBFGSUpdate(B, False, reason)
     xp = xp_of(B, s, y)
@@ -248,41 +264,43 @@ def bfgs_direct_update(
 # ---------------------------------------------------------------------------------------------
 
 
-def hessian_action_pair(H, v, M, *, check_spd: bool = True) -> CurvaturePair:
+def apply_operator(A: Array | Callable, u: Array) -> Array:
+    """``A u`` for ``A`` a matrix ``(d, d)`` or a callable ``u -> A u``."""
+    return A(u) if callable(A) else A @ u
+
+
+def hessian_action_pair(H: Array | Callable, v: Array, M: Array | Callable) -> CurvaturePair:
     """Return the Hessian-action pair for a KNOWN SPD ``M``: ``s = H v``, ``y = M s`` [QN-8].
 
-    Parameters
-    ----------
-    H
-        array ``(d, d)`` SPD, or a callable ``u -> H u`` (e.g. an L-BFGS operator).
-    v
-        array ``(d,)``; K-BFGS uses the minibatch-mean homogeneous activation ``abar``.
-    M
-        array ``(d, d)`` SPD, or a callable ``u -> M u`` so that ``M`` is never formed (e.g.
-        ``u -> (1/N) sum_n a_n (a_n^T u) + lambda u``).
-    check_spd
-        verify symmetry and positive definiteness of matrix arguments.
-
-    Returns
-    -------
-    CurvaturePair(s, y), both ``(d,)``; ``s^T y = s^T M s > 0`` unless ``s = 0``.
-
+    ``H``: ``(d, d)`` SPD or a callable ``u -> H u`` (e.g. an L-BFGS operator); ``v``: ``(d,)``
+    (K-BFGS: the minibatch-mean homogeneous activation ``abar``); ``M``: ``(d, d)`` SPD or a
+    callable, so that ``M`` is never formed (e.g. ``u -> (1/N) sum_n a_n (a_n^T u) + lambda u``).
+    Returns ``CurvaturePair(s, y)``, both ``(d,)``; ``s^T y = s^T M s > 0`` unless ``s = 0``.
+    A callable's results are checked at every call.
     """
     check_vector("v", v)
-    apply_H = as_operator("H", H, v.shape[0], v.dtype, check_spd=check_spd)
-    apply_M = as_operator("M", M, v.shape[0], v.dtype, check_spd=check_spd)
-    s = apply_H(v)
-    return CurvaturePair(s, apply_M(s))
+    return hessian_action_pair_unchecked(
+        check_spd_operator("H", H, v.shape[0], v.dtype),
+        v,
+        check_spd_operator("M", M, v.shape[0], v.dtype),
+    )
+
+
+def hessian_action_pair_unchecked(
+    H: Array | Callable, v: Array, M: Array | Callable
+) -> CurvaturePair:
+    """As :func:`hessian_action_pair`, without argument checks (for trusted callers)."""
+    s = apply_operator(H, v)
+    return CurvaturePair(s, apply_operator(M, s))
 
 
 def hessian_action_bfgs_update(
-    H,
-    v,
-    M,
+    H: Array,
+    v: Array,
+    M: Array | Callable,
     *,
     gbar_norm: float = 0.0,
     relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
-    check_spd: bool = True,
 ) -> BFGSUpdate:
     """Hessian-action BFGS: ``s = H v``, ``y = M s``, then :func:`bfgs_inverse_update`.
 
@@ -291,127 +309,17 @@ def hessian_action_bfgs_update(
     ``K+ = P K P + (I - P)``, ``P = I - u u^T / (u^T u)`` [QN-9]: with ``M`` fixed the eigenvalues
     of ``K`` stay in ``[min(lambda_min(K), 1), max(lambda_max(K), 1)]`` [QN-10] and ``H+ M s = s``.
 
-    Parameters
-    ----------
-    H
-        array ``(d, d)`` SPD (the matrix that is updated).
-    v
-        array ``(d,)``.
-    M
-        array ``(d, d)`` SPD or a callable ``u -> M u``.
-    gbar_norm, relative_threshold, check_spd
-        as in :func:`bfgs_inverse_update`; the authors'
-        2020 code passes ``gbar_norm = ||v||`` (their ``mean_h_l`` is both ``v`` and ``g_k``).
-
-    Returns
-    -------
-    BFGSUpdate(H, updated, reason)
-
+    ``H``: ``(d, d)`` SPD (the matrix updated); ``v``: ``(d,)``; ``M``: ``(d, d)`` SPD or a
+    callable ``u -> M u``; ``gbar_norm``, ``relative_threshold``: as in
+    :func:`bfgs_inverse_update` (the authors' 2020 code passes ``gbar_norm = ||v||``).
+    Returns ``BFGSUpdate(H, updated, reason)``.
     """
-    s, y = hessian_action_pair(H, v, M, check_spd=check_spd)
-    return bfgs_inverse_update(
-        H,
-        s,
-        y,
-        gbar_norm=gbar_norm,
-        relative_threshold=relative_threshold,
-        check_spd=False,  # checked by hessian_action_pair
+    check_vector("v", v)
+    check_spd("H", check_square_matrix("H", H, v.shape[0], dtype=v.dtype))
+    M = check_spd_operator("M", M, v.shape[0], v.dtype)
+    gbar_norm = check_non_negative("gbar_norm", gbar_norm)
+    relative_threshold = check_non_negative("relative_threshold", relative_threshold)
+    s, y = hessian_action_pair_unchecked(H, v, M)
+    return bfgs_inverse_update_unchecked(
+        H, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation shared by the quasi-Newton blocks (messages name the argument and the expected form)
-# ---------------------------------------------------------------------------------------------
-
-
-def check_vector(name: str, v, dim: int | None = None, dtype=None):
-    """Check that ``v`` is a finite float vector (of length ``dim``, dtype ``dtype`` if given)."""
-    check_float_array(name, v, dtype=dtype, ndim=1)
-    if dim is not None and v.shape[0] != dim:
-        raise ValueError(f"{name} must have length {dim}, got shape {tuple(v.shape)}")
-    return v
-
-
-def check_pair(s, y) -> None:
-    """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype."""
-    check_vector("s", s)
-    check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
-
-
-def check_matrix(name: str, A, dim: int, dtype, *, check_spd: bool) -> None:
-    """Check that ``A`` is a finite ``(dim, dim)`` float matrix; with ``check_spd`` also SPD.
-
-    Symmetry is required to ``max|A - A^T| <= sqrt(eps) max|A|`` (``eps`` of the dtype), which
-    admits matrices from an explicit inverse; positive definiteness is a Cholesky factorisation.
-    """
-    check_float_array(name, A, dtype=dtype, ndim=2)
-    if A.shape != (dim, dim):
-        raise ValueError(f"{name} must have shape ({dim}, {dim}), got {tuple(A.shape)}")
-    if not check_spd:
-        return
-    xp = xp_of(A)
-    scale = float(xp.max(xp.abs(A))) if dim else 0.0
-    asymmetry = float(xp.max(xp.abs(A - A.T))) if dim else 0.0
-    tolerance = math.sqrt(float(xp.finfo(A.dtype).eps)) * scale
-    if asymmetry > tolerance:
-        raise ValueError(
-            f"{name} must be symmetric: max|{name} - {name}^T| = {asymmetry:.3e} exceeds "
-            f"{tolerance:.3e} (sqrt(eps) * max|{name}|)"
-        )
-    try:
-        xp.linalg.cholesky(A)
-    except xp.linalg.LinAlgError as error:
-        raise ValueError(
-            f"{name} must be positive definite (its Cholesky factorisation failed)"
-        ) from error
-
-
-def as_operator(name: str, A, dim: int, dtype, *, check_spd: bool) -> Callable:
-    """Return ``u -> A u`` for ``A`` given as an SPD matrix ``(dim, dim)`` or as a callable.
-
-    A callable's output is checked at every call: a finite vector of length ``dim`` and dtype
-    ``dtype``, else ``ValueError`` naming ``name``.
-    """
-    if not callable(A):
-        check_matrix(name, A, dim, dtype, check_spd=check_spd)
-        return lambda u: A @ u
-
-    def apply(u):
-        result = A(u)
-        check_vector(f"{name} applied to a vector", result, dim=dim, dtype=dtype)
-        return result
-
-    return apply
-
-
-def _check_real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def check_nonnegative(name: str, value) -> float:
-    """Return ``value`` as a float after checking ``0 <= value < inf``."""
-    if _check_real(name, value) < 0.0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return float(value)
-
-
-def check_positive(name: str, value) -> float:
-    """Return ``value`` as a float after checking ``0 < value < inf``."""
-    if _check_real(name, value) <= 0.0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
-
-
-def check_in_interval(name: str, value, low: float, high: float, *, closed_high: bool) -> float:
-    """Return ``value`` as a float after checking ``low < value < high`` (or ``<= high``)."""
-    value_f = _check_real(name, value)
-    inside = low < value_f <= high if closed_high else low < value_f < high
-    if not inside:
-        bracket = "]" if closed_high else ")"
-        raise ValueError(f"{name} must lie in ({low:g}, {high:g}{bracket}, got {value!r}")
-    return value_f

@@ -21,15 +21,22 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from kfqn_ref._checks import is_int
-from kfqn_ref.quasi_newton.bfgs import check_in_interval, check_positive
+from kfqn_ref._checks import check_curvature_pair, check_in_interval, check_int, check_positive
+from kfqn_ref.backend import Array
+from kfqn_ref.quasi_newton.bfgs import AUTHORS_RELATIVE_THRESHOLD
 from kfqn_ref.quasi_newton.damping import (
     AUTHORS_MU1,
     DoubleDampedPair,
-    levenberg_marquardt_damping,
-    powell_damping,
+    levenberg_marquardt_damping_unchecked,
+    powell_damping_unchecked,
 )
-from kfqn_ref.quasi_newton.lbfgs import GammaRule, LBFGSAppend, LBFGSState, lbfgs_append
+from kfqn_ref.quasi_newton.lbfgs import (
+    GammaRule,
+    LBFGSAppend,
+    LBFGSState,
+    check_lbfgs_state,
+    lbfgs_append_unchecked,
+)
 
 
 class EigenvalueBounds(NamedTuple):
@@ -46,7 +53,15 @@ def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
     ``1 / (mu1 gamma) + mu2``, attained by ``y = s / (mu1 gamma)`` (convergence.md, [CV-4]).
     ``inf`` when ``1 / (mu1 gamma)`` overflows.
     """
-    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
+    return curvature_constant_unchecked(
+        check_positive("gamma", gamma),
+        check_in_interval("mu1", mu1, 0.0, 1.0),
+        check_positive("mu2", mu2),
+    )
+
+
+def curvature_constant_unchecked(gamma: float, mu1: float, mu2: float) -> float:
+    """As :func:`curvature_constant`, without argument checks (for trusted callers)."""
     return _inverse_product(mu1, gamma) + 2.0 * mu2
 
 
@@ -61,14 +76,15 @@ def convergent_eigenvalue_bounds(
         kappa_hi = r^p gamma + (1/mu2) (r^p - 1) / (r - 1),  r = C / mu2 > 2   [CV-8]
 
     with ``C`` of :func:`curvature_constant`. Both hold for any ``q <= p`` stored pairs (the
-    bounds are monotone in ``p``). Never NaN and no ``ZeroDivisionError``: ``1 / (mu1 gamma)`` is
-    evaluated as ``(1/mu1) / gamma``; ``kappa_lo`` is ``0`` where the true value underflows and
-    ``kappa_hi`` is ``inf`` where it exceeds the floating-point range.
+    bounds are monotone in ``p``). Never NaN: ``kappa_lo`` is ``0`` where the true value
+    underflows and ``kappa_hi`` is ``inf`` where it exceeds the floating-point range
+    (``docs/derivations/convergence.md``).
     """
-    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
-    if not is_int(memory) or memory < 1:
-        raise ValueError(f"memory must be an integer >= 1, got {memory!r}")
-    C = curvature_constant(gamma, mu1, mu2)  # inf when it overflows
+    gamma = check_positive("gamma", gamma)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    mu2 = check_positive("mu2", mu2)
+    memory = check_int("memory", memory, minimum=1)
+    C = curvature_constant_unchecked(gamma, mu1, mu2)  # inf when it overflows
     kappa_lo = 1.0 / (1.0 / gamma + memory * C)  # 0 where the true value underflows
     r = _inverse_product(mu1, gamma) / mu2 + 2.0  # C / mu2, inf when it overflows
     try:
@@ -83,7 +99,7 @@ def convergent_eigenvalue_bounds(
 
 
 def convergent_damping(
-    s, y, *, gamma: float, mu2: float, mu1: float = AUTHORS_MU1
+    s: Array, y: Array, *, gamma: float, mu2: float, mu1: float = AUTHORS_MU1
 ) -> DoubleDampedPair:
     """Powell damping with respect to ``H_0 = gamma I`` [CV-1], then LM damping [CV-2].
 
@@ -93,29 +109,54 @@ def convergent_damping(
                                       s <- theta s + (1 - theta) gamma y
         y <- y + mu2 s
 
-    Guarantees [CV-3, CV-4]: ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y``.
-    Shapes ``(d,)``; returns ``DoubleDampedPair(s, y, powell_damped, second_damped=True)``.
+    Guarantees [CV-3, CV-4]: ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y``. Shapes ``(d,)``;
+    returns ``DoubleDampedPair(s, y, powell_damped, second_damped=True)`` (``second_damped``: the
+    LM step acted, always).
     """
-    gamma, mu1, mu2 = _check_parameters(gamma, mu1, mu2)
-    powell = powell_damping(s, y, lambda u: gamma * u, mu1=mu1)
-    lm = levenberg_marquardt_damping(powell.s, powell.y, mu2=mu2)
+    check_curvature_pair(s, y)
+    return convergent_damping_unchecked(
+        s,
+        y,
+        gamma=check_positive("gamma", gamma),
+        mu2=check_positive("mu2", mu2),
+        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
+    )
+
+
+def convergent_damping_unchecked(
+    s: Array, y: Array, *, gamma: float, mu2: float, mu1: float
+) -> DoubleDampedPair:
+    """As :func:`convergent_damping`, without argument checks (for trusted callers)."""
+    powell = powell_damping_unchecked(s, y, lambda u: gamma * u, mu1=mu1)
+    lm = levenberg_marquardt_damping_unchecked(powell.s, powell.y, mu2=mu2)
     return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
 
 
 def convergent_lbfgs_append(
-    state: LBFGSState, s, y, *, mu2: float, mu1: float = AUTHORS_MU1
+    state: LBFGSState, s: Array, y: Array, *, mu2: float, mu1: float = AUTHORS_MU1
 ) -> LBFGSAppend:
-    """Damp ``(s, y)`` for the convergent variant and append it to the store.
+    """Damp ``(s, y)`` by :func:`convergent_damping` (``gamma = state.gamma``), then append it.
 
-    :func:`convergent_damping` with ``gamma = state.gamma``, then :func:`lbfgs_append` with a fixed
-    ``gamma`` and the plain acceptance rule ``s^T y > 0``: a pair is rejected when ``s = 0``, or
-    when the damped pair leaves the floating-point range (``s^T y`` underflowing to 0, an
-    overflowing inner product, or a store that would not be representable, [QN-11b]); the
-    damping itself raises ``ValueError`` only when a damped vector overflows.
-    Returns :class:`~kfqn_ref.quasi_newton.lbfgs.LBFGSAppend`.
+    :func:`lbfgs_append` with a fixed ``gamma``: accepted iff ``s^T y > 0`` and the store stays
+    representable [QN-11b] (the rejections: ``docs/derivations/convergence.md``).
     """
-    pair = convergent_damping(s, y, gamma=state.gamma, mu1=mu1, mu2=mu2)
-    return lbfgs_append(state, pair.s, pair.y, gbar_norm=0.0, gamma_rule=GammaRule.FIXED)
+    check_lbfgs_state(state)
+    check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)
+    pair = convergent_damping_unchecked(
+        s,
+        y,
+        gamma=state.gamma,
+        mu2=check_positive("mu2", mu2),
+        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
+    )
+    return lbfgs_append_unchecked(
+        state,
+        pair.s,
+        pair.y,
+        gbar_norm=0.0,
+        relative_threshold=AUTHORS_RELATIVE_THRESHOLD,
+        gamma_rule=GammaRule.FIXED,
+    )
 
 
 def _inverse_product(a: float, b: float) -> float:
@@ -125,11 +166,3 @@ def _inverse_product(a: float, b: float) -> float:
     overflows to ``inf``), not a ``ZeroDivisionError``.
     """
     return (1.0 / a) / b
-
-
-def _check_parameters(gamma, mu1, mu2) -> tuple[float, float, float]:
-    return (
-        check_positive("gamma", gamma),
-        check_in_interval("mu1", mu1, 0.0, 1.0, closed_high=False),
-        check_positive("mu2", mu2),
-    )

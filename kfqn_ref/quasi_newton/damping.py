@@ -12,30 +12,31 @@ function                               modifies                 guarantee afterw
 :func:`double_damping_2022`            Powell, then LM          ``s^T y >= mu2 s^T s``  [QN-21]
 =====================================  =======================  ====================================
 
-(``y0`` is the ``y`` entering the LM step.) ``H`` is given as an SPD matrix ``(d, d)`` or as a
-callable ``u -> H u`` (an L-BFGS operator, ``gamma * u``, ...). Every function is pure: it returns
-new arrays (or the input arrays themselves when nothing changes) and says whether it damped.
-
-A damping test is written ``s^T y < mu1 y^T H y`` (strict). The authors' code tests the ratio
-``s^T y / y^T H y <= mu1``; at equality their ``theta`` is exactly 1, so the results agree, and the
-product form stays defined for ``y = 0`` (or ``s = 0`` in the second damping) where their ratio is
-``0 / 0``.
+``H`` is given as an SPD matrix ``(d, d)`` or as a callable ``u -> H u`` (an L-BFGS operator,
+``gamma * u``, ...). Every function is pure: it returns new arrays (or the input arrays themselves
+when nothing changes) and says whether it damped. A damping test is written
+``s^T y < mu1 y^T H y`` (strict; why it agrees with the authors' ratio test:
+``docs/derivations/quasi-newton.md`` section 5). A pair that leaves the floating-point range
+raises :class:`~kfqn_ref._checks.NonFiniteError`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref.backend import xp_of
-from kfqn_ref.quasi_newton.bfgs import (
-    as_operator,
+from kfqn_ref._checks import (
+    NonFiniteError,
+    check_curvature_pair,
     check_in_interval,
-    check_pair,
     check_positive,
+    check_spd_operator,
 )
+from kfqn_ref.backend import Array, xp_of
+from kfqn_ref.quasi_newton.bfgs import apply_operator
 
 #: The authors' Powell parameter (``kbfgs_utils.kron_bfgs_update_damping`` passes ``0.2``).
 AUTHORS_MU1 = 0.2
@@ -50,7 +51,13 @@ class DampedPair(NamedTuple):
 
 
 class DoubleDampedPair(NamedTuple):
-    """A pair after a double damping: Powell first, then the second scheme (2020 or LM)."""
+    """A pair after a double damping: Powell first, then a second stage.
+
+    ``powell_damped``: Powell moved ``s``. ``second_damped``: the second stage acted, which is
+    the 2020 second damping for DD-2020 (it moves ``y`` only when ``s^T y < eps s^T s``) and
+    Levenberg–Marquardt for DD-2022 and the convergent variant (always applied, so always
+    ``True``); ``docs/derivations/quasi-newton.md`` section 5.
+    """
 
     s: object
     y: object
@@ -58,7 +65,9 @@ class DoubleDampedPair(NamedTuple):
     second_damped: bool
 
 
-def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True) -> DampedPair:
+def powell_damping(
+    s: Array, y: Array, H: Array | Callable, *, mu1: float = AUTHORS_MU1
+) -> DampedPair:
     """Powell damping in H-form [QN-15]: interpolate ``s`` towards ``H y``.
 
     ::
@@ -70,38 +79,20 @@ def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True)
     Guarantee [QN-16]: ``s^T y >= mu1 y^T H y`` afterwards (with equality when damped), hence
     ``s^T y >= 0``, and ``> 0`` when ``y != 0``; this holds for pairs of negative curvature too.
 
-    Parameters
-    ----------
-    s, y
-        arrays ``(d,)``, finite, one dtype.
-    H
-        array ``(d, d)`` SPD, or a callable ``u -> H u`` (the current inverse approximation; the
-        convergent variant uses ``H_0 = gamma I``).
-    mu1
-        in ``(0, 1)``; the authors use ``0.2``.
-    check_spd
-        verify that a matrix ``H`` is symmetric positive definite.
-
-    Returns
-    -------
-    DampedPair(s, y, damped); ``y`` is returned unchanged.
-
-    The test and ``theta`` are computed on ``y / 2^e`` (``2^e`` the binade of ``max|y|``, an exact
-    scaling): bit for bit the unscaled formulas where nothing under- or overflows, and the right
-    decision where ``y^T H y`` alone would (``y = 1e-170 e1`` is not mistaken for an ``H`` that is
-    not positive definite).
-
-    Raises
-    ------
-    ValueError
-        Bad ``s``, ``y``, ``H``; ``mu1`` outside ``(0, 1)``; ``y^T H y <= 0`` for ``y != 0`` when
-        ``H`` is a callable (it is then not positive definite); ``s^T y / 2^e``, ``y^T H y / 2^e``
-        or the damped ``s`` overflowing (the pair is beyond the floating-point range).
-
+    ``s, y``: finite ``(d,)`` of one dtype; ``H``: ``(d, d)`` SPD or a callable ``u -> H u`` (the
+    current inverse approximation; the convergent variant uses ``gamma I``); ``mu1`` in
+    ``(0, 1)``, the authors' ``0.2``. Returns ``DampedPair(s, y, damped)`` with ``y`` unchanged.
+    The products are evaluated scale-safely (``docs/derivations/quasi-newton.md`` [QN-15]).
+    ``ValueError`` when a callable ``H`` gives ``y^T H y <= 0`` for ``y != 0``;
+    :class:`NonFiniteError` when the pair or the damped ``s`` overflows.
     """
-    check_pair(s, y)
-    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0, closed_high=False)
-    apply_H = as_operator("H", H, s.shape[0], s.dtype, check_spd=check_spd)
+    check_curvature_pair(s, y)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    return powell_damping_unchecked(s, y, check_spd_operator("H", H, s.shape[0], s.dtype), mu1=mu1)
+
+
+def powell_damping_unchecked(s: Array, y: Array, H: Array | Callable, *, mu1: float) -> DampedPair:
+    """As :func:`powell_damping`, without argument checks (for trusted callers)."""
     if not bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
         return DampedPair(s, y, False)
     # Scale-safe test: with y = 2^e z (max|z| in [1/2, 1), exact), the test and theta are those of
@@ -111,7 +102,7 @@ def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True)
     exponent = math.frexp(float(abs(y).max()))[1]
     z = module.ldexp(y, -exponent)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        Hz = apply_H(z)
+        Hz = apply_operator(H, z)
         s_dot_y = s @ z  # s^T y / 2^e
         y_H_y = float(module.ldexp(z @ Hz, exponent))  # y^T H y / 2^e
     _check_finite_products(s_dot_y, y_H_y, "y^T H y")
@@ -123,13 +114,13 @@ def powell_damping(s, y, H, *, mu1: float = AUTHORS_MU1, check_spd: bool = True)
     with np.errstate(over="ignore", invalid="ignore"):
         s_new = theta * s + (1.0 - theta) * module.ldexp(Hz, exponent)
     if not bool(module.isfinite(s_new).all()):
-        raise ValueError(
+        raise NonFiniteError(
             "the damped s overflows the floating-point range (H y is too large; rescale s and y)"
         )
     return DampedPair(s_new, y, True)
 
 
-def second_damping(s, y, *, eps: float) -> DampedPair:
+def second_damping(s: Array, y: Array, *, eps: float) -> DampedPair:
     """Apply the authors' 2020 second damping [QN-17]: interpolate ``y`` towards ``s``.
 
     (``kbfgs_utils.get_BFGS_ModifiedDamping``.)
@@ -141,23 +132,17 @@ def second_damping(s, y, *, eps: float) -> DampedPair:
             y    <- theta y + (1 - theta) s
 
     Guarantee [QN-18]: ``s^T y >= eps s^T s`` afterwards (with equality when damped), for any
-    sign of the incoming curvature. The authors use ``eps = sqrt(lambda)``
-    (``Kron_BFGS_H_epsilon``).
-
-    Parameters
-    ----------
-    s, y
-        arrays ``(d,)``, finite, one dtype.
-    eps
-        in ``(0, 1]`` (``theta`` is a convex weight only for ``eps <= 1``).
-
-    Returns
-    -------
-    DampedPair(s, y, damped); ``s`` is returned unchanged.
-
+    sign of the incoming curvature. ``s, y``: finite ``(d,)`` of one dtype; ``eps`` in ``(0, 1]``
+    (``theta`` is a convex weight only for ``eps <= 1``; the authors use ``sqrt(lambda)``).
+    Returns ``DampedPair(s, y, damped)`` with ``s`` unchanged.
     """
-    check_pair(s, y)
+    check_curvature_pair(s, y)
     eps = check_in_interval("eps", eps, 0.0, 1.0, closed_high=True)
+    return second_damping_unchecked(s, y, eps=eps)
+
+
+def second_damping_unchecked(s: Array, y: Array, *, eps: float) -> DampedPair:
+    """As :func:`second_damping`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         s_dot_s = s @ s
         s_dot_y = s @ y
@@ -168,37 +153,26 @@ def second_damping(s, y, *, eps: float) -> DampedPair:
     return DampedPair(s, theta * y + (1.0 - theta) * s, True)
 
 
-def levenberg_marquardt_damping(s, y, *, mu2: float) -> DampedPair:
+def levenberg_marquardt_damping(s: Array, y: Array, *, mu2: float) -> DampedPair:
     """Levenberg–Marquardt damping [QN-19]: ``y <- y + mu2 s`` (always applied).
 
     It is the secant pair of ``B + mu2 I`` when ``(s, y)`` is one of ``B``:
     ``s^T y+ = s^T y + mu2 s^T s``, so ``s^T y+ >= mu2 s^T s`` exactly when ``s^T y >= 0``
     (e.g. after :func:`powell_damping`); on its own it does NOT repair negative curvature.
-
-    Parameters
-    ----------
-    s, y
-        arrays ``(d,)``, finite, one dtype.
-    mu2
-        ``> 0``; the 2022 configuration uses ``sqrt(lambda)`` (asdl ``powell_lm_damping_``).
-
-    Returns
-    -------
-    DampedPair(s, y + mu2 s, True)
-
-    Raises
-    ------
-    ValueError
-        Bad ``s``, ``y``, ``mu2``; ``y + mu2 s`` overflowing (as :func:`powell_damping` and
-        :func:`second_damping` report an overflowing pair).
-
+    ``s, y``: finite ``(d,)`` of one dtype; ``mu2 > 0`` (the 2022 configuration: ``sqrt(lambda)``,
+    asdl ``powell_lm_damping_``). Returns ``DampedPair(s, y + mu2 s, True)``;
+    :class:`NonFiniteError` when ``y + mu2 s`` overflows.
     """
-    check_pair(s, y)
-    mu2 = check_positive("mu2", mu2)
+    check_curvature_pair(s, y)
+    return levenberg_marquardt_damping_unchecked(s, y, mu2=check_positive("mu2", mu2))
+
+
+def levenberg_marquardt_damping_unchecked(s: Array, y: Array, *, mu2: float) -> DampedPair:
+    """As :func:`levenberg_marquardt_damping`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         y_new = y + mu2 * s
     if not bool(xp_of(s, y).isfinite(y_new).all()):
-        raise ValueError(
+        raise NonFiniteError(
             f"y + mu2 s overflows the floating-point range (mu2 = {mu2!r}, max|s| = "
             f"{float(abs(s).max()):.3e}; rescale s and y)"
         )
@@ -206,42 +180,68 @@ def levenberg_marquardt_damping(s, y, *, mu2: float) -> DampedPair:
 
 
 def double_damping_2020(
-    s, y, H, *, eps: float, mu1: float = AUTHORS_MU1, check_spd: bool = True
+    s: Array, y: Array, H: Array | Callable, *, eps: float, mu1: float = AUTHORS_MU1
 ) -> DoubleDampedPair:
     """Apply DD-2020 [QN-20]: Powell damping, then the 2020 second damping.
 
     (``kbfgs_utils.kron_bfgs_update_damping``): :func:`powell_damping` with ``H`` and ``mu1``,
-    then :func:`second_damping` with ``eps``.
-
-    Guarantee: ``s^T y >= eps s^T s`` afterwards (the Powell inequality may be lost by the second
-    step). Parameters as in the two steps; returns ``DoubleDampedPair(s, y, powell_damped,
-    second_damped)``.
+    then :func:`second_damping` with ``eps``. Guarantee: ``s^T y >= eps s^T s`` afterwards (the
+    Powell inequality may be lost by the second step). Arguments as in the two steps; returns
+    ``DoubleDampedPair(s, y, powell_damped, second_damped)``.
     """
-    powell = powell_damping(s, y, H, mu1=mu1, check_spd=check_spd)
-    second = second_damping(powell.s, powell.y, eps=eps)
+    check_curvature_pair(s, y)
+    return double_damping_2020_unchecked(
+        s,
+        y,
+        check_spd_operator("H", H, s.shape[0], s.dtype),
+        eps=check_in_interval("eps", eps, 0.0, 1.0, closed_high=True),
+        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
+    )
+
+
+def double_damping_2020_unchecked(
+    s: Array, y: Array, H: Array | Callable, *, eps: float, mu1: float
+) -> DoubleDampedPair:
+    """As :func:`double_damping_2020`, without argument checks (for trusted callers)."""
+    powell = powell_damping_unchecked(s, y, H, mu1=mu1)
+    second = second_damping_unchecked(powell.s, powell.y, eps=eps)
     return DoubleDampedPair(second.s, second.y, powell.damped, second.damped)
 
 
 def double_damping_2022(
-    s, y, H, *, mu2: float, mu1: float = AUTHORS_MU1, check_spd: bool = True
+    s: Array, y: Array, H: Array | Callable, *, mu2: float, mu1: float = AUTHORS_MU1
 ) -> DoubleDampedPair:
     """Apply DD-2022 [QN-21]: Powell damping, then Levenberg–Marquardt damping.
 
     ("DDV2", asdl ``powell_lm_damping_``): :func:`powell_damping` with ``H`` and ``mu1``, then
-    :func:`levenberg_marquardt_damping` with ``mu2``.
-
-    Guarantee: ``s^T y >= mu1 y0^T H y0 + mu2 s^T s >= mu2 s^T s`` afterwards (``y0`` the
-    incoming ``y``, ``s`` the Powell-damped step), for any sign of the incoming curvature.
-    Returns ``DoubleDampedPair(s, y, powell_damped, second_damped=True)``.
+    :func:`levenberg_marquardt_damping` with ``mu2``. Guarantee:
+    ``s^T y >= mu1 y0^T H y0 + mu2 s^T s >= mu2 s^T s`` afterwards (``y0`` the incoming ``y``,
+    ``s`` the Powell-damped step), for any sign of the incoming curvature. Returns
+    ``DoubleDampedPair(s, y, powell_damped, second_damped=True)`` (the LM step always acts).
     """
-    powell = powell_damping(s, y, H, mu1=mu1, check_spd=check_spd)
-    lm = levenberg_marquardt_damping(powell.s, powell.y, mu2=mu2)
+    check_curvature_pair(s, y)
+    return double_damping_2022_unchecked(
+        s,
+        y,
+        check_spd_operator("H", H, s.shape[0], s.dtype),
+        mu2=check_positive("mu2", mu2),
+        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
+    )
+
+
+def double_damping_2022_unchecked(
+    s: Array, y: Array, H: Array | Callable, *, mu2: float, mu1: float
+) -> DoubleDampedPair:
+    """As :func:`double_damping_2022`, without argument checks (for trusted callers)."""
+    powell = powell_damping_unchecked(s, y, H, mu1=mu1)
+    lm = levenberg_marquardt_damping_unchecked(powell.s, powell.y, mu2=mu2)
     return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
 
 
 def _check_finite_products(s_dot_y, other, other_name: str) -> None:
+    """:class:`NonFiniteError` unless ``s^T y`` and ``other`` are finite (the pair overflows)."""
     if not (math.isfinite(float(s_dot_y)) and math.isfinite(float(other))):
-        raise ValueError(
+        raise NonFiniteError(
             f"s^T y = {float(s_dot_y)!r} and {other_name} = {float(other)!r} must be finite: "
             "the pair overflows the floating-point range (rescale s and y)"
         )

@@ -19,26 +19,38 @@ is applied three ways, kept together by the tests:
 
 ``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
 applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
+
+Every public function validates the store (:func:`check_lbfgs_state`: two full scans of ``S`` and
+``Y``) and its other arguments; the cores ``*_unchecked`` do not, for trusted callers such as
+K-BFGS(L), whose stores only ever come from :func:`lbfgs_init` and accepted appends.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref._checks import check_float_array, is_int
-from kfqn_ref.backend import resolve_dtype, xp, xp_of
+from kfqn_ref._checks import (
+    check_choice,
+    check_curvature_pair,
+    check_float_array,
+    check_instance,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_spd_operator,
+    check_vector,
+)
+from kfqn_ref.backend import Array, resolve_dtype, xp, xp_of
 from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
     SkipReason,
-    as_operator,
-    check_pair,
-    check_positive,
-    check_vector,
-    curvature_skip_reason,
+    apply_operator,
+    curvature_skip_reason_unchecked,
 )
 
 
@@ -95,60 +107,70 @@ def lbfgs_init(dim: int, memory: int, *, gamma: float = 1.0, dtype=np.float64) -
     ``H = gamma I`` until the first pair is accepted. Arrays are created with the current array
     module (:func:`kfqn_ref.backend.xp`) and ``dtype`` (float64 or float32).
     """
-    _check_count("dim", dim, minimum=1)
-    _check_count("memory", memory, minimum=1)
+    dim = check_int("dim", dim, minimum=1)
+    memory = check_int("memory", memory, minimum=1)
     gamma = check_positive("gamma", gamma)
     zeros = xp().zeros((memory, dim), dtype=resolve_dtype(dtype))
     return LBFGSState(zeros, zeros.copy(), 0, gamma)
 
 
-def lbfgs_pairs(state: LBFGSState):
+def lbfgs_pairs(state: LBFGSState) -> tuple[Array, Array]:
     """Return ``(S, Y)``, each ``(count, d)``: the stored pairs, oldest first."""
-    _check_state(state)
+    return lbfgs_pairs_unchecked(check_lbfgs_state(state))
+
+
+def lbfgs_pairs_unchecked(state: LBFGSState) -> tuple[Array, Array]:
+    """As :func:`lbfgs_pairs`, without argument checks (for trusted callers)."""
     return state.S[: state.count], state.Y[: state.count]
 
 
 def lbfgs_append(
     state: LBFGSState,
-    s,
-    y,
+    s: Array,
+    y: Array,
     *,
     gbar_norm: float = 0.0,
     relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
-    gamma_rule: GammaRule = GammaRule.FIXED,
+    gamma_rule: GammaRule | str = GammaRule.FIXED,
 ) -> LBFGSAppend:
     """Append the pair ``(s, y)`` if the authors' acceptance rule holds; drop the oldest if full.
 
     Acceptance (``Kron_LBFGS_append_s_y``) is the complement of the BFGS skip rule [QN-5]:
     ``s^T y > relative_threshold * (s^T s) * gbar_norm`` with finite inner products, and
-    ``s^T y > 0`` in any case. With ``gbar_norm = 0`` (the default) it is ``s^T y > 0``. A pair that
-    passes is still rejected (``NON_FINITE_RESULT``, the input state returned) when the store with
-    it would not be representable [QN-11b]: ``1 / (s^T y)^2`` overflows (e.g. ``s = y = 1e-150
-    e1``, which the dense update rejects too) or the compact form's middle matrix or its bound on
-    the entries of ``H`` overflows. Finite pairs therefore never give a non-finite ``H``.
+    ``s^T y > 0`` in any case (with ``gbar_norm = 0``, the default, just that). An acceptable pair
+    is still rejected (``NON_FINITE_RESULT``) when the store with it would not be representable
+    [QN-11b], so finite pairs never give a non-finite ``H``.
 
-    Parameters
-    ----------
-    state
-        the current :class:`LBFGSState` (not modified).
-    s, y
-        arrays ``(d,)``, finite, the state's dtype.
-    gbar_norm, relative_threshold
-        as in :func:`kfqn_ref.quasi_newton.bfgs_inverse_update`.
-    gamma_rule
-        :class:`GammaRule`; ``FIXED`` keeps ``state.gamma``.
-
-    Returns
-    -------
-    LBFGSAppend(state, accepted, reason)
-
+    ``state``: the current :class:`LBFGSState` (not modified); ``s, y``: finite ``(d,)`` of the
+    state's dtype; ``gbar_norm``, ``relative_threshold``: as in
+    :func:`~kfqn_ref.quasi_newton.bfgs_inverse_update`; ``gamma_rule``: a :class:`GammaRule` or its
+    value. Returns ``LBFGSAppend(state, accepted, reason)`` (the input state when rejected).
     """
-    _check_state(state)
-    check_pair(s, y)
-    check_vector("s", s, dim=state.S.shape[1], dtype=state.S.dtype)
-    if not isinstance(gamma_rule, GammaRule):
-        raise ValueError(f"gamma_rule must be a GammaRule, got {gamma_rule!r}")
-    reason = curvature_skip_reason(s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold)
+    check_lbfgs_state(state)
+    check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)
+    return lbfgs_append_unchecked(
+        state,
+        s,
+        y,
+        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
+        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
+        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
+    )
+
+
+def lbfgs_append_unchecked(
+    state: LBFGSState,
+    s: Array,
+    y: Array,
+    *,
+    gbar_norm: float,
+    relative_threshold: float,
+    gamma_rule: GammaRule,
+) -> LBFGSAppend:
+    """As :func:`lbfgs_append`, without argument checks (for trusted callers)."""
+    reason = curvature_skip_reason_unchecked(
+        s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
+    )
     if reason is not SkipReason.NONE:
         return LBFGSAppend(state, False, reason)
     gamma = state.gamma
@@ -164,7 +186,7 @@ def lbfgs_append(
     return LBFGSAppend(candidate, True, reason)
 
 
-def lbfgs_two_loop(state: LBFGSState, V):
+def lbfgs_two_loop(state: LBFGSState, V: Array) -> Array:
     """Return ``H V`` by the two-loop recursion [QN-12] (``O(p d k)`` for ``V`` ``(d, k)``).
 
     ::
@@ -177,9 +199,10 @@ def lbfgs_two_loop(state: LBFGSState, V):
 
     ``V``: ``(d,)`` or ``(d, k)``; the result has the shape and dtype of ``V``.
     """
-    S, Y = lbfgs_pairs(state)
+    _check_operand(check_lbfgs_state(state), V)
+    S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
-    q = _as_columns(state, V)
+    q = _as_columns(V)
     rho = 1.0 / (S * Y).sum(axis=1)
     alphas = [None] * state.count
     for i in reversed(range(state.count)):
@@ -194,7 +217,12 @@ def lbfgs_two_loop(state: LBFGSState, V):
 
 def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
     """Return the small matrices of the compact representation [QN-13] (:class:`CompactFactors`)."""
-    S, Y = lbfgs_pairs(state)
+    return lbfgs_compact_factors_unchecked(check_lbfgs_state(state))
+
+
+def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
+    """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers)."""
+    S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
     S_Yt = S @ Y.T
     R = module.triu(S_Yt)
@@ -202,7 +230,7 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
     return CompactFactors(S, Y, R_inv, module.diagonal(S_Yt).copy(), Y @ Y.T)
 
 
-def lbfgs_compact_apply(state: LBFGSState, V):
+def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
     """Return ``H V`` by the compact representation of Byrd, Nocedal & Schnabel [QN-13].
 
     ::
@@ -213,8 +241,14 @@ def lbfgs_compact_apply(state: LBFGSState, V):
     with the pairs as rows of ``S, Y`` (``(q, d)``). Cost ``O(q d k + q^2 k)`` per product after
     ``O(q^2 d + q^3)`` for the factors. ``V``: ``(d,)`` or ``(d, k)``; the result has its shape.
     """
-    Q = _as_columns(state, V)
-    S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
+    _check_operand(check_lbfgs_state(state), V)
+    return lbfgs_compact_apply_unchecked(state, V)
+
+
+def lbfgs_compact_apply_unchecked(state: LBFGSState, V: Array) -> Array:
+    """As :func:`lbfgs_compact_apply`, without argument checks (for trusted callers)."""
+    Q = _as_columns(V)
+    S, Y, R_inv, D, YtY = lbfgs_compact_factors_unchecked(state)
     SV = S @ Q
     YV = Y @ Q
     a = R_inv @ SV  # R^-1 S V
@@ -223,14 +257,14 @@ def lbfgs_compact_apply(state: LBFGSState, V):
     return result.reshape(V.shape)
 
 
-def lbfgs_inverse_matrix(state: LBFGSState):
+def lbfgs_inverse_matrix(state: LBFGSState) -> Array:
     """Return the dense ``(d, d)`` matrix ``H`` (the slow twin of the two fast forms).
 
     ``gamma I`` updated by the stored pairs, oldest first, with the dense BFGS formula [QN-11],
     evaluated in the scale-safe order [QN-11c] (:func:`_dense_update`) so that it is finite
     whenever the store is (an accepted pair, [QN-11b]).
     """
-    S, Y = lbfgs_pairs(state)
+    S, Y = lbfgs_pairs_unchecked(check_lbfgs_state(state))
     module = xp_of(S)
     H = state.gamma * module.eye(S.shape[1], dtype=S.dtype)
     for s, y in zip(S, Y, strict=True):
@@ -240,32 +274,30 @@ def lbfgs_inverse_matrix(state: LBFGSState):
 
 def hessian_action_lbfgs_append(
     state: LBFGSState,
-    v,
-    M,
+    v: Array,
+    M: Array | Callable,
     *,
     gbar_norm: float = 0.0,
     relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
-    gamma_rule: GammaRule = GammaRule.FIXED,
-    check_spd: bool = True,
+    gamma_rule: GammaRule | str = GammaRule.FIXED,
 ) -> LBFGSAppend:
     """Append a limited-memory Hessian-action pair [QN-14] for a known SPD ``M``.
 
     ``s = H v`` (compact form), ``y = M s``, then :func:`lbfgs_append`, so that ``H ~ M^{-1}``
-    without forming ``M`` or any ``(d, d)`` matrix.
-
-    ``M``: an SPD array ``(d, d)`` or a callable ``u -> M u``. The authors' ``Hessian-action-LBFGS``
-    passes no reference vector (``gbar_norm = 0``).
+    without forming ``M`` or any ``(d, d)`` matrix. ``v``: ``(d,)``; ``M``: SPD ``(d, d)`` or a
+    callable ``u -> M u``. The authors' ``Hessian-action-LBFGS`` passes ``gbar_norm = 0``.
     """
+    check_lbfgs_state(state)
     check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
-    s = lbfgs_compact_apply(state, v)
-    y = as_operator("M", M, v.shape[0], v.dtype, check_spd=check_spd)(s)
-    return lbfgs_append(
+    M = check_spd_operator("M", M, v.shape[0], v.dtype)
+    s = lbfgs_compact_apply_unchecked(state, v)
+    return lbfgs_append_unchecked(
         state,
         s,
-        y,
-        gbar_norm=gbar_norm,
-        relative_threshold=relative_threshold,
-        gamma_rule=gamma_rule,
+        apply_operator(M, s),
+        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
+        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
+        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
     )
 
 
@@ -287,7 +319,7 @@ def _representable(state: LBFGSState) -> bool:
       and (leading blocks of ``M``, partial sums of ``||w_j||^2``) of every matrix the dense form
       passes through on the way.
     """
-    S, Y = lbfgs_pairs(state)
+    S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
         S_Yt = S @ Y.T
@@ -345,26 +377,28 @@ def _with_row(rows, count: int, new_row):
     return module.concatenate([rows[1:], new_row[None, :]], axis=0)
 
 
-def _as_columns(state: LBFGSState, V):
-    """``V`` as a ``(d, k)`` matrix (a vector becomes one column), after validation."""
-    _check_state(state)
+def _as_columns(V):
+    """``V`` as a ``(d, k)`` matrix (a vector becomes one column)."""
+    return V.reshape(V.shape[0], -1)
+
+
+def _check_operand(state: LBFGSState, V) -> None:
+    """``V``: a finite ``(d,)`` or ``(d, k)`` array of the store's ``d`` and dtype."""
     check_float_array("V", V, dtype=state.S.dtype)
     if V.ndim not in (1, 2) or V.shape[0] != state.S.shape[1]:
         raise ValueError(
             f"V must have shape ({state.S.shape[1]},) or ({state.S.shape[1]}, k), "
             f"got {tuple(V.shape)}"
         )
-    return V.reshape(V.shape[0], -1)
 
 
-def _check_count(name: str, value, *, minimum: int) -> None:
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_lbfgs_state(state: LBFGSState) -> LBFGSState:
+    """Return ``state`` after checking it is a store its own fields agree with.
 
-
-def _check_state(state: LBFGSState) -> None:
-    if not isinstance(state, LBFGSState):
-        raise ValueError(f"state must be an LBFGSState, got {type(state).__name__}")
+    ``S, Y``: finite ``(p, d)`` float arrays of one dtype, ``p >= 1``; ``0 <= count <= p``;
+    ``gamma > 0``. The two full scans of ``S`` and ``Y`` are why trusted callers use the cores.
+    """
+    check_instance("state", state, LBFGSState)
     check_float_array("state.S", state.S, ndim=2)
     check_float_array("state.Y", state.Y, dtype=state.S.dtype, ndim=2)
     if state.Y.shape != state.S.shape or state.S.shape[0] < 1:
@@ -372,7 +406,6 @@ def _check_state(state: LBFGSState) -> None:
             f"state.S and state.Y must share a shape (p, d) with p >= 1, got "
             f"{tuple(state.S.shape)} and {tuple(state.Y.shape)}"
         )
-    _check_count("state.count", state.count, minimum=0)
-    if state.count > state.S.shape[0]:
-        raise ValueError(f"state.count must be <= p = {state.S.shape[0]}, got {state.count}")
+    check_int("state.count", state.count, minimum=0, maximum=state.S.shape[0])
     check_positive("state.gamma", state.gamma)
+    return state

@@ -2,14 +2,13 @@
 
 Expected values: autograd Hessians/GGNs of the model's functional forward (``kfqn_ref.curvature.
 hessian``), compared with the structure formulas evaluated on the hand-written records; the losses'
-closed-form Hessians; for the T = 1 conv case, an equivalent dense net fed the padded images.
+closed-form Hessians; for the P = 1 conv case, an equivalent dense net fed the padded images.
 """
 
 import dataclasses
 
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from tests.curvature.nets import (
     seeds,
     sizes,
 )
+from tests.helpers.compare import assert_close
 
 
 def _assert_symmetric(matrix, what):
@@ -62,11 +62,11 @@ def test_dense_structure_formula_equals_autograd_layer_blocks(case):
 
 
 def _per_sample_rank_bound(patches, c_out):
-    """eq. 10's bound on one sample's Kronecker rank, from its patch matrix ``(T, D+1)``.
+    """eq. 10's bound on one sample's Kronecker rank, from its patch matrix ``(P, D+1)``.
 
-    ``R(block) = U V^T`` with ``U``'s columns ``vec(a~_t a~_t'^T) = a~_t' kron a~_t`` and ``V``'s
-    columns ``vec(H[t, t'])``, so ``rank <= min(rank U, rank V)``; ``rank U = r^2`` with
-    ``r = rank(patches) <= min(T, D+1)``, and ``rank V <= c_out^2``. ``r`` is computed by
+    ``R(block) = U V^T`` with ``U``'s columns ``vec(a~_p a~_p'^T) = a~_p' kron a~_p`` and ``V``'s
+    columns ``vec(H[p, p'])``, so ``rank <= min(rank U, rank V)``; ``rank U = r^2`` with
+    ``r = rank(patches) <= min(P, D+1)``, and ``rank V <= c_out^2``. ``r`` is computed by
     ``numpy.linalg.matrix_rank`` from the record alone (independent of the Hessian).
     """
     r = int(np.linalg.matrix_rank(patches))
@@ -76,9 +76,9 @@ def _per_sample_rank_bound(patches, c_out):
 @given(conv_cases())
 def test_conv_structure_formula_equals_autograd_layer_blocks(case):
     """Also checks the per-sample Kronecker rank bound of eq. 10 on autograd's block of sample 0
-    alone: rank <= min(rank(patches)^2, c_out^2) (<= T^2). The bound is below the trivial bound
-    min((D+1)^2, c_out^2) of R's shape whenever rank(patches) < min(D+1, c_out), e.g. every T = 1
-    case with c_out > 1 (bound 1); the T > 1 cases where T^2 < c_out^2 are the fixed geometries of
+    alone: rank <= min(rank(patches)^2, c_out^2) (<= P^2). The bound is below the trivial bound
+    min((D+1)^2, c_out^2) of R's shape whenever rank(patches) < min(D+1, c_out), e.g. every P = 1
+    case with c_out > 1 (bound 1); the P > 1 cases where P^2 < c_out^2 are the fixed geometries of
     test_conv_per_sample_kronecker_rank_reaches_its_generic_bound."""
     for record in case.model.forward_backward(case.X, case.T).records:
         _assert_structure_formula(case, record)
@@ -160,7 +160,7 @@ def test_dense_per_sample_block_has_kronecker_rank_one(case):
 def test_conv_covering_the_input_is_the_dense_case(
     c_in, c_out, size, padding, stride, activation, loss, seed
 ):
-    """eq. 10: a kernel that covers the whole padded input has T = 1, and the conv net is the dense
+    """eq. 10: a kernel that covers the whole padded input has P = 1, and the conv net is the dense
     net on the flattened padded image (patch order (c, k_h, k_w) = row-major flattening). Both
     autograd blocks agree, and a single sample's conv block has Kronecker rank 1."""
     kernel = size + 2 * padding
@@ -182,7 +182,7 @@ def test_conv_covering_the_input_is_the_dense_case(
         assert_close(
             hessian.layer_hessian(*conv, layer_conv),
             hessian.layer_hessian(*dense, layer_dense),
-            what=f"conv (T = 1) vs dense Hessian block, conv layer {layer_conv}",
+            what=f"conv (P = 1) vs dense Hessian block, conv layer {layer_conv}",
         )
     width = c_in * kernel**2 + 1
     block = hessian.layer_hessian(conv.model, conv.X[:1], conv.T[:1], 0)
@@ -191,32 +191,32 @@ def test_conv_covering_the_input_is_the_dense_case(
     assert result.relative_error < 1e-10
 
 
-#: Conv layers with T > 1 whose per-sample Kronecker rank is asserted to reach its generic bound:
-#: (c_in, c_out, image size, kernel, stride, padding, dilation). The last three have T^2 < c_out^2
-#: (and T^2 < (D+1)^2), so the position bound T^2 of eq. 10 is the one that binds.
+#: Conv layers with P > 1 whose per-sample Kronecker rank is asserted to reach its generic bound:
+#: (c_in, c_out, image size, kernel, stride, padding, dilation). The last three have P^2 < c_out^2
+#: (and P^2 < (D+1)^2), so the position bound P^2 of eq. 10 is the one that binds.
 MEASURED_CONV_LAYERS = (
-    (1, 2, 5, 3, 1, 0, 1),  # the PyTorch reference CNN's conv layer: T = 9
-    (1, 2, 4, 3, 1, 0, 1),  # T = 4
-    (2, 3, 4, 2, 2, 0, 1),  # non-overlapping patches, T = 4
-    (1, 2, 5, 3, 2, 1, 1),  # stride and padding, T = 9
-    (2, 2, 5, 2, 1, 0, 2),  # dilation, T = 9
-    (1, 3, 3, (3, 2), 1, 0, 1),  # T = 2: the bound T^2 = 4 < c_out^2 = 9
-    (1, 4, 3, (3, 1), 1, 0, 1),  # T = 3: T^2 = 9 < c_out^2 = 16
-    (1, 5, 4, 3, 1, 0, 1),  # T = 4: T^2 = 16 < c_out^2 = 25
+    (1, 2, 5, 3, 1, 0, 1),  # the PyTorch reference CNN's conv layer: P = 9
+    (1, 2, 4, 3, 1, 0, 1),  # P = 4
+    (2, 3, 4, 2, 2, 0, 1),  # non-overlapping patches, P = 4
+    (1, 2, 5, 3, 2, 1, 1),  # stride and padding, P = 9
+    (2, 2, 5, 2, 1, 0, 2),  # dilation, P = 9
+    (1, 3, 3, (3, 2), 1, 0, 1),  # P = 2: the bound P^2 = 4 < c_out^2 = 9
+    (1, 4, 3, (3, 1), 1, 0, 1),  # P = 3: P^2 = 9 < c_out^2 = 16
+    (1, 5, 4, 3, 1, 0, 1),  # P = 4: P^2 = 16 < c_out^2 = 25
 )
 
 
 @pytest.mark.parametrize("geometry", MEASURED_CONV_LAYERS)
 def test_conv_per_sample_kronecker_rank_reaches_its_generic_bound(geometry):
-    """eq. 8-10 for T > 1 on one sample's exact conv block (autograd; conv -> tanh -> dense ->
+    """eq. 8-10 for P > 1 on one sample's exact conv block (autograd; conv -> tanh -> dense ->
     softmax cross-entropy, seed 14).
 
     ``R(block) = U V^T`` (see :func:`_per_sample_rank_bound`). The test first asserts that the
-    patch matrix ``(T, D+1)`` has full row rank ``T`` (computed from the record alone); then ``U``
-    has full column rank ``T^2`` and the Kronecker rank is ``rank V``, at most
-    ``min(T^2, c_out^2)``. It asserts that this bound is reached exactly. That is a generic-position
+    patch matrix ``(P, D+1)`` has full row rank ``P`` (computed from the record alone); then ``U``
+    has full column rank ``P^2`` and the Kronecker rank is ``rank V``, at most
+    ``min(P^2, c_out^2)``. It asserts that this bound is reached exactly. That is a generic-position
     fact, not an identity: the minors of ``R`` are analytic in the weights and inputs (tanh, softmax
-    and the loss are analytic), so one nonzero ``min(T^2, c_out^2)``-minor (witnessed here) means
+    and the loss are analytic), so one nonzero ``min(P^2, c_out^2)``-minor (witnessed here) means
     the rank is the bound for all but a measure-zero set of weights and inputs. The test also
     asserts that the singular values of ``R`` that count are at least ``1e-3 s_1``, about ten
     orders of magnitude above the rank tolerance, so the asserted rank is not a rounding artefact.
@@ -237,7 +237,7 @@ def test_conv_per_sample_kronecker_rank_reaches_its_generic_bound(geometry):
     width = conv.weight_shape[1]
     result = nearest_kronecker(block, (width, width), (c_out, c_out))
     print(
-        f"\nconv {geometry}: T = {n_positions}, Kronecker rank {result.kronecker_rank}, "
+        f"\nconv {geometry}: P = {n_positions}, Kronecker rank {result.kronecker_rank}, "
         f"nearest-Kronecker relative error {result.relative_error:.3e}"
     )
     assert (
@@ -248,90 +248,3 @@ def test_conv_per_sample_kronecker_rank_reaches_its_generic_bound(geometry):
     s = result.singular_values
     assert s[result.kronecker_rank - 1] >= 1e-3 * s[0], s
     assert (result.kronecker_rank == 1) == (result.relative_error < 1e-10)
-
-
-def test_bad_input_is_refused():
-    """Layer indices that are out of range, not ints or not trainable; nets too large for an
-    explicit matrix; record and pre-activation shapes that do not fit."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 2)], nn.SquaredError(), (2, 3), 0)
-    for layer in (-1, 3, 1.0, True, "0"):
-        with pytest.raises(ValueError, match="layer must be an int index into model.layers"):
-            hessian.layer_hessian(*case, layer)
-    for function in (
-        hessian.layer_hessian,
-        hessian.layer_ggn,
-        hessian.preactivation_hessians,
-        hessian.preactivation_ggns,
-    ):
-        with pytest.raises(ValueError, match=r"layer 1 \(Tanh\) has no parameters"):
-            function(*case, 1)
-    side = int(np.sqrt(hessian.MAX_EXPLICIT_PARAMETERS)) + 1
-    big = build_case([nn.Dense(side, side)], nn.SquaredError(), (1, side), 0)
-    for function in (hessian.full_hessian, hessian.full_ggn):
-        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS .* Hessian-vector"):
-            function(*big)
-    for function in (hessian.layer_hessian, hessian.layer_ggn):
-        with pytest.raises(ValueError, match="above MAX_EXPLICIT_PARAMETERS"):
-            function(*big, 0)
-    wide = build_case(
-        [nn.Dense(1, hessian.MAX_EXPLICIT_PARAMETERS + 1, bias=False)], nn.SquaredError(), (1, 1), 0
-    )
-    with pytest.raises(ValueError, match="pre-activation Hessian of layer 0 .* above MAX_EXPLICIT"):
-        hessian.preactivation_hessians(*wide, 0)
-    record = case.model.forward_backward(case.X, case.T).records[0]
-    for shape in ((3, 2, 2), (2, 2, 3), (2, 4)):
-        with pytest.raises(
-            ValueError, match=r"preactivation_hessians must have shape \(N, T c_out"
-        ):
-            hessian.structure_block(record, np.zeros(shape))
-
-
-def test_structure_block_refuses_hessians_of_another_layer():
-    """The Hessians must be (N, T c_out, T c_out) with N, T and c_out (= d_out) of the record's
-    ``h``, not merely divisible by T: a later layer's Hessians (dense, d_out 4 vs 2) and a conv
-    record given Hessians of twice its channel count are refused, the message naming both shapes."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 4)], nn.SquaredError(), (2, 3), 0)
-    record = case.model.forward_pass(case.X).records[0]
-    later = hessian.preactivation_hessians(*case, 2)
-    assert later.shape == (2, 4, 4)
-    with pytest.raises(
-        ValueError,
-        match=r"shape \(N, T c_out, T c_out\) = \(2, 2, 2\) for record.a \(2, 4\) and record.h "
-        r"\(2, 2\) .* got \(2, 4, 4\)",
-    ):
-        hessian.structure_block(record, later)
-    conv_case = build_case(
-        [nn.Conv2d(1, 2, 2), nn.Tanh(), nn.Flatten(), nn.Dense(8, 2)],
-        nn.SquaredError(),
-        (2, 1, 3, 3),
-        0,
-    )
-    conv = conv_case.model.forward_pass(conv_case.X).records[0]
-    assert conv.h.shape == (2, 4, 2)  # T = 4, c_out = 2: side 8
-    with pytest.raises(ValueError, match=r"= \(2, 8, 8\) for record.a .* got \(2, 16, 16\)"):
-        hessian.structure_block(conv, np.zeros((2, 16, 16)))
-    mismatched = dataclasses.replace(conv, h=conv.h[:1])
-    with pytest.raises(ValueError, match=r"record.h \(1, 4, 2\) and record.a \(2, 4, 5\)"):
-        hessian.structure_block(mismatched, np.zeros((2, 8, 8)))
-
-
-@pytest.mark.parametrize(
-    "function",
-    [hessian.full_hessian, hessian.full_ggn, hessian.layer_hessian, hessian.layer_ggn],
-)
-@pytest.mark.parametrize("loss", LOSSES)
-def test_hessians_and_ggns_validate_inputs_and_targets(function, loss):
-    """Targets with the wrong number of samples or outputs, and inputs of the wrong width, are
-    refused by the model's own validation (X by output_function, T by loss.check_targets), for the
-    GGN exactly as for the Hessian: before, full_ggn/layer_ggn silently used the first len(T)
-    targets' structure and returned a wrong matrix."""
-    case = build_case([nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 4)], loss(), (3, 3), 0)
-    args = (0,) if function in (hessian.layer_hessian, hessian.layer_ggn) else ()
-    for T in (case.T[:1], case.T[:2]):
-        with pytest.raises(ValueError, match=r"targets t must have (the )?shape"):
-            function(case.model, case.X, T, *args)
-    if not isinstance(case.model.loss, nn.SoftmaxCrossEntropy):
-        with pytest.raises(ValueError, match=r"targets t must have the shape of the output z"):
-            function(case.model, case.X, case.T[:, :2], *args)
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3\), got \(3, 2\)"):
-        function(case.model, case.X[:, :2], case.T, *args)

@@ -6,7 +6,6 @@ definitions), and dense ``numpy.kron`` products.
 
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from kfqn_ref.curvature.kronecker import (
     unvec,
     vec,
 )
+from tests.helpers.compare import assert_close
 
 dims = st.integers(min_value=1, max_value=4)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
@@ -106,44 +106,3 @@ def test_nearest_kronecker_of_a_sum_reports_rank_and_optimal_error(rank, size, s
     assert achieved == pytest.approx(result.relative_error, rel=1e-10, abs=1e-12)
     perturbed = np.kron(result.A + 1e-3 * rng.standard_normal((m1, n1)), result.G)
     assert np.linalg.norm(M - perturbed) / np.linalg.norm(M) >= result.relative_error
-
-
-def test_shape_errors_are_value_errors():
-    A, G = np.eye(2), np.eye(3)
-    with pytest.raises(ValueError, match=r"X must have shape \(G.shape\[1\], A.shape\[1\]\)"):
-        kron_matvec(A, G, np.ones((2, 3)))
-    with pytest.raises(ValueError, match="must be a matrix"):
-        kron_matvec(np.ones(2), G, np.ones((3, 2)))
-    with pytest.raises(ValueError, match="M must have shape"):
-        nearest_kronecker(np.ones((6, 5)), (2, 2), (3, 3))
-    with pytest.raises(ValueError, match="length 6"):
-        unvec(np.ones(5), (2, 3))
-
-
-@pytest.mark.parametrize("bad", [(2,), (2, 2, 1), (0, 2), (2, -1), (2.0, 2), (True, 2), 4, "ab"])
-def test_malformed_factor_shapes_are_value_errors_naming_the_argument(bad):
-    """shape_A, shape_G and unvec's shape must be pairs of positive ints; the message names the
-    argument and repeats what was received (no bare unpacking error)."""
-    M = np.eye(4)
-    with pytest.raises(ValueError, match=r"shape_A must be a pair \(rows, cols\) of positive ints"):
-        nearest_kronecker(M, bad, (2, 2))
-    with pytest.raises(ValueError, match=r"shape_G must be a pair \(rows, cols\) of positive ints"):
-        nearest_kronecker(M, (2, 2), bad)
-    with pytest.raises(ValueError, match=r"shape must be a pair \(rows, cols\) of positive ints"):
-        unvec(np.ones(4), bad)
-
-
-def test_lists_are_type_errors_naming_the_argument():
-    """Arrays only (module docstring): a list is refused, not converted."""
-    A, G, X = np.eye(2), np.eye(3), np.ones((3, 2))
-    for args, name in (
-        (([[1.0, 0.0], [0.0, 1.0]], G, X), "A"),
-        ((A, [[1.0]], X), "G"),
-        ((A, G, X.tolist()), "X"),
-    ):
-        with pytest.raises(TypeError, match=f"^{name} must be an array .* got list"):
-            kron_matvec(*args)
-    with pytest.raises(TypeError, match="^M must be an array"):
-        nearest_kronecker(np.eye(4).tolist(), (2, 2), (2, 2))
-    with pytest.raises(TypeError, match="^v must be an array"):
-        unvec([1.0, 2.0], (1, 2))

@@ -9,7 +9,7 @@ the recordings, translated to this project's conventions at the boundary:
   :func:`row_to_column_major` permutes the indices. ``[W.reshape(out, D) | b]`` (bias last,
   patch order ``(c_in, kh, kw)``) is already our ``W~``.
 * conv pre-activations: recorded per sample as ``(c_out, h_out, w_out)`` flattened row-major (index
-  ``c T + t``); ours are ``(T, c_out)`` row-major (index ``t c_out + c``).
+  ``c P + p``); ours are ``(P, c_out)`` row-major (index ``p c_out + c``).
 * normalisations: the recorded loss is the mean over samples of ``-log softmax``, ours too; the
   factors that use other normalisations are converted explicitly in each test.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.compare import assert_close
 
 from kfqn_ref import nn
 from kfqn_ref.curvature import hessian
 from kfqn_ref.curvature.factors import FisherType, input_factor, kfac_factors, output_factor
+from tests.helpers.compare import assert_close
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hessian"
 CASE = "cnn1x5x5-c2k3s1p0-relu-fc3_ce"
@@ -71,12 +71,12 @@ def permute(matrix, permutation):
 
 
 def preactivation_permutation(c_out, n_positions):
-    """Indices ``p`` with ours ``[t c_out + c]`` = recorded ``[c T + t]``."""
+    """Indices ``i`` with ours ``[p c_out + c]`` = recorded ``[c P + p]``."""
     return np.arange(c_out * n_positions).reshape(c_out, n_positions).T.reshape(-1)
 
 
 def our_preactivation_matrices(recorded, c_out):
-    """Recorded per-sample ``(N, c T, c T)`` matrices in our ``(t, c)`` ordering."""
+    """Recorded per-sample ``(N, c P, c P)`` matrices in our ``(p, c)`` ordering."""
     permutation = preactivation_permutation(c_out, recorded.shape[1] // c_out)
     return recorded[:, permutation][:, :, permutation]
 
@@ -104,7 +104,7 @@ def test_replay_preactivation_gradients(recording, model):
     ``grad_preact_l[n] = d ell_n / dz`` with ``ell_n`` the per-sample loss, NOT divided by ``N``
     (``L = (1/N) sum_n ell_n``); ours ``g_n = dl_n/dh_n = N df/dh_n`` (conventions §4): the same
     quantity, so no factor is applied. Conv gradients are recorded ``(c_out, h_out, w_out)``
-    flattened row-major (index ``c T + t``); ours are ``(T, c_out)``, hence the transpose.
+    flattened row-major (index ``c P + p``); ours are ``(P, c_out)``, hence the transpose.
     """
     X, T = recording["X"], recording["T"]
     conv, dense = model.forward_backward(X, T).records
@@ -191,15 +191,15 @@ def test_replay_single_sample_last_layer(recording, model):
 @pytest.mark.parametrize("fisher", [FisherType.TYPE2, FisherType.EMPIRICAL])
 def test_replay_curvlinops_kfac_expand(recording, model, fisher):
     """curvlinops 'expand' (mean loss, CrossEntropyLoss so no extra factor C): A_cl is the MEAN over
-    positions, B_cl the SUM. Ours (KFC, eq. 14) is A = T A_cl, G = B_cl / T: the same product.
-    Dense layer: T = 1, identical factors."""
+    positions, B_cl the SUM. Ours (KFC, eq. 14) is A = P A_cl, G = B_cl / P: the same product.
+    Dense layer: P = 1, identical factors."""
     tag = "type2" if fisher is FisherType.TYPE2 else "empirical"
     factors = kfac_factors(model, model.forward_pass(recording["X"]), recording["T"], fisher)
     for factor, (layer, recorded), n_positions in zip(factors, (CONV, DENSE), (9, 1), strict=True):
         A_cl = recording[f"curv_{tag}_expand_A_l{recorded}"]
         B_cl = recording[f"curv_{tag}_expand_B_l{recorded}"]
-        assert_close(factor.A, n_positions * A_cl, what=f"{tag} A of layer {layer} vs T A_cl")
-        assert_close(factor.G, B_cl / n_positions, what=f"{tag} G of layer {layer} vs B_cl / T")
+        assert_close(factor.A, n_positions * A_cl, what=f"{tag} A of layer {layer} vs P A_cl")
+        assert_close(factor.G, B_cl / n_positions, what=f"{tag} G of layer {layer} vs B_cl / P")
         assert_close(
             np.kron(factor.A, factor.G),
             np.kron(A_cl, B_cl),
@@ -244,7 +244,7 @@ def test_replay_curvlinops_kfac_reduce(recording, model, fisher):
 
 def test_replay_backpack_kflr_and_kfra(recording, model):
     """BackPACK KFLR keeps weight and bias apart, without the homogeneous coordinate. Conv: input
-    factor (1/N) sum_n sum_t a a^T (our input_factor, SUM over positions, on the patches without
+    factor (1/N) sum_n sum_p a a^T (our input_factor, SUM over positions, on the patches without
     the trailing 1); gradient and bias factors = the 'reduce' B (type-2 gradients summed over
     positions).
     Dense: the type-2 KFAC factors (A without its last row and column). KFRA equals KFLR on the last

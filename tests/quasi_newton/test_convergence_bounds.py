@@ -29,7 +29,20 @@ from kfqn_ref.quasi_newton import (
     lbfgs_inverse_matrix,
     lbfgs_pairs,
 )
+from kfqn_ref.quasi_newton.bfgs import (
+    AUTHORS_RELATIVE_THRESHOLD,
+    bfgs_direct_update_unchecked,
+    bfgs_inverse_update_unchecked,
+)
+from kfqn_ref.quasi_newton.damping import (
+    double_damping_2020_unchecked,
+    double_damping_2022_unchecked,
+)
 from tests.quasi_newton.pair_streams import PAIR_KINDS, make_pair, make_stream, pair_specs
+
+#: The public functions' default skip rule (plain s^T y > 0), passed to the unchecked cores that
+#: the trusted loops below call (their matrices come from accepted updates of an SPD matrix).
+DEFAULT_SKIP_RULE = {"gbar_norm": 0.0, "relative_threshold": AUTHORS_RELATIVE_THRESHOLD}
 
 #: Rounding slack of the asserted inequalities (relative). The pair inequalities are single inner
 #: products (error ~ d eps); the largest eigenvalues of H and B = H^{-1} are computed to a relative
@@ -47,7 +60,7 @@ def direct_matrix(state):
     to lambda_min(H) = 1 / lambda_max(B), accurate where eigvalsh(H)[0] is not)."""
     B = np.eye(state.S.shape[1]) / state.gamma
     for s, y in zip(*lbfgs_pairs(state), strict=True):
-        B = bfgs_direct_update(B, s, y, check_spd=False).B
+        B = bfgs_direct_update_unchecked(B, s, y, **DEFAULT_SKIP_RULE).B
     return B
 
 
@@ -178,12 +191,12 @@ def practical_updates(d, memory, mu1, eps):
     """The practical variants, each a function (state, s, y) -> state, and its dense H."""
 
     def bfgs_dd2020(H, s, y):
-        pair = double_damping_2020(s, y, H, mu1=mu1, eps=eps, check_spd=False)
-        return bfgs_inverse_update(H, pair.s, pair.y, check_spd=False).H
+        pair = double_damping_2020_unchecked(s, y, H, mu1=mu1, eps=eps)
+        return bfgs_inverse_update_unchecked(H, pair.s, pair.y, **DEFAULT_SKIP_RULE).H
 
     def bfgs_dd2022(H, s, y):
-        pair = double_damping_2022(s, y, H, mu1=mu1, mu2=eps, check_spd=False)
-        return bfgs_inverse_update(H, pair.s, pair.y, check_spd=False).H
+        pair = double_damping_2022_unchecked(s, y, H, mu1=mu1, mu2=eps)
+        return bfgs_inverse_update_unchecked(H, pair.s, pair.y, **DEFAULT_SKIP_RULE).H
 
     def lbfgs_dd2020(state, s, y):
         pair = double_damping_2020(s, y, lambda u: lbfgs_compact_apply(state, u), mu1=mu1, eps=eps)
