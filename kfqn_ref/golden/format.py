@@ -203,8 +203,8 @@ def load_schema() -> dict:
 def validate_manifest(manifest: dict, source: str) -> None:
     """:class:`GoldenFormatError` unless ``manifest`` is a valid schema-1.x manifest.
 
-    Beyond the schema: the major version is supported, the case name matches its file, every
-    array's quantity has a tolerance and every array named in a hint exists.
+    Beyond the schema: the major version is supported, every array's ``order`` indexes
+    ``order_of_operations``, its quantity has a tolerance and every array named in a hint exists.
     """
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if isinstance(version, str) and version.split(".")[0] != str(SUPPORTED_MAJOR):
@@ -221,6 +221,11 @@ def validate_manifest(manifest: dict, source: str) -> None:
         ) from None
     arrays = manifest["arrays"]
     for name, spec in arrays.items():
+        if spec["order"] >= len(manifest["order_of_operations"]):
+            raise GoldenFormatError(
+                f"{source}: array {name!r} has order {spec['order']}, beyond the "
+                f"{len(manifest['order_of_operations'])} entries of order_of_operations"
+            )
         if spec["quantity"] not in manifest["tolerances"]:
             raise GoldenFormatError(
                 f"{source}: array {name!r} has quantity {spec['quantity']!r} without a tolerance"
