@@ -47,8 +47,7 @@ def count_scans(make_optimizer, steps_before: int = 2) -> collections.Counter:
 
     def counting_isfinite(x, *args, **kwargs):
         if isinstance(x, np.ndarray) and x.size > 1:
-            frame = traceback.extract_stack(limit=3)[0]
-            counts[(frame.filename.rsplit("kfqn_ref/", 1)[-1], frame.name)] += 1
+            counts[first_caller_outside_checks()] += 1
         return original(x, *args, **kwargs)
 
     np.isfinite = counting_isfinite
@@ -59,11 +58,21 @@ def count_scans(make_optimizer, steps_before: int = 2) -> collections.Counter:
     return counts
 
 
+def first_caller_outside_checks() -> tuple[str, str]:
+    """(file, function) of the innermost frame that is neither this script nor ``_checks.py``."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if not frame.filename.endswith(("_checks.py", "count_finiteness_scans.py")):
+            return frame.filename.rsplit("kfqn_ref/", 1)[-1], frame.name
+    return "?", "?"
+
+
 OPTIMIZERS = {
     "K-BFGS (2022)": lambda model: optim.KBFGS(model, lr=0.1, damping=0.3),
     "K-BFGS (2020)": lambda model: optim.KBFGS(model, lr=0.1, damping=0.3, variant="2020"),
     "K-BFGS(L)": lambda model: optim.KBFGSL(model, lr=0.1, damping=0.3),
     "Adam": lambda model: optim.Adam(model, lr=1e-3),
+    "KFAC": lambda model: optim.KFAC(model, lr=0.1, damping=0.3),
+    "Shampoo": lambda model: optim.Shampoo(model, lr=0.1),
 }
 
 

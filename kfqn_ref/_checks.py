@@ -1,4 +1,4 @@
-"""Every argument check of the package, under one rule (``docs/conventions.md``, "Errors").
+"""Every argument check of the package, under one rule (``docs/conventions.md``, section 10).
 
 * the wrong **kind** of argument (a string where a number is expected, a list where an array is,
   a float where an integer is, ``True`` as a size) raises ``TypeError``;
@@ -11,10 +11,10 @@ Every message names the argument, the expected form and what was received. Each 
 the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
 public function reads ``lr = check_positive("lr", lr)`` and then computes.
 
-Where checks live: a public function checks its arguments once, at the edge; the internal calls
-between trusted pieces call unchecked cores (named with a leading underscore, as scipy's
-``BFGS.update`` calls ``_update_inverse_hessian``). A computed quantity is checked for finiteness
-once per step, where it is produced. ``docs/architecture.md`` lists the edges.
+Where checks live: a public function ``foo`` checks its arguments once, at the edge, and calls its
+core ``foo_unchecked``; the internal calls between trusted pieces call the cores directly (as
+scipy's ``BFGS.update`` calls ``_update_inverse_hessian``). A computed quantity is checked for
+finiteness once per step, where it is produced. ``docs/architecture.md`` lists the edges.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class NonFiniteError(ValueError):
     """
 
 
-def _kind(value) -> str:
+def describe(value) -> str:
     """``'ndarray of dtype float32'``, ``'list'``, ...: how a message names what it received."""
     dtype = getattr(value, "dtype", None)
     name = type(value).__name__
@@ -66,7 +66,7 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     outside the range.
     """
     if not is_int(value):
-        raise TypeError(f"{name} must be an integer, got {_kind(value)} {value!r}")
+        raise TypeError(f"{name} must be an integer, got {describe(value)} {value!r}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
             expected = f">= {minimum}"
@@ -85,7 +85,7 @@ def check_real(name: str, value) -> float:
     too large for a float.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {_kind(value)} {value!r}")
+        raise TypeError(f"{name} must be a real number, got {describe(value)} {value!r}")
     try:
         number = float(value)
     except OverflowError:
@@ -137,7 +137,7 @@ def check_in_interval(
 def check_bool(name: str, value) -> bool:
     """Return ``value`` if it is ``True`` or ``False`` (a NumPy bool too); else ``TypeError``."""
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {_kind(value)} {value!r}")
+        raise TypeError(f"{name} must be True or False, got {describe(value)} {value!r}")
     return bool(value)
 
 
@@ -154,7 +154,7 @@ def check_choice(name: str, value, choices: type[E]) -> E:
     if not isinstance(value, str):
         raise TypeError(
             f"{name} must be a {choices.__name__} or one of the strings {valid}, "
-            f"got {_kind(value)} {value!r}"
+            f"got {describe(value)} {value!r}"
         )
     for member in choices:
         if member.value == value:
@@ -167,7 +167,7 @@ def check_generator(name: str, rng) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"{name} must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), "
-            f"got {_kind(rng)}"
+            f"got {describe(rng)}"
         )
     return rng
 
@@ -179,7 +179,7 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
     entry below ``minimum``.
     """
     if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
-        raise TypeError(f"{name} must be a tuple {form} of ints, got {_kind(value)} {value!r}")
+        raise TypeError(f"{name} must be a tuple {form} of ints, got {describe(value)} {value!r}")
     if len(value) != length or any(v < minimum for v in value):
         raise ValueError(
             f"{name} must be a tuple {form} of {length} ints >= {minimum}, got {value!r}"
@@ -201,7 +201,7 @@ def check_float_dtype(name: str, array, dtype=None):
     """
     module = xp_of(array)
     if type(array) is not module.ndarray:
-        raise TypeError(f"{name} must be an array of float64 or float32, got {_kind(array)}")
+        raise TypeError(f"{name} must be an array of float64 or float32, got {describe(array)}")
     if array.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must have dtype float64 or float32, got {array.dtype}")
     if dtype is not None and array.dtype != np.dtype(dtype):
@@ -292,7 +292,7 @@ def check_array_like(name: str, array):
     if not (hasattr(array, "shape") and hasattr(array, "ndim")):
         raise TypeError(
             f"{name} must be an array (numpy/cupy ndarray or autograd value), "
-            f"got {_kind(array)}; convert it with numpy.asarray first"
+            f"got {describe(array)}; convert it with numpy.asarray first"
         )
     return array
 
@@ -304,3 +304,39 @@ def check_computed_finite(name: str, array) -> None:
         raise NonFiniteError(
             f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
         )
+
+
+# --- added for nn ---
+
+
+def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair.
+
+    ``TypeError`` unless an integer or a tuple/list of integers, ``ValueError`` for a length other
+    than 2 or an entry below ``minimum``.
+    """
+    pair = (value, value) if is_int(value) else value
+    form = f"an int >= {minimum} or a pair (h, w) of such ints"
+    if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
+        raise TypeError(f"{name} must be {form}, got {describe(value)} {value!r}")
+    if len(pair) != 2 or any(v < minimum for v in pair):
+        raise ValueError(f"{name} must be {form}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+# --- added for optim ---
+
+
+def finite_valued(name: str, operator):
+    """``u -> operator(u)``, raising :class:`NonFiniteError` naming ``name`` on a non-finite value.
+
+    For a computed operator handed to a trusted core (a curvature action ``u -> M u``): its value
+    is checked once, where it is produced.
+    """
+
+    def apply(u):
+        value = operator(u)
+        check_computed_finite(name, value)
+        return value
+
+    return apply

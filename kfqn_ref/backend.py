@@ -21,10 +21,12 @@ See ``docs/conventions.md``.
 
 from __future__ import annotations
 
+import os
 import types
 from typing import TypeAlias
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 #: What the type hints of public functions call an array: a ``numpy.ndarray``, or a
 #: ``cupy.ndarray`` under the CuPy backend (the two share the interface the package uses).
@@ -82,7 +84,7 @@ def _require_cuda_device(cupy) -> None:
         raise ImportError("use_cupy() found CuPy but no CUDA device (getDeviceCount() == 0)")
 
 
-def xp_of(*arrays) -> types.ModuleType:
+def xp_of(*arrays: Array) -> types.ModuleType:
     """Return the array module owning ``arrays``.
 
     That is ``cupy`` if any of them is a CuPy array, else ``numpy``.
@@ -95,14 +97,14 @@ def xp_of(*arrays) -> types.ModuleType:
     return np
 
 
-def to_host(array) -> np.ndarray:
+def to_host(array: Array) -> np.ndarray:
     """Return ``array`` as a host ``numpy.ndarray`` (copying from the GPU when needed)."""
     if type(array).__module__.split(".")[0] == "cupy":
         return array.get()
     return np.asarray(array)
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read all arrays of the ``.npz`` archive at ``path`` into memory (``allow_pickle=False``).
 
     The file is opened here and closed on every path, also when it is not a valid archive
@@ -124,7 +126,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
 
 
-def resolve_dtype(dtype=None) -> np.dtype:
+def resolve_dtype(dtype: DTypeLike = None) -> np.dtype:
     """Return the validated floating dtype; ``None`` means the default, float64.
 
     Raises

@@ -20,14 +20,15 @@ User files
 
 from __future__ import annotations
 
-import numbers
 import os
 import zipfile
 from typing import Iterator, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from kfqn_ref import _checks, backend
+from kfqn_ref import backend
+from kfqn_ref._checks import check_float_array, check_int, check_non_negative
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -39,28 +40,6 @@ class Dataset(NamedTuple):
     name: str
     X: np.ndarray
     T: np.ndarray
-
-
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    """Return ``value`` as an int: ``TypeError`` unless integral, ``ValueError`` out of range.
-
-    The range is ``[minimum, maximum]``, or ``[minimum, inf)`` without ``maximum``.
-    """
-    if not _checks.is_int(value):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum or (maximum is not None and value > maximum):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {expected}, got {value}")
-    return int(value)
-
-
-def _check_noise(noise) -> float:
-    """Return ``noise`` as a float: ``TypeError`` unless real, ``ValueError`` unless in [0, inf)."""
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
-        raise TypeError(f"noise must be a real number, got {type(noise).__name__}")
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    return float(noise)
 
 
 def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -75,20 +54,26 @@ def _load_digits_pixels(dtype) -> tuple[np.ndarray, np.ndarray]:
     return pixels, bunch.target.astype(np.int64)
 
 
-def digits_autoencoder(dtype=None) -> Dataset:
+def digits_autoencoder(dtype: DTypeLike = None) -> Dataset:
     """Digits as an autoencoder task: ``X = T``, shape ``(1797, 64)``, values in ``[0, 1]``."""
     pixels, _ = _load_digits_pixels(dtype)
     return Dataset("digits-autoencoder", pixels, pixels.copy())
 
 
-def digits_classification(dtype=None) -> Dataset:
+def digits_classification(dtype: DTypeLike = None) -> Dataset:
     """Digits as images for a CNN: ``X`` of shape ``(1797, 1, 8, 8)``, ``T`` class indices 0..9."""
     pixels, labels = _load_digits_pixels(dtype)
     return Dataset("digits-classification", pixels.reshape(-1, 1, 8, 8), labels)
 
 
 def synthetic_regression(
-    n_samples: int, d_in: int, d_out: int, *, noise: float = 0.1, seed: int = 0, dtype=None
+    n_samples: int,
+    d_in: int,
+    d_out: int,
+    *,
+    noise: float = 0.1,
+    seed: int = 0,
+    dtype: DTypeLike = None,
 ) -> Dataset:
     """A seeded least-squares problem ``T = X W*^T + noise * E`` with ``X, W*, E`` standard normal.
 
@@ -97,9 +82,9 @@ def synthetic_regression(
     of another type raises ``TypeError``, one out of range ``ValueError``.
     """
     for name, value in (("n_samples", n_samples), ("d_in", d_in), ("d_out", d_out)):
-        _check_int(name, value, 1)
-    noise = _check_noise(noise)
-    rng = np.random.default_rng(_check_int("seed", seed, 0))
+        check_int(name, value, minimum=1)
+    noise = check_non_negative("noise", noise)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     X = rng.standard_normal((n_samples, d_in))
     W_star = rng.standard_normal((d_out, d_in))
     T = X @ W_star.T + noise * rng.standard_normal((n_samples, d_out))
@@ -119,15 +104,6 @@ def minibatches(
     ``batch_size`` in ``[1, n]``, ``epochs >= 1``, ``seed >= 0``, each an integer (``TypeError``
     for another type, ``ValueError`` out of range).
     """
-    n = _check_sample_counts(dataset)
-    batch_size = _check_int("batch_size", batch_size, 1, maximum=n)
-    epochs = _check_int("epochs", epochs, 1)
-    rng = np.random.default_rng(_check_int("seed", seed, 0))
-    return _minibatch_stream(dataset, batch_size, rng, epochs)
-
-
-def _check_sample_counts(dataset) -> int:
-    """Return ``n = len(X)`` after checking ``len(T) == n`` (``ValueError`` naming both)."""
     if not (hasattr(dataset, "X") and hasattr(dataset, "T")):
         raise TypeError(
             f"dataset must be a kfqn_ref.data.Dataset (name, X, T), got {type(dataset).__name__}"
@@ -138,7 +114,10 @@ def _check_sample_counts(dataset) -> int:
             f"dataset.T must hold one target per input: len(dataset.X) = {n} but "
             f"len(dataset.T) = {n_targets}"
         )
-    return n
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=n)
+    epochs = check_int("epochs", epochs, minimum=1)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    return _minibatch_stream(dataset, batch_size, rng, epochs)
 
 
 def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
@@ -160,7 +139,9 @@ def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarr
     return arrays[x_key], arrays[t_key]
 
 
-def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype=None) -> Dataset:
+def load_npz(
+    path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dtype: DTypeLike = None
+) -> Dataset:
     """Load a data set from a ``.npz`` file holding arrays ``x_key`` and ``t_key``.
 
     Inputs are converted to ``dtype`` (float64 by default); integer targets (class indices) are
@@ -187,9 +168,9 @@ def load_npz(path: str | os.PathLike, *, x_key: str = "X", t_key: str = "T", dty
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "
             f"got {X.shape} and {T.shape}"
         )
-    X = _checks.check_float_array(x_key, X.astype(resolved))
+    X = check_float_array(x_key, X.astype(resolved))
     if T.dtype.kind == "f":
-        T = _checks.check_float_array(t_key, T.astype(resolved))
+        T = check_float_array(t_key, T.astype(resolved))
     else:
         T = T.astype(np.int64)
     return Dataset(os.path.basename(os.fspath(path)), X, T)

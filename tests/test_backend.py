@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from kfqn_ref import _checks, backend
+from kfqn_ref import backend
 
 
 def test_default_module_is_numpy_and_default_dtype_is_float64():
@@ -29,27 +29,6 @@ def test_unsupported_dtypes_are_rejected_with_the_allowed_ones_named(dtype):
 def test_to_host_of_numpy_array_is_the_same_data():
     array = np.arange(6.0).reshape(2, 3)
     assert np.array_equal(backend.to_host(array), array)
-
-
-def test_check_float_array_accepts_a_valid_array_unchanged():
-    array = np.ones((2, 3))
-    assert _checks.check_float_array("X", array, dtype=np.float64, ndim=2) is array
-
-
-@pytest.mark.parametrize(
-    ("array", "kwargs", "error", "message"),
-    [
-        ([1.0, 2.0], {}, TypeError, "X must be an array"),
-        (np.arange(3), {}, TypeError, "X must have dtype float64 or float32"),
-        (np.ones(3, np.float32), {"dtype": np.float64}, TypeError, "mixed dtypes"),
-        (np.ones(3), {"ndim": 2}, ValueError, "X must have 2 dimensions"),
-        (np.array([1.0, np.nan]), {}, ValueError, "X contains NaN or Inf"),
-        (np.array([np.inf]), {}, ValueError, "X contains NaN or Inf"),
-    ],
-)
-def test_check_float_array_names_the_argument_and_the_expected_form(array, kwargs, error, message):
-    with pytest.raises(error, match=message):
-        _checks.check_float_array("X", array, **kwargs)
 
 
 # -- the optional CuPy backend, on a machine without it --------------------------------------------
@@ -105,13 +84,6 @@ def test_use_numpy_restores_numpy_after_use_cupy(monkeypatch, restore_numpy):
     assert backend.xp() is fake
     backend.use_numpy()
     assert backend.xp() is np
-
-
-def test_check_float_dtype_checks_kind_and_dtype_but_reads_no_entry():
-    nan = np.array([np.nan])
-    assert _checks.check_float_dtype("x", nan) is nan  # O(1): finiteness is not its check
-    with pytest.raises(TypeError, match="x has dtype float32 but float64 was expected"):
-        _checks.check_float_dtype("x", nan.astype(np.float32), dtype=np.float64)
 
 
 def test_read_npz_reads_every_array_and_refuses_single_arrays_and_objects(tmp_path):

@@ -1,7 +1,10 @@
 """Embedded data sets, seeded minibatch streams and the .npz loader (kfqn_ref.data)."""
 
 import gc
+import re
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -43,59 +46,6 @@ def test_minibatches_cover_each_epoch_once_and_repeat_with_the_seed():
     assert len(set(first_epoch.tolist())) == 9  # a permutation, the last 10 mod 3 samples dropped
     again = list(data.minibatches(dataset, 3, seed=1, epochs=2))
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "message"),
-    [
-        ({"batch_size": 0}, ValueError, r"batch_size must be an integer in \[1, 10\], got 0"),
-        ({"batch_size": 11}, ValueError, r"batch_size must be an integer in \[1, 10\], got 11"),
-        ({"batch_size": 2.0}, TypeError, "batch_size must be an integer, got float"),
-        ({"batch_size": True}, TypeError, "batch_size must be an integer, got bool"),
-        ({"batch_size": 2, "epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
-        ({"batch_size": 2, "epochs": 1.0}, TypeError, "epochs must be an integer, got float"),
-        ({"batch_size": 2, "seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
-        ({"batch_size": 2, "seed": 0.5}, TypeError, "seed must be an integer, got float"),
-        ({"batch_size": 2, "seed": None}, TypeError, "seed must be an integer, got NoneType"),
-    ],
-)
-def test_minibatches_reject_bad_arguments_on_the_call(kwargs, error, message):
-    # Checked when minibatches() is called, before the first minibatch is asked for.
-    dataset = data.Dataset("count", np.zeros((10, 1)), np.zeros(10))
-    with pytest.raises(error, match=message):
-        data.minibatches(dataset, **kwargs)
-
-
-def test_minibatches_reject_targets_of_another_length_and_a_non_dataset():
-    with pytest.raises(
-        ValueError,
-        match=r"dataset.T must hold one target per input: len\(dataset.X\) = 4 but "
-        r"len\(dataset.T\) = 2",
-    ):
-        data.minibatches(data.Dataset("short", np.zeros((4, 1)), np.zeros(2)), 2)
-    with pytest.raises(TypeError, match=r"dataset must be a kfqn_ref.data.Dataset \(name, X, T\)"):
-        data.minibatches((np.zeros((4, 1)), np.zeros(4)), 2)
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "error", "message"),
-    [
-        ((0, 2, 2), {}, ValueError, "n_samples must be an integer >= 1, got 0"),
-        ((3, 0, 2), {}, ValueError, "d_in must be an integer >= 1, got 0"),
-        ((3, 2, -1), {}, ValueError, "d_out must be an integer >= 1, got -1"),
-        ((3.0, 2, 2), {}, TypeError, "n_samples must be an integer, got float"),
-        ((3, True, 2), {}, TypeError, "d_in must be an integer, got bool"),
-        ((3, 2, 2), {"noise": -1.0}, ValueError, r"noise must be a finite number >= 0, got -1.0"),
-        ((3, 2, 2), {"noise": np.inf}, ValueError, r"noise must be a finite number >= 0, got inf"),
-        ((3, 2, 2), {"noise": "a"}, TypeError, "noise must be a real number, got str"),
-        ((3, 2, 2), {"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
-        ((3, 2, 2), {"seed": 1.5}, TypeError, "seed must be an integer, got float"),
-        ((3, 2, 2), {"dtype": np.int64}, TypeError, "dtype must be float64 or float32"),
-    ],
-)
-def test_synthetic_regression_rejects_bad_arguments(args, kwargs, error, message):
-    with pytest.raises(error, match=message):
-        data.synthetic_regression(*args, **kwargs)
 
 
 def test_load_npz_round_trip(tmp_path):
@@ -140,22 +90,219 @@ def test_load_npz_rejects_a_single_npy_array(tmp_path):
     assert "expected a .npz archive" in _load_and_drop_the_error(tmp_path / "single.npz")
 
 
-def test_load_npz_rejects_missing_keys_corrupt_files_objects_and_nan(tmp_path):
-    np.savez(tmp_path / "nokey.npz", X=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="missing arrays"):
-        data.load_npz(tmp_path / "nokey.npz")
-    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 truncated zip")
-    with pytest.raises(ValueError, match="cannot read data set"):
-        data.load_npz(tmp_path / "corrupt.npz")
-    (tmp_path / "garbage.npz").write_bytes(b"neither a zip archive nor an .npy file")
-    with pytest.raises(ValueError, match="cannot read data set"):
-        data.load_npz(tmp_path / "garbage.npz")
-    np.savez(tmp_path / "objects.npz", X=np.array([{"a": 1}, None], dtype=object), T=np.zeros(2))
-    with pytest.raises(ValueError, match="cannot read data set"):
-        data.load_npz(tmp_path / "objects.npz")
-    np.savez(tmp_path / "nan.npz", X=np.array([[np.nan, 1.0]]), T=np.zeros(1))
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        data.load_npz(tmp_path / "nan.npz")
-    np.savez(tmp_path / "mismatch.npz", X=np.zeros((3, 2)), T=np.zeros(2))
-    with pytest.raises(ValueError, match="same n"):
-        data.load_npz(tmp_path / "mismatch.npz")
+# -- bad input: one table (id, call, exception type, message regex) ------------------------------
+# The loaders hold no state, so no row has one to compare; a file row writes its file first.
+
+
+class Row(NamedTuple):
+    id: str
+    call: Callable[..., object]  # called with pytest's tmp_path
+    error: type[Exception]
+    pattern: str
+
+
+COUNT = data.Dataset("count", np.zeros((10, 1)), np.zeros(10))
+
+
+def _minibatches(**kwargs):
+    return lambda tmp_path: data.minibatches(COUNT, **kwargs)
+
+
+def _regression(*args, **kwargs):
+    return lambda tmp_path: data.synthetic_regression(*args, **kwargs)
+
+
+def _load(**arrays):
+    """``load_npz`` of a file holding ``arrays`` (``np.savez``)."""
+
+    def call(tmp_path):
+        np.savez(tmp_path / "set.npz", **arrays)
+        return data.load_npz(tmp_path / "set.npz")
+
+    return call
+
+
+def _load_bytes(content: bytes):
+    def call(tmp_path):
+        (tmp_path / "bad.npz").write_bytes(content)
+        return data.load_npz(tmp_path / "bad.npz")
+
+    return call
+
+
+ROWS = [
+    # minibatches: checked on the call, before the first minibatch is asked for
+    Row(
+        "batch_size-0",
+        _minibatches(batch_size=0),
+        ValueError,
+        r"batch_size must be an integer in \[1, 10\], got 0",
+    ),
+    Row(
+        "batch_size-above-n",
+        _minibatches(batch_size=11),
+        ValueError,
+        r"batch_size must be an integer in \[1, 10\], got 11",
+    ),
+    Row(
+        "batch_size-float",
+        _minibatches(batch_size=2.0),
+        TypeError,
+        r"batch_size must be an integer, got float",
+    ),
+    Row(
+        "batch_size-bool",
+        _minibatches(batch_size=True),
+        TypeError,
+        r"batch_size must be an integer, got bool",
+    ),
+    Row(
+        "epochs-0",
+        _minibatches(batch_size=2, epochs=0),
+        ValueError,
+        r"epochs must be an integer >= 1, got 0",
+    ),
+    Row(
+        "epochs-float",
+        _minibatches(batch_size=2, epochs=1.0),
+        TypeError,
+        r"epochs must be an integer, got float",
+    ),
+    Row(
+        "minibatch-seed-negative",
+        _minibatches(batch_size=2, seed=-1),
+        ValueError,
+        r"seed must be an integer >= 0, got -1",
+    ),
+    Row(
+        "minibatch-seed-float",
+        _minibatches(batch_size=2, seed=0.5),
+        TypeError,
+        r"seed must be an integer, got float",
+    ),
+    Row(
+        "minibatch-seed-none",
+        _minibatches(batch_size=2, seed=None),
+        TypeError,
+        r"seed must be an integer, got NoneType",
+    ),
+    Row(
+        "dataset-short-T",
+        lambda tmp_path: data.minibatches(data.Dataset("short", np.zeros((4, 1)), np.zeros(2)), 2),
+        ValueError,
+        re.escape(
+            "dataset.T must hold one target per input: len(dataset.X) = 4 but len(dataset.T) = 2"
+        ),
+    ),
+    Row(
+        "dataset-a-tuple",
+        lambda tmp_path: data.minibatches((np.zeros((4, 1)), np.zeros(4)), 2),
+        TypeError,
+        re.escape("dataset must be a kfqn_ref.data.Dataset (name, X, T), got tuple"),
+    ),
+    # synthetic_regression
+    Row(
+        "n_samples-0", _regression(0, 2, 2), ValueError, r"n_samples must be an integer >= 1, got 0"
+    ),
+    Row("d_in-0", _regression(3, 0, 2), ValueError, r"d_in must be an integer >= 1, got 0"),
+    Row(
+        "d_out-negative",
+        _regression(3, 2, -1),
+        ValueError,
+        r"d_out must be an integer >= 1, got -1",
+    ),
+    Row(
+        "n_samples-float",
+        _regression(3.0, 2, 2),
+        TypeError,
+        r"n_samples must be an integer, got float",
+    ),
+    Row("d_in-bool", _regression(3, True, 2), TypeError, r"d_in must be an integer, got bool"),
+    Row(
+        "noise-negative",
+        _regression(3, 2, 2, noise=-1.0),
+        ValueError,
+        r"noise must be >= 0, got -1\.0",
+    ),
+    Row(
+        "noise-inf",
+        _regression(3, 2, 2, noise=np.inf),
+        ValueError,
+        r"noise must be finite, got inf",
+    ),
+    Row(
+        "noise-huge-int",
+        _regression(3, 2, 2, noise=10**400),
+        ValueError,
+        r"noise must be a finite real number",
+    ),
+    Row(
+        "noise-str",
+        _regression(3, 2, 2, noise="a"),
+        TypeError,
+        r"noise must be a real number, got str",
+    ),
+    Row(
+        "regression-seed-negative",
+        _regression(3, 2, 2, seed=-1),
+        ValueError,
+        r"seed must be an integer >= 0, got -1",
+    ),
+    Row(
+        "regression-seed-float",
+        _regression(3, 2, 2, seed=1.5),
+        TypeError,
+        r"seed must be an integer, got float",
+    ),
+    Row(
+        "regression-dtype-int64",
+        _regression(3, 2, 2, dtype=np.int64),
+        TypeError,
+        r"dtype must be float64 or float32",
+    ),
+    # load_npz: a file that cannot be read is a ValueError naming the file
+    Row("npz-missing-key", _load(X=np.zeros((2, 2))), ValueError, r"missing arrays \['T'\]"),
+    Row(
+        "npz-truncated-zip",
+        _load_bytes(b"PK\x03\x04 truncated zip"),
+        ValueError,
+        r"cannot read data set from '.*bad\.npz'",
+    ),
+    Row(
+        "npz-garbage",
+        _load_bytes(b"neither a zip archive nor an .npy file"),
+        ValueError,
+        r"cannot read data set",
+    ),
+    Row(
+        "npz-objects",
+        _load(X=np.array([{"a": 1}, None], dtype=object), T=np.zeros(2)),
+        ValueError,
+        r"cannot read data set.*allow_pickle",
+    ),
+    Row(
+        "npz-nan",
+        _load(X=np.array([[np.nan, 1.0]]), T=np.zeros(1)),
+        ValueError,
+        r"X contains NaN or Inf",
+    ),
+    Row(
+        "npz-sample-counts",
+        _load(X=np.zeros((3, 2)), T=np.zeros(2)),
+        ValueError,
+        r"same n, got \(3, 2\) and \(2,\)",
+    ),
+    Row(
+        "npz-strings",
+        _load(X=np.array([["a", "b"]]), T=np.zeros(1)),
+        ValueError,
+        r"X must hold numbers, got dtype <U1",
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_bad_input(row, tmp_path):
+    with pytest.raises(row.error) as caught:
+        row.call(tmp_path)
+    assert re.search(row.pattern, str(caught.value)), f"{caught.value!s} !~ {row.pattern}"

@@ -7,12 +7,12 @@ input ``x`` of shape ``(N, C, H, W)`` the output has ``H_out x W_out`` positions
 
     H_out = floor((H + 2 p_h - d_h (k_h - 1) - 1) / s_h) + 1        (same for W_out).
 
-Layouts (``K = k_h k_w``, ``T = H_out W_out``, ``D = C K``):
+Layouts (``K = k_h k_w``, ``P = H_out W_out`` positions, ``D = C K``):
 
 * ``extract_patches(x)`` -> ``(N, H_out, W_out, C, K)``: entry ``[n, i, j, c, ki * k_w + kj]``.
-* ``im2col(x)`` -> ``(N, T, D)``: the same numbers, position ``t = i W_out + j`` (row-major) and
+* ``im2col(x)`` -> ``(N, P, D)``: the same numbers, position ``p = i W_out + j`` (row-major) and
   patch index ``c K + ki k_w + kj`` (order ``(c, k_h, k_w)``, as ``torch.nn.functional.unfold``;
-  note that ``unfold`` returns the transpose ``(N, D, T)``). This is ``a~`` without its trailing 1
+  note that ``unfold`` returns the transpose ``(N, D, P)``). This is ``a~`` without its trailing 1
   (conventions §3).
 
 ``fold_patches`` / ``col2im`` are the adjoints (transposes) of these linear maps: they scatter-add
@@ -29,52 +29,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kfqn_ref._checks import check_float_array, is_int
-from kfqn_ref.backend import xp_of
+from kfqn_ref._checks import check_float_array, check_int_pair, check_int_tuple
+from kfqn_ref.backend import Array, xp_of
 
-#: Number of spatial dimensions of a window (height, width).
-SPATIAL_DIMS = 2
 #: ``(N, C, H, W)``: the dimensions of an image batch.
 IMAGE_DIMS = 4
 
 
-def _check_array_argument(name: str, array, ndim: int):
-    """Check a public function's array argument: float64/float32, ``ndim`` dimensions, finite.
-
-    An autograd box (differentiating through :func:`im2col`) is checked through the array it wraps
-    (its ``_value``). ``TypeError``/``ValueError`` name ``name``, the expected and received form.
-    """
-    value = array
-    while hasattr(value, "_value"):
-        value = value._value
-    check_float_array(name, value, ndim=ndim)
-
-
-def _check_input_shape(name: str, input_shape) -> tuple[int, int, int, int]:
-    """Return ``input_shape`` as ``(N, C, H, W)``, 4 ints ``>= 1``; else ``ValueError``."""
-    is_shape = isinstance(input_shape, tuple | list) and len(input_shape) == IMAGE_DIMS
-    if not is_shape or not all(is_int(v) and v >= 1 for v in input_shape):
-        raise ValueError(f"{name} must be a shape (N, C, H, W) of 4 ints >= 1, got {input_shape!r}")
-    return tuple(int(v) for v in input_shape)
-
-
-def as_pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """Return ``value`` (an int or a pair of ints, each ``>= minimum``) as a pair of ints.
-
-    Raises
-    ------
-    ValueError
-        If ``value`` is not an int or a pair of ints, or an entry is below ``minimum``; the message
-        names ``name`` and the expected form.
-
-    """
-    pair = (value, value) if is_int(value) else value
-    is_pair = isinstance(pair, tuple | list) and len(pair) == SPATIAL_DIMS
-    if not is_pair or not all(is_int(v) and v >= minimum for v in pair):
-        raise ValueError(
-            f"{name} must be an int >= {minimum} or a pair of such ints, got {value!r}"
-        )
-    return int(pair[0]), int(pair[1])
+def _unboxed(array):
+    """The array an autograd box wraps (``im2col`` under ``autograd.grad``), else ``array``."""
+    while hasattr(array, "_value"):
+        array = array._value
+    return array
 
 
 @dataclass(frozen=True)
@@ -92,12 +58,15 @@ class PatchGeometry:
 
     @classmethod
     def of(cls, kernel_size, stride=1, padding=0, dilation=1, owner="im2col") -> PatchGeometry:
-        """Validate ``kernel_size >= 1``, ``stride >= 1``, ``padding >= 0``, ``dilation >= 1``."""
+        """Validate ``kernel_size >= 1``, ``stride >= 1``, ``padding >= 0``, ``dilation >= 1``.
+
+        Each is an int or a pair of ints (``TypeError`` otherwise, ``ValueError`` out of range).
+        """
         return cls(
-            kernel_size=as_pair(f"{owner}: kernel_size", kernel_size, 1),
-            stride=as_pair(f"{owner}: stride", stride, 1),
-            padding=as_pair(f"{owner}: padding", padding, 0),
-            dilation=as_pair(f"{owner}: dilation", dilation, 1),
+            kernel_size=check_int_pair(f"{owner}: kernel_size", kernel_size, 1),
+            stride=check_int_pair(f"{owner}: stride", stride, 1),
+            padding=check_int_pair(f"{owner}: padding", padding, 0),
+            dilation=check_int_pair(f"{owner}: dilation", dilation, 1),
             owner=owner,
         )
 
@@ -144,7 +113,7 @@ class PatchGeometry:
         return [(r, c) for r in rows for c in cols]
 
 
-def extract_patches(x, geometry: PatchGeometry, xp=None, pad_value=0.0):
+def extract_patches(x: Array, geometry: PatchGeometry, xp=None, pad_value: float = 0.0) -> Array:
     """Unfold ``x`` ``(N, C, H, W)`` into windows ``(N, H_out, W_out, C, K)``.
 
     ``out[n, i, j, c, ki k_w + kj] = x_pad[n, c, i s_h + ki d_h, j s_w + kj d_w]`` where ``x_pad``
@@ -167,7 +136,7 @@ def extract_patches(x, geometry: PatchGeometry, xp=None, pad_value=0.0):
     return xp.stack(slices, axis=-1)
 
 
-def fold_patches(patches, input_shape, geometry: PatchGeometry):
+def fold_patches(patches: Array, input_shape: tuple, geometry: PatchGeometry) -> Array:
     """Adjoint of :func:`extract_patches`: add ``(N, H_out, W_out, C, K)`` into ``(N, C, H, W)``.
 
     ``out[n, c, y, x] = sum`` of every ``patches[n, i, j, c, k]`` that was read from input position
@@ -183,28 +152,28 @@ def fold_patches(patches, input_shape, geometry: PatchGeometry):
     return padded[:, p_h : p_h + height, p_w : p_w + width, :].transpose(0, 3, 1, 2)
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, xp=None):
-    """Unfold ``x`` ``(N, C, H, W)`` into patch rows ``(N, T, C k_h k_w)`` (zero padding).
+def im2col(x: Array, kernel_size, stride=1, padding=0, dilation=1, *, xp=None) -> Array:
+    """Unfold ``x`` ``(N, C, H, W)`` into patch rows ``(N, P, C k_h k_w)`` (zero padding).
 
-    Row ``t = i W_out + j`` of sample ``n`` is the patch read by output position ``(i, j)``, in
+    Row ``p = i W_out + j`` of sample ``n`` is the patch read by output position ``(i, j)``, in
     ``(c, ki, kj)`` order: this is the conv layer's ``a~`` without its trailing 1 (conventions §3).
     ``xp`` is the array module (pass ``autograd.numpy`` to differentiate; default ``xp_of(x)``).
     ``x`` must be a finite float64/float32 array with 4 dimensions (``TypeError``/``ValueError``).
     """
-    _check_array_argument("im2col: x", x, IMAGE_DIMS)
+    check_float_array("im2col: x", _unboxed(x), ndim=IMAGE_DIMS)
     geometry = PatchGeometry.of(kernel_size, stride, padding, dilation)
     return patches_to_columns(extract_patches(x, geometry, xp))
 
 
-def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """Adjoint of :func:`im2col`: fold ``(N, T, C k_h k_w)`` back into ``(N, C, H, W)``.
+def col2im(cols: Array, input_shape: tuple, kernel_size, stride=1, padding=0, dilation=1) -> Array:
+    """Adjoint of :func:`im2col`: fold ``(N, P, C k_h k_w)`` back into ``(N, C, H, W)``.
 
     ``input_shape`` is the ``(N, C, H, W)`` shape of the unfolded input. Overlapping patch entries
     are summed; entries that came from the padding are dropped. ``cols`` must be a finite
     float64/float32 array of the shape ``im2col`` gives for ``input_shape`` (``ValueError``).
     """
-    _check_array_argument("col2im: cols", cols, 3)
-    input_shape = _check_input_shape("col2im: input_shape", input_shape)
+    check_float_array("col2im: cols", cols, ndim=3)
+    input_shape = check_int_tuple("col2im: input_shape", input_shape, IMAGE_DIMS, 1, "(N, C, H, W)")
     geometry = PatchGeometry.of(kernel_size, stride, padding, dilation, owner="col2im")
     n, channels, height, width = input_shape
     out_height, out_width = geometry.output_size(height, width)
@@ -219,13 +188,13 @@ def col2im(cols, input_shape, kernel_size, stride=1, padding=0, dilation=1):
     )
 
 
-def patches_to_columns(patches):
-    """Reshape ``(N, H_out, W_out, C, K)`` -> ``(N, T, C K)`` (no copy for contiguous input)."""
+def patches_to_columns(patches: Array) -> Array:
+    """Reshape ``(N, H_out, W_out, C, K)`` -> ``(N, P, C K)`` (no copy for contiguous input)."""
     n, out_height, out_width, channels, window = patches.shape
     return patches.reshape((n, out_height * out_width, channels * window))
 
 
-def columns_to_patches(cols, out_height: int, out_width: int, channels: int):
-    """Reshape ``(N, T, C K)`` -> ``(N, H_out, W_out, C, K)``, undoing ``im2col``'s last step."""
+def columns_to_patches(cols: Array, out_height: int, out_width: int, channels: int) -> Array:
+    """Reshape ``(N, P, C K)`` -> ``(N, H_out, W_out, C, K)``, undoing ``im2col``'s last step."""
     n, _, depth = cols.shape
     return cols.reshape((n, out_height, out_width, channels, depth // channels))

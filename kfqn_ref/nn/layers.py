@@ -24,10 +24,10 @@ with per-sample output gradients ``g_n = dl_n/dh_n``:
 
     dl_n/da_n = W^T g_n,          df/dW~ = (1/N) sum_n g_n a~_n^T          (f = (1/N) sum_n l_n).
 
-Every ``forward`` first checks, in O(1), that ``x`` is a float64/float32 array whose shape fits the
-layer (and a trainable layer's weight: ``weight_shape``, ``x``'s dtype); entries are not read, since
-``Sequential`` checks ``X`` for NaN/Inf once per pass. Errors name the layer, the expected and the
-received form.
+A direct ``forward`` checks, in O(1), that ``x`` is a float64/float32 array whose shape fits the
+layer (and a trainable layer's weight: ``weight_shape``, ``x``'s dtype), then calls
+``forward_unchecked``, the core that ``Sequential`` calls after checking ``X`` once per pass.
+Entries are never read here. Errors name the layer, the expected and the received form.
 
 Equations, shapes and the tests that check them: ``docs/nn.md``.
 """
@@ -38,28 +38,11 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kfqn_ref._checks import check_float_dtype, is_int
-from kfqn_ref.backend import xp_of
-from kfqn_ref.nn.im2col import (
-    PatchGeometry,
-    as_pair,
-    extract_patches,
-    fold_patches,
-    patches_to_columns,
-)
+import numpy as np
 
-
-def _positive_int(name: str, value) -> int:
-    """Return ``value`` if it is an int ``>= 1``; ``ValueError`` naming ``name`` otherwise."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_bias_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: bias must be True or False, got {value!r}")
-    return value
+from kfqn_ref._checks import check_bool, check_float_dtype, check_int
+from kfqn_ref.backend import Array, xp_of
+from kfqn_ref.nn.im2col import PatchGeometry, extract_patches, fold_patches, patches_to_columns
 
 
 def _append_one(x, xp):
@@ -73,49 +56,19 @@ def _rowwise_matmul(u, m):
     return rows.reshape(tuple(u.shape[:-1]) + (m.shape[-1],))
 
 
-def _check_ndim(where: str, input_shape, ndim: int, form: str) -> None:
-    if len(input_shape) != ndim:
-        raise ValueError(f"{where} expected input of shape {form}, got {tuple(input_shape)}")
-
-
-def _check_layer_input(layer, x) -> None:
-    """O(1) checks of a direct ``layer.forward(x)``: a float array whose shape fits the layer.
-
-    ``TypeError`` unless ``x`` is a float64/float32 array, ``ValueError`` (from
-    ``layer.output_shape``) for a shape the layer cannot take; the messages name the layer, the
-    expected and the received form. Entries are not read: finiteness is the caller's check
-    (``Sequential`` checks ``X`` once per pass).
-    """
+def _fits(layer, x) -> None:
+    """O(1): ``x`` is a float64/float32 array (``TypeError``) of a shape ``layer`` takes."""
     name = type(layer).__name__
     check_float_dtype(f"{name}: input x", x)
     layer.output_shape(x.shape, name)
 
 
-def _check_weight(layer, weight, x) -> None:
-    """O(1) checks of a trainable layer's ``weight``: ``layer.weight_shape`` and ``x``'s dtype."""
-    name = type(layer).__name__
-    check_float_dtype(f"{name}: weight", weight)
-    if weight.dtype != x.dtype:
-        raise TypeError(
-            f"{name}: weight has dtype {weight.dtype} but input x has dtype {x.dtype} "
-            "(mixed dtypes are not cast silently; convert with .astype first)"
-        )
-    if tuple(weight.shape) != layer.weight_shape:
-        raise ValueError(
-            f"{name}: weight must have shape {layer.weight_shape} (homogeneous [W | b]), "
-            f"got {tuple(weight.shape)}"
-        )
-
-
-def sigmoid_pair(x, xp=None):
+def sigmoid_pair(x: Array, xp=None) -> tuple[Array, Array]:
     """Return ``(sigmoid(x), sigmoid(-x))``, ``sigmoid(x) = 1 / (1 + exp(-x))``, to a few ulp.
 
-    With ``e = exp(-|x|)`` (in ``(0, 1]``, so nothing overflows):
-    ``sigmoid(x) = 1 / (1 + e)`` and ``sigmoid(-x) = e / (1 + e)`` for ``x >= 0``, swapped for
-    ``x < 0``. Neither is computed as ``1 - sigmoid(+-x)``, so both keep their relative precision
-    where they are tiny (``|x|`` large); their product is the derivative
-    ``sigmoid'(x) = sigmoid(x) (1 - sigmoid(x))``.
-    Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
+    With ``e = exp(-|x|)`` in ``(0, 1]``: ``(1 / (1 + e), e / (1 + e))`` for ``x >= 0``, swapped
+    for ``x < 0`` (neither is ``1 - sigmoid(+-x)``: see ``docs/nn.md`` §5). Their product is
+    ``sigmoid'(x)``. Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
     """
     xp = xp_of(x) if xp is None else xp
     non_negative = x >= 0
@@ -124,7 +77,7 @@ def sigmoid_pair(x, xp=None):
     return xp.where(non_negative, large, small), xp.where(non_negative, small, large)
 
 
-def sigmoid(x, xp=None):
+def sigmoid(x: Array, xp=None) -> Array:
     """``sigmoid(x) = 1 / (1 + exp(-x))``, the first of :func:`sigmoid_pair`."""
     return sigmoid_pair(x, xp)[0]
 
@@ -143,15 +96,20 @@ class Layer:
         """Output shape for ``input_shape``; ``ValueError`` naming ``where`` if it does not fit."""
         raise NotImplementedError
 
-    def apply(self, x, xp):
+    def apply(self, x: Array, xp) -> Array:
         """Return ``y = layer(x)``, the forward as a pure function (autograd-compatible)."""
         raise NotImplementedError
 
-    def forward(self, x):
-        """Return ``(y, cache)``; ``cache`` holds what :meth:`backward` needs."""
+    def forward(self, x: Array) -> tuple:
+        """Return ``(y, cache)``; ``cache`` holds what :meth:`backward` needs (O(1) checks of x)."""
+        _fits(self, x)
+        return self.forward_unchecked(x)
+
+    def forward_unchecked(self, x: Array) -> tuple:
+        """As :meth:`forward`, without argument checks (for trusted callers)."""
         raise NotImplementedError
 
-    def backward(self, cache, dy):
+    def backward(self, cache, dy: Array) -> Array:
         """Return ``dx = J^T dy`` (shaped as the input) at the point cached by :meth:`forward`."""
         raise NotImplementedError
 
@@ -164,7 +122,7 @@ class AffineCache:
     """What a trainable layer's forward keeps: its record arrays ``a~`` and ``h`` (conventions §4).
 
     Dense: ``a`` ``(N, d_in + 1)``, ``h`` ``(N, d_out)``. Conv2d: ``a``
-    ``(N, T, c_in k_h k_w + 1)``, ``h`` ``(N, T, c_out)``. ``input_shape`` is the shape of the layer
+    ``(N, P, c_in k_h k_w + 1)``, ``h`` ``(N, P, c_out)``. ``input_shape`` is the shape of the layer
     input ``x``.
     """
 
@@ -177,8 +135,8 @@ class AffineBackward(NamedTuple):
     """Result of a trainable layer's backward.
 
     ``input_gradient``: ``dx``, shaped like the input (None when not requested);
-    ``g``: per-sample pre-activation gradients in record form (``(N, d_out)`` or ``(N, T, c_out)``);
-    ``grad``: ``(1/N) sum_n sum_t g_{n,t} a~_{n,t}^T``, shape ``weight_shape`` (None when not
+    ``g``: per-sample pre-activation gradients in record form (``(N, d_out)`` or ``(N, P, c_out)``);
+    ``grad``: ``(1/N) sum_n sum_p g_{n,p} a~_{n,p}^T``, shape ``weight_shape`` (None when not
     requested).
     """
 
@@ -191,8 +149,9 @@ class TrainableLayer(Layer):
     """A layer ``h = W~ a~`` with homogeneous weight ``W~`` of shape :attr:`weight_shape`.
 
     Subclasses set ``weight_shape`` (``(d_out, fan_in + 1)`` with a bias, ``(d_out, fan_in)``
-    without), ``has_bias`` and ``fan_in``, and define ``homogeneous_input``, ``apply``, ``forward``
-    and the layout changes ``_to_record`` / ``_input_from_rows`` used by :meth:`backward`.
+    without), ``has_bias`` and ``fan_in``, and define ``homogeneous_input``, ``apply``,
+    ``forward_unchecked`` and the layout changes ``_to_record`` / ``_input_from_rows`` used by
+    :meth:`backward`.
     """
 
     trainable = True
@@ -200,7 +159,7 @@ class TrainableLayer(Layer):
     has_bias: bool
     fan_in: int
 
-    def init_weight(self, rng, dtype):
+    def init_weight(self, rng: np.random.Generator, dtype) -> Array:
         """Draw ``W~``, every entry (``W`` and ``b``) i.i.d. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
 
         One ``rng.uniform`` call of shape :attr:`weight_shape` in float64 (row-major, so the bias of
@@ -210,8 +169,32 @@ class TrainableLayer(Layer):
         bound = 1.0 / math.sqrt(self.fan_in)
         return rng.uniform(-bound, bound, size=self.weight_shape).astype(dtype, copy=False)
 
-    def homogeneous_input(self, x, xp=None):
+    def homogeneous_input(self, x: Array, xp=None) -> Array:
         """Return ``a~`` for input ``x`` (see the subclass)."""
+        raise NotImplementedError
+
+    def forward(self, weight: Array, x: Array) -> tuple[Array, AffineCache]:
+        """Return ``(y, AffineCache)`` after O(1) checks of ``x`` and ``weight`` (no entry read).
+
+        ``x`` must fit the layer; ``weight`` must have :attr:`weight_shape` and ``x``'s dtype.
+        """
+        _fits(self, x)
+        name = type(self).__name__
+        check_float_dtype(f"{name}: weight", weight)
+        if weight.dtype != x.dtype:
+            raise TypeError(
+                f"{name}: weight has dtype {weight.dtype} but input x has dtype {x.dtype} "
+                "(mixed dtypes are not cast silently; convert with .astype first)"
+            )
+        if tuple(weight.shape) != self.weight_shape:
+            raise ValueError(
+                f"{name}: weight must have shape {self.weight_shape} (homogeneous [W | b]), "
+                f"got {tuple(weight.shape)}"
+            )
+        return self.forward_unchecked(weight, x)
+
+    def forward_unchecked(self, weight: Array, x: Array) -> tuple[Array, AffineCache]:
+        """As :meth:`forward`, without argument checks (for trusted callers)."""
         raise NotImplementedError
 
     def _to_record(self, dy):
@@ -223,12 +206,18 @@ class TrainableLayer(Layer):
         raise NotImplementedError
 
     def backward(
-        self, weight, cache: AffineCache, dy, *, input_gradient=True, weight_gradient=True
-    ):
+        self,
+        weight: Array,
+        cache: AffineCache,
+        dy: Array,
+        *,
+        input_gradient: bool = True,
+        weight_gradient: bool = True,
+    ) -> AffineBackward:
         """Backward of ``h = W~ a~``: returns :class:`AffineBackward` ``(dx, g, grad)``.
 
-        ``g = dy`` in record layout; ``grad = (1/N) sum_{n,t} g_{n,t} a~_{n,t}^T`` as ONE matrix
-        product ``g^T a~ / N`` over all rows ``(n, t)``; ``da_{n,t} = W^T g_{n,t}`` (the bias
+        ``g = dy`` in record layout; ``grad = (1/N) sum_{n,p} g_{n,p} a~_{n,p}^T`` as ONE matrix
+        product ``g^T a~ / N`` over all rows ``(n, p)``; ``da_{n,p} = W^T g_{n,p}`` (the bias
         column of ``W~`` has no input), folded back to the input layout. With per-sample
         ``dy = dl_n/dy_n``, ``g`` is the record's per-sample ``g``. Skip ``dx`` (first layer) or
         ``grad`` (K-BFGS's second pass) with the flags.
@@ -261,37 +250,34 @@ class Dense(TrainableLayer):
     """
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True):
-        self.d_in = _positive_int("Dense: d_in", d_in)
-        self.d_out = _positive_int("Dense: d_out", d_out)
-        self.has_bias = _check_bias_flag("Dense", bias)
+        self.d_in = check_int("Dense: d_in", d_in, minimum=1)
+        self.d_out = check_int("Dense: d_out", d_out, minimum=1)
+        self.has_bias = check_bool("Dense: bias", bias)
         self.fan_in = self.d_in
         self.weight_shape = (self.d_out, self.d_in + int(self.has_bias))
 
     def __repr__(self) -> str:
         return f"Dense({self.d_in}, {self.d_out}, bias={self.has_bias})"
 
-    def output_shape(self, input_shape, where):
+    def output_shape(self, input_shape: tuple, where: str) -> tuple:
         """``(N, d_in) -> (N, d_out)``."""
-        _check_ndim(where, input_shape, 2, f"(N, {self.d_in})")
-        if input_shape[1] != self.d_in:
+        if len(input_shape) != 2 or input_shape[1] != self.d_in:
             raise ValueError(
                 f"{where} expected input of shape (N, {self.d_in}), got {tuple(input_shape)}"
             )
         return (input_shape[0], self.d_out)
 
-    def homogeneous_input(self, x, xp=None):
+    def homogeneous_input(self, x: Array, xp=None) -> Array:
         """Return ``a~ = [x, 1]``, ``(N, d_in + 1)`` (``x`` itself without a bias)."""
         xp = xp_of(x) if xp is None else xp
         return _append_one(x, xp) if self.has_bias else x
 
-    def apply(self, weight, x, xp):
+    def apply(self, weight: Array, x: Array, xp) -> Array:
         """``h = a~ W~^T``, ``(N, d_out)``."""
         return self.homogeneous_input(x, xp) @ weight.T
 
-    def forward(self, weight, x):
+    def forward_unchecked(self, weight: Array, x: Array) -> tuple[Array, AffineCache]:
         """``h = a~ W~^T`` (one GEMM); the cache keeps ``a~`` and ``h``."""
-        _check_layer_input(self, x)
-        _check_weight(self, weight, x)
         a = self.homogeneous_input(x)
         h = a @ weight.T
         return h, AffineCache(a=a, h=h, input_shape=x.shape)
@@ -311,23 +297,32 @@ class Dense(TrainableLayer):
 class Conv2d(TrainableLayer):
     """2-d convolution (cross-correlation, as PyTorch), NCHW, via im2col.
 
-    Per sample ``n`` and output position ``t = i W_out + j``: ``h_{n,t} = W~ a~_{n,t}`` where
-    ``a~_{n,t}`` is the zero-padded, dilated, strided patch read by position ``(i, j)`` in
+    Per sample ``n`` and output position ``p = i W_out + j``: ``h_{n,p} = W~ a~_{n,p}`` where
+    ``a~_{n,p}`` is the zero-padded, dilated, strided patch read by position ``(i, j)`` in
     ``(c_in, k_h, k_w)`` order with a trailing 1 (conventions §3), and ``W~`` is the kernel
     ``(c_out, c_in, k_h, k_w)`` reshaped row-major to ``(c_out, c_in k_h k_w)`` with the bias column
     appended.
 
-    Shapes: ``x`` ``(N, c_in, H, W)``, ``a~`` ``(N, T, c_in k_h k_w + 1)``, ``h`` ``(N, T, c_out)``,
+    Shapes: ``x`` ``(N, c_in, H, W)``, ``a~`` ``(N, P, c_in k_h k_w + 1)``, ``h`` ``(N, P, c_out)``,
     ``y`` ``(N, c_out, H_out, W_out)`` with ``y[n, :, i, j] = h[n, i W_out + j]``,
-    ``T = H_out W_out``.
-    Backward: ``da~_{n,t} = W^T g_{n,t}`` folded by ``col2im`` (the adjoint of the unfold).
+    ``P = H_out W_out``.
+    Backward: ``da~_{n,p} = W^T g_{n,p}`` folded by ``col2im`` (the adjoint of the unfold).
     """
 
-    def __init__(self, c_in, c_out, kernel_size, stride=1, padding=0, dilation=1, bias=True):
-        self.c_in = _positive_int("Conv2d: c_in", c_in)
-        self.c_out = _positive_int("Conv2d: c_out", c_out)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+    ):
+        self.c_in = check_int("Conv2d: c_in", c_in, minimum=1)
+        self.c_out = check_int("Conv2d: c_out", c_out, minimum=1)
         self.geometry = PatchGeometry.of(kernel_size, stride, padding, dilation, owner="Conv2d")
-        self.has_bias = _check_bias_flag("Conv2d", bias)
+        self.has_bias = check_bool("Conv2d: bias", bias)
         self.fan_in = self.c_in * self.geometry.window_size
         self.weight_shape = (self.c_out, self.fan_in + int(self.has_bias))
 
@@ -347,35 +342,33 @@ class Conv2d(TrainableLayer):
         """``(H_out, W_out)``, ``H_out = floor((H + 2 p_h - d_h (k_h - 1) - 1) / s_h) + 1``."""
         return self.geometry.output_size(height, width)
 
-    def output_shape(self, input_shape, where):
+    def output_shape(self, input_shape: tuple, where: str) -> tuple:
         """``(N, c_in, H, W) -> (N, c_out, H_out, W_out)``."""
-        form = f"(N, {self.c_in}, H, W)"
-        _check_ndim(where, input_shape, 4, form)
-        n, channels, height, width = input_shape
-        if channels != self.c_in or height < 1 or width < 1:
-            raise ValueError(f"{where} expected input of shape {form}, got {tuple(input_shape)}")
+        if len(input_shape) != 4 or input_shape[1] != self.c_in or min(input_shape[2:]) < 1:
+            raise ValueError(
+                f"{where} expected input of shape (N, {self.c_in}, H, W), got {tuple(input_shape)}"
+            )
+        n, _, height, width = input_shape
         out_height, out_width = self.geometry.output_size(height, width, where=where)
         return (n, self.c_out, out_height, out_width)
 
-    def homogeneous_input(self, x, xp=None):
-        """Return ``a~``: the unfolded patches with a trailing 1, ``(N, T, c_in k_h k_w + 1)``."""
+    def homogeneous_input(self, x: Array, xp=None) -> Array:
+        """Return ``a~``: the unfolded patches with a trailing 1, ``(N, P, c_in k_h k_w + 1)``."""
         xp = xp_of(x) if xp is None else xp
         patches = patches_to_columns(extract_patches(x, self.geometry, xp))
         return _append_one(patches, xp) if self.has_bias else patches
 
     def _to_image(self, h, input_shape):
-        """``(N, T, c_out)`` -> ``(N, c_out, H_out, W_out)`` (a view)."""
+        """``(N, P, c_out)`` -> ``(N, c_out, H_out, W_out)`` (a view)."""
         out_height, out_width = self.geometry.output_size(input_shape[2], input_shape[3])
         return h.reshape((h.shape[0], out_height, out_width, self.c_out)).transpose((0, 3, 1, 2))
 
-    def apply(self, weight, x, xp):
+    def apply(self, weight: Array, x: Array, xp) -> Array:
         """``y = image(a~ W~^T)``, ``(N, c_out, H_out, W_out)``."""
         return self._to_image(_rowwise_matmul(self.homogeneous_input(x, xp), weight.T), x.shape)
 
-    def forward(self, weight, x):
-        """``h = a~ W~^T`` over all ``N T`` rows as one GEMM; ``y`` is ``h`` as an image."""
-        _check_layer_input(self, x)
-        _check_weight(self, weight, x)
+    def forward_unchecked(self, weight: Array, x: Array) -> tuple[Array, AffineCache]:
+        """``h = a~ W~^T`` over all ``N P`` rows as one GEMM; ``y`` is ``h`` as an image."""
         a = self.homogeneous_input(x)
         h = _rowwise_matmul(a, weight.T)
         return self._to_image(h, x.shape), AffineCache(a=a, h=h, input_shape=x.shape)
@@ -400,7 +393,7 @@ class Conv2d(TrainableLayer):
 class Flatten(Layer):
     """``(N, C, H, W) -> (N, C H W)`` in row-major (C) order; backward reshapes back."""
 
-    def output_shape(self, input_shape, where):
+    def output_shape(self, input_shape: tuple, where: str) -> tuple:
         """``(N, d_1, ..., d_k) -> (N, d_1 ... d_k)``."""
         if len(input_shape) < 2:
             raise ValueError(
@@ -413,9 +406,8 @@ class Flatten(Layer):
         """``y = reshape(x, (N, -1))``."""
         return x.reshape((x.shape[0], -1))
 
-    def forward(self, x):
+    def forward_unchecked(self, x: Array) -> tuple:
         """Cache the input shape."""
-        _check_layer_input(self, x)
         return self.apply(x, xp_of(x)), x.shape
 
     def backward(self, cache, dy):
@@ -430,12 +422,17 @@ class _Pool2d(Layer):
     every window touches the input), no dilation.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ):
         name = type(self).__name__
-        kernel = as_pair(f"{name}: kernel_size", kernel_size, 1)
         self.geometry = PatchGeometry.of(
-            kernel, kernel if stride is None else stride, padding, owner=name
+            kernel_size, kernel_size if stride is None else stride, padding, owner=name
         )
+        kernel = self.geometry.kernel_size
         for pad, k in zip(self.geometry.padding, kernel, strict=True):
             if 2 * pad > k:
                 raise ValueError(
@@ -453,15 +450,14 @@ class _Pool2d(Layer):
             f"padding={self.padding})"
         )
 
-    def output_shape(self, input_shape, where):
+    def output_shape(self, input_shape: tuple, where: str) -> tuple:
         """``(N, C, H, W) -> (N, C, H_out, W_out)``."""
-        _check_ndim(where, input_shape, 4, "(N, C, H, W)")
-        n, channels, height, width = input_shape
-        if min(channels, height, width) < 1:
+        if len(input_shape) != 4 or min(input_shape[1:]) < 1:
             raise ValueError(
                 f"{where} expected input of shape (N, C, H, W) with C, H, W >= 1, "
                 f"got {tuple(input_shape)}"
             )
+        n, channels, height, width = input_shape
         return (n, channels, *self.geometry.output_size(height, width, where=where))
 
 
@@ -477,9 +473,8 @@ class MaxPool2d(_Pool2d):
         windows = extract_patches(x, self.geometry, xp, pad_value=-math.inf)
         return xp.transpose(xp.max(windows, axis=-1), (0, 3, 1, 2))
 
-    def forward(self, x):
+    def forward_unchecked(self, x: Array) -> tuple:
         """Cache the argmax of every window, ``(N, H_out, W_out, C)``, and the input shape."""
-        _check_layer_input(self, x)
         xp = xp_of(x)
         windows = extract_patches(x, self.geometry, xp, pad_value=-math.inf)
         argmax = windows.argmax(axis=-1)
@@ -507,9 +502,8 @@ class AvgPool2d(_Pool2d):
         windows = extract_patches(x, self.geometry, xp)
         return xp.transpose(xp.mean(windows, axis=-1), (0, 3, 1, 2))
 
-    def forward(self, x):
+    def forward_unchecked(self, x: Array) -> tuple:
         """Cache the input shape."""
-        _check_layer_input(self, x)
         return self.apply(x, xp_of(x)), x.shape
 
     def backward(self, cache, dy):
@@ -526,22 +520,11 @@ class AvgPool2d(_Pool2d):
 
 
 class Activation(Layer):
-    """An elementwise map ``y = phi(x)``; backward ``dx = dy * phi'(x)``.
+    """An elementwise map ``y = phi(x)`` on any shape; backward ``dx = dy * phi'(x)``."""
 
-    ``forward`` checks that ``x`` is a float array (any shape) and calls ``_forward``.
-    """
-
-    def output_shape(self, input_shape, where):
+    def output_shape(self, input_shape: tuple, where: str) -> tuple:
         """Any shape; unchanged."""
         return tuple(input_shape)
-
-    def forward(self, x):
-        """Return ``(y, cache)`` for a float array ``x`` of any shape."""
-        _check_layer_input(self, x)
-        return self._forward(x)
-
-    def _forward(self, x):
-        raise NotImplementedError
 
 
 class Identity(Activation):
@@ -551,7 +534,7 @@ class Identity(Activation):
         """``y = x``."""
         return x
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Nothing to cache."""
         return x, None
 
@@ -567,7 +550,7 @@ class ReLU(Activation):
         """``y = x`` where ``x > 0``, else 0."""
         return xp.where(x > 0, x, 0)
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Cache ``y`` (``y > 0`` exactly where ``x > 0``)."""
         y = self.apply(x, xp_of(x))
         return y, y
@@ -588,7 +571,7 @@ class Sigmoid(Activation):
         """``y = sigmoid(x)``."""
         return sigmoid(x, xp)
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Cache ``(y, 1 - y) = (sigmoid(x), sigmoid(-x))``."""
         y, one_minus_y = sigmoid_pair(x)
         return y, (y, one_minus_y)
@@ -606,7 +589,7 @@ class Tanh(Activation):
         """``y = tanh(x)``."""
         return xp.tanh(x)
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Cache ``y``."""
         y = self.apply(x, xp_of(x))
         return y, y
@@ -623,7 +606,7 @@ class Softplus(Activation):
         """``y = logaddexp(0, x)``."""
         return xp.logaddexp(0, x)
 
-    def _forward(self, x):
+    def forward_unchecked(self, x):
         """Cache ``x``."""
         return self.apply(x, xp_of(x)), x
 

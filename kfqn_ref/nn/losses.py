@@ -15,6 +15,11 @@ Conventions §6: a loss is summed over output units and averaged over the miniba
   ``xp = autograd.numpy`` (the autograd tests and the exact-Hessian code use it);
 * ``check_targets(z, t)``: the validation every public method runs first.
 
+Each public method checks its arguments and calls its core ``<method>_unchecked`` (same
+signature, no checks), which trusted callers use on arguments they checked once at their edge
+(``Sequential.forward_backward`` checks ``z`` when it is produced and ``t`` once). Subclasses give
+the formulas by overriding the cores.
+
 For all three losses ``z`` is the natural parameter of the predictive distribution, so the gradient
 is ``mean - t`` and the Hessian is the covariance of the predictive distribution (independent of
 ``t``). Equations and their tests: ``docs/nn.md``.
@@ -24,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kfqn_ref._checks import check_float_array
-from kfqn_ref.backend import SUPPORTED_DTYPES, xp_of
+from kfqn_ref._checks import check_float_array, check_generator, describe
+from kfqn_ref.backend import SUPPORTED_DTYPES, Array, xp_of
 from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
 
 #: Rows of probability targets of :class:`SoftmaxCrossEntropy` must sum to 1 within this many
@@ -46,20 +51,6 @@ def _diag_embed(v):
     return v[:, :, None] * xp.eye(v.shape[1], dtype=v.dtype)
 
 
-def _describe(value) -> str:
-    """``"ndarray of dtype bool"``, ``"list"``, ...: the kind of a rejected argument."""
-    dtype = getattr(value, "dtype", None)
-    return f"{type(value).__name__} of dtype {dtype}" if dtype is not None else type(value).__name__
-
-
-def _check_generator(rng):
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), got "
-            f"{type(rng).__name__}"
-        )
-
-
 class Loss:
     """Base class: validation shared by the losses; subclasses give the formulas."""
 
@@ -68,7 +59,7 @@ class Loss:
 
     # -- validation --------------------------------------------------------------------------------
 
-    def check_targets(self, z, t) -> None:
+    def check_targets(self, z: Array, t: Array) -> None:
         """Validate the output form of ``z`` and the targets ``t`` against it.
 
         ``z`` must be ``(N, d)`` with ``N >= 1`` and a float dtype (only its shape and dtype are
@@ -95,9 +86,59 @@ class Loss:
                 f"got {tuple(t.shape)}"
             )
 
-    def _check_sampling_input(self, z, rng) -> None:
-        """Check ``sample_targets``' input: a ``Generator``, a finite float ``z`` of N >= 1 rows."""
-        _check_generator(rng)
+    def _validated(self, z, t) -> None:
+        """Check a concrete ``z`` (finite too) and ``t``: the checks of every public method."""
+        check_float_array(f"{type(self).__name__}: network output z", z)
+        self.check_targets(z, t)
+
+    # -- the public interface and its cores (the formulas, per subclass) ---------------------------
+
+    def mean_value(self, z: Array, t: Array, xp) -> Array:
+        """``f = (1/N) sum_n l(z_n, t_n)`` as a pure function of ``z`` (autograd-compatible)."""
+        raise NotImplementedError
+
+    def value(self, z: Array, t: Array) -> float:
+        """``f = (1/N) sum_n l(z_n, t_n)``."""
+        self._validated(z, t)
+        return self.value_unchecked(z, t)
+
+    def value_unchecked(self, z: Array, t: Array) -> float:
+        """As :meth:`value`, without argument checks (for trusted callers)."""
+        return float(self.mean_value(z, t, xp_of(z)))
+
+    def output_gradient(self, z: Array, t: Array) -> Array:
+        """Per-sample ``dl_n/dz_n``, ``(N, d)``."""
+        self._validated(z, t)
+        return self.output_gradient_unchecked(z, t)
+
+    def output_gradient_unchecked(self, z: Array, t: Array) -> Array:
+        """As :meth:`output_gradient`, without argument checks (for trusted callers)."""
+        return self._mean(z) - self._dense_targets(z, t)
+
+    def output_hessian(self, z: Array, t: Array) -> Array:
+        """Per-sample ``d2l_n/dz_n^2``, ``(N, d, d)``."""
+        self._validated(z, t)
+        return self.output_hessian_unchecked(z, t)
+
+    def output_hessian_unchecked(self, z: Array, t: Array) -> Array:
+        """As :meth:`output_hessian`, without argument checks (for trusted callers)."""
+        raise NotImplementedError
+
+    def output_hessian_sqrt(self, z: Array, t: Array) -> Array:
+        """Per-sample ``S_n``, ``(N, d, d)``, with ``S_n S_n^T = d2l_n/dz_n^2``."""
+        self._validated(z, t)
+        return self.output_hessian_sqrt_unchecked(z, t)
+
+    def output_hessian_sqrt_unchecked(self, z: Array, t: Array) -> Array:
+        """As :meth:`output_hessian_sqrt`, without argument checks (for trusted callers)."""
+        raise NotImplementedError
+
+    def sample_targets(self, z: Array, rng: np.random.Generator) -> Array:
+        """Targets drawn from the predictive distribution at ``z`` (finite ``(N, d)``, ``N >= 1``).
+
+        The draw is the subclass's (``sample_targets_unchecked``).
+        """
+        check_generator("rng", rng)
         name = type(self).__name__
         check_float_array(f"{name}: network output z", z, ndim=2)
         if z.shape[0] < 1:
@@ -105,43 +146,11 @@ class Loss:
                 f"{name}.sample_targets expects network outputs z of shape (N, d) with N >= 1, "
                 f"got {tuple(z.shape)}"
             )
+        return self.sample_targets_unchecked(z, rng)
 
-    def _validated(self, z, t):
-        """Check a concrete ``z`` (finite too) and ``t``; return ``z``'s array module."""
-        check_float_array(f"{type(self).__name__}: network output z", z)
-        self.check_targets(z, t)
-        return xp_of(z)
-
-    # -- the public interface ----------------------------------------------------------------------
-
-    def mean_value(self, z, t, xp):
-        """``f = (1/N) sum_n l(z_n, t_n)`` as a pure function of ``z`` (autograd-compatible)."""
+    def sample_targets_unchecked(self, z: Array, rng: np.random.Generator) -> Array:
+        """As :meth:`sample_targets`, without argument checks (for trusted callers)."""
         raise NotImplementedError
-
-    def value(self, z, t) -> float:
-        """``f = (1/N) sum_n l(z_n, t_n)``."""
-        return float(self.mean_value(z, t, self._validated(z, t)))
-
-    def output_gradient(self, z, t):
-        """Per-sample ``dl_n/dz_n``, ``(N, d)``."""
-        self._validated(z, t)
-        return self._gradient(z, t)
-
-    def output_hessian(self, z, t):
-        """Per-sample ``d2l_n/dz_n^2``, ``(N, d, d)``."""
-        self._validated(z, t)
-        return self._hessian(z)
-
-    def output_hessian_sqrt(self, z, t):
-        """Per-sample ``S_n``, ``(N, d, d)``, with ``S_n S_n^T = d2l_n/dz_n^2``."""
-        self._validated(z, t)
-        return self._hessian_sqrt(z)
-
-    def sample_targets(self, z, rng):
-        """Targets drawn from the predictive distribution at ``z`` (see the subclass)."""
-        raise NotImplementedError
-
-    # -- the formulas, per subclass ----------------------------------------------------------------
 
     def _mean(self, z):
         """Mean of the predictive distribution, ``(N, d)``."""
@@ -150,16 +159,6 @@ class Loss:
     def _dense_targets(self, z, t):
         """Targets as an ``(N, d)`` float array."""
         return t
-
-    def _gradient(self, z, t):
-        """``dl_n/dz_n = mean - t``, ``(N, d)``."""
-        return self._mean(z) - self._dense_targets(z, t)
-
-    def _hessian(self, z):
-        raise NotImplementedError
-
-    def _hessian_sqrt(self, z):
-        raise NotImplementedError
 
 
 class SquaredError(Loss):
@@ -176,17 +175,18 @@ class SquaredError(Loss):
     def _mean(self, z):
         return z
 
-    def _hessian(self, z):
+    def output_hessian_unchecked(self, z, t):
+        """``I_d`` per sample."""
         xp = xp_of(z)
         n, d = z.shape
         return xp.broadcast_to(xp.eye(d, dtype=z.dtype), (n, d, d)).copy()
 
-    def _hessian_sqrt(self, z):
-        return self._hessian(z)
+    def output_hessian_sqrt_unchecked(self, z, t):
+        """``I_d`` per sample."""
+        return self.output_hessian_unchecked(z, t)
 
-    def sample_targets(self, z, rng):
+    def sample_targets_unchecked(self, z, rng):
         """``t = z + e``, ``e ~ N(0, I)`` from ``rng.standard_normal`` (float64, then rounded)."""
-        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         return z + xp.asarray(rng.standard_normal(z.shape)).astype(z.dtype)
 
@@ -196,11 +196,8 @@ class SigmoidCrossEntropy(Loss):
 
     ``l(z, t) = sum_i [softplus(z_i) - t_i z_i] = -sum_i [t_i log s_i + (1 - t_i) log(1 - s_i)]``
     with ``s = sigmoid(z)`` and targets ``t in [0, 1]``; predictive distribution ``Bernoulli(s)``.
-    Gradient ``s - t``; Hessian ``diag(s (1 - s))``; square root ``diag(sqrt(s (1 - s)))``.
-
-    Saturated logits: ``1 - s = sigmoid(-z)`` is computed as such (:func:`sigmoid_pair`), never as
-    ``1 - s``, so ``s (1 - s)`` and the gradient ``s - t = (1 - t) s - t (1 - s)`` keep their
-    relative precision for ``|z|`` large (e.g. ``-sigmoid(-z)`` at ``t = 1``).
+    Gradient ``s - t``; Hessian ``diag(s (1 - s))``; square root ``diag(sqrt(s (1 - s)))``, with
+    ``1 - s = sigmoid(-z)`` from :func:`sigmoid_pair` (saturated logits: see ``docs/nn.md`` §6).
     """
 
     def _check_target_values(self, z, t):
@@ -219,22 +216,23 @@ class SigmoidCrossEntropy(Loss):
     def _mean(self, z):
         return sigmoid(z)
 
-    def _gradient(self, z, t):
+    def output_gradient_unchecked(self, z, t):
         """``s - t = (1 - t) s - t (1 - s)``, exact in form for ``t`` in ``{0, 1}``."""
         s, one_minus_s = sigmoid_pair(z)
         return (1 - t) * s - t * one_minus_s
 
-    def _hessian(self, z):
+    def output_hessian_unchecked(self, z, t):
+        """``diag(s (1 - s))``."""
         s, one_minus_s = sigmoid_pair(z)
         return _diag_embed(s * one_minus_s)
 
-    def _hessian_sqrt(self, z):
+    def output_hessian_sqrt_unchecked(self, z, t):
+        """``diag(sqrt(s (1 - s)))``."""
         s, one_minus_s = sigmoid_pair(z)
         return _diag_embed(xp_of(z).sqrt(s * one_minus_s))
 
-    def sample_targets(self, z, rng):
+    def sample_targets_unchecked(self, z, rng):
         """``t_ni = 1`` if ``u_ni < sigmoid(z_ni)`` else 0, with ``u = rng.random(z.shape)``."""
-        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         u = xp.asarray(rng.random(z.shape))
         return (u < sigmoid(z)).astype(z.dtype)
@@ -259,7 +257,7 @@ class SoftmaxCrossEntropy(Loss):
         else:
             raise TypeError(
                 "SoftmaxCrossEntropy targets t must be an integer array of class indices (N,) or a "
-                f"float array of probability rows (N, K), got {_describe(t)}"
+                f"float array of probability rows (N, K), got {describe(t)}"
             )
 
     def _check_class_indices(self, z, t):
@@ -302,22 +300,23 @@ class SoftmaxCrossEntropy(Loss):
     def _mean(self, z):
         return _softmax(z)
 
-    def _hessian(self, z):
+    def output_hessian_unchecked(self, z, t):
+        """``diag(p) - p p^T``."""
         p = _softmax(z)
         return _diag_embed(p) - p[:, :, None] * p[:, None, :]
 
-    def _hessian_sqrt(self, z):
+    def output_hessian_sqrt_unchecked(self, z, t):
+        """``diag(sqrt p) - p sqrt(p)^T``."""
         p = _softmax(z)
         q = xp_of(z).sqrt(p)
         return _diag_embed(q) - p[:, :, None] * q[:, None, :]
 
-    def sample_targets(self, z, rng):
+    def sample_targets_unchecked(self, z, rng):
         """Class indices ``c_n ~ Categorical(softmax(z_n))``, int64 ``(N,)``, by inverting the CDF.
 
         ``c_n = #{i : P_ni < u_n P_nK}`` with ``P`` the row-wise cumulative sums of ``p`` and
         ``u = rng.random(N)`` (float64); scaling by ``P_nK`` keeps ``c_n <= K - 1`` under rounding.
         """
-        self._check_sampling_input(z, rng)
         xp = xp_of(z)
         cumulative = xp.cumsum(_softmax(z), axis=1)
         u = xp.asarray(rng.random(z.shape[0]))

@@ -4,10 +4,10 @@ For a minibatch ``X`` of ``N`` samples and targets ``T`` the model computes the 
 ``f = (1/N) sum_n l_n`` (conventions §6) and, per trainable layer (in network order), the record of
 conventions §4:
 
-* ``a``: the homogeneous inputs ``a~`` (dense ``(N, d_in + 1)``, conv ``(N, T, c_in k_h k_w + 1)``);
-* ``h``: the pre-activations ``h = W~ a~`` (dense ``(N, d_out)``, conv ``(N, T, c_out)``);
+* ``a``: the homogeneous inputs ``a~`` (dense ``(N, d_in + 1)``, conv ``(N, P, c_in k_h k_w + 1)``);
+* ``h``: the pre-activations ``h = W~ a~`` (dense ``(N, d_out)``, conv ``(N, P, c_out)``);
 * ``g``: the per-sample pre-activation gradients ``g_n = dl_n/dh_n = N df/dh_n`` (shape of ``h``);
-* ``grad``: ``df/dW~ = (1/N) sum_n sum_t g_{n,t} a~_{n,t}^T`` (shape of ``W~``).
+* ``grad``: ``df/dW~ = (1/N) sum_n sum_p g_{n,p} a~_{n,p}^T`` (shape of ``W~``).
 
 The backward pass propagates per-sample output gradients ``dl_n/dz_n`` (any ``(N, d_out)`` array:
 Fisher and GGN code pass sampled-target gradients or Hessian square-root columns through the same
@@ -16,17 +16,25 @@ pass). Every sample's loss depends on that sample only, so propagating them give
 Weights live in the model as a list of homogeneous matrices ``W~ = [W | b]`` (conventions §3),
 exchanged with :meth:`Sequential.weights` / :meth:`Sequential.set_weights`; layers hold none, and no
 pass stores anything in the model, so every pass can be repeated with the same result.
+
+Checks happen once, at the public methods: ``forward_pass``, ``backward_pass`` and
+``set_weights`` validate and call their cores ``forward_pass_unchecked``,
+``backward_pass_unchecked`` and ``set_weights_unchecked``, which call the layers' and the loss's
+unchecked cores. An optimizer calls the cores for what it already checked: the second pass on a
+minibatch that ``forward_backward`` checked, new weights it computed and checked for finiteness.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from kfqn_ref import _checks, backend
-from kfqn_ref._checks import check_float_array, is_int
-from kfqn_ref.backend import resolve_dtype
+from kfqn_ref import backend
+from kfqn_ref._checks import check_bool, check_computed_finite, check_float_array, check_int
+from kfqn_ref.backend import Array, resolve_dtype
 from kfqn_ref.nn.layers import Layer
 from kfqn_ref.nn.losses import Loss
 
@@ -87,9 +95,7 @@ def _make_rng(seed) -> np.random.Generator:
     """``Generator(PCG64(seed))`` for an int ``seed >= 0``; a ``Generator`` is used as it is."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if not is_int(seed) or seed < 0:
-        raise TypeError(f"seed must be an int >= 0 or a numpy.random.Generator, got {seed!r}")
-    return np.random.Generator(np.random.PCG64(int(seed)))
+    return np.random.Generator(np.random.PCG64(check_int("seed", seed, minimum=0)))
 
 
 class Sequential:
@@ -101,17 +107,21 @@ class Sequential:
         Applied in order; at least one must be trainable (``Dense`` or ``Conv2d``).
     loss : Loss
         Applied to the last layer's output ``z`` ``(N, d_out)``.
-    seed : int or numpy.random.Generator
-        Initialisation: ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order,
-        each ``W~`` by ``layer.init_weight`` (every entry of ``W`` and ``b`` i.i.d.
-        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, drawn in float64 row-major and rounded to
-        ``dtype``). Same seed, same bits.
+    seed : int >= 0 or numpy.random.Generator
+        ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order, each ``W~`` by
+        ``layer.init_weight`` (``docs/nn.md`` §7). Same seed, same bits.
     dtype : float64 (default) or float32
         The dtype of the weights and of every array the model accepts (no silent casting).
 
     """
 
-    def __init__(self, layers, loss, seed=0, dtype=np.float64):
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        loss: Loss,
+        seed: int | np.random.Generator = 0,
+        dtype: DTypeLike = np.float64,
+    ):
         if not isinstance(layers, list | tuple) or not all(isinstance(x, Layer) for x in layers):
             raise TypeError(
                 "layers must be a list of kfqn_ref.nn layers (Dense, Conv2d, ReLU, ...)"
@@ -148,11 +158,11 @@ class Sequential:
 
     # -- weights -----------------------------------------------------------------------------------
 
-    def weights(self) -> list:
+    def weights(self) -> list[Array]:
         """Return copies of the homogeneous weights ``W~ = [W | b]``, one per trainable layer."""
         return [w.copy() for w in self._weights]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Sequence[Array]) -> None:
         """Replace the weights by copies of ``weights`` (a list of homogeneous ``W~``).
 
         Checks the count, every shape (``layer.weight_shape``), the dtype (the model's) and that
@@ -162,6 +172,10 @@ class Sequential:
         for j, (index, w) in enumerate(zip(self.trainable_indices, weights, strict=True)):
             check_float_array(f"weights[{j}] for {self._label(index)}", w, dtype=self.dtype)
         self._check_weight_shapes(weights)
+        self.set_weights_unchecked(weights)
+
+    def set_weights_unchecked(self, weights: Sequence[Array]) -> None:
+        """As :meth:`set_weights`, without argument checks (for trusted callers)."""
         self._weights = [w.copy() for w in weights]
 
     def _check_weight_count(self, weights) -> None:
@@ -189,7 +203,7 @@ class Sequential:
 
     # -- input checks ------------------------------------------------------------------------------
 
-    def output_shape(self, input_shape) -> tuple:
+    def output_shape(self, input_shape: tuple) -> tuple:
         """Return the output shape for inputs of ``input_shape``.
 
         Raises ``ValueError`` naming the first layer whose input does not fit.
@@ -200,6 +214,7 @@ class Sequential:
         return shape
 
     def _check_input(self, X) -> None:
+        """``X``: an array of the model's dtype, finite, ``N >= 1``, of a shape the layers take."""
         check_float_array("X", X, dtype=self.dtype)
         if X.ndim == 0 or X.shape[0] < 1:
             raise ValueError(f"X must hold at least one sample (first axis N >= 1), got {X.shape}")
@@ -207,14 +222,14 @@ class Sequential:
 
     # -- passes ------------------------------------------------------------------------------------
 
-    def forward(self, X):
+    def forward(self, X: Array) -> Array:
         """Network outputs ``z`` for inputs ``X`` (no caches kept)."""
         self._check_input(X)
         z = self._apply_layers(self._weights, X, backend.xp_of(X))
-        _checks.check_computed_finite("network output z", z)
+        check_computed_finite("network output z", z)
         return z
 
-    def output_function(self, weights, X, xp):
+    def output_function(self, weights: Sequence[Array], X: Array, xp) -> Array:
         """Network outputs ``z`` as a pure function of ``weights`` (list of ``W~``).
 
         Uses each layer's ``apply`` (the same forward the passes use), so with
@@ -226,7 +241,7 @@ class Sequential:
         self._check_weight_shapes(weights)
         return self._apply_layers(weights, X, xp)
 
-    def loss_function(self, weights, X, T, xp):
+    def loss_function(self, weights: Sequence[Array], X: Array, T: Array, xp):
         """Mean loss ``f(W~_1, ..., W~_L) = (1/N) sum_n l_n`` as a pure function of ``weights``."""
         z = self.output_function(weights, X, xp)
         self.loss.check_targets(z, T)
@@ -238,16 +253,24 @@ class Sequential:
             x = layer.apply(weight, x, xp) if layer.trainable else layer.apply(x, xp)
         return x
 
-    def forward_pass(self, X) -> ForwardPass:
-        """Forward pass keeping every layer's cache; its ``records`` give ``a~`` and ``h``."""
+    def forward_pass(self, X: Array) -> ForwardPass:
+        """Forward pass keeping every layer's cache; its ``records`` give ``a~`` and ``h``.
+
+        Raises :class:`~kfqn_ref._checks.NonFiniteError` if the output ``z`` is not finite.
+        """
         self._check_input(X)
+        return self.forward_pass_unchecked(X)
+
+    def forward_pass_unchecked(self, X: Array) -> ForwardPass:
+        """As :meth:`forward_pass`, without argument checks (for trusted callers)."""
         weights = tuple(self._weights)
         caches = []
         x = X
         for layer, weight in zip(self.layers, self._per_layer(weights), strict=True):
-            x, cache = layer.forward(weight, x) if layer.trainable else layer.forward(x)
+            arguments = (weight, x) if layer.trainable else (x,)
+            x, cache = layer.forward_unchecked(*arguments)
             caches.append(cache)
-        _checks.check_computed_finite("network output z", x)
+        check_computed_finite("network output z", x)
         return ForwardPass(
             z=x,
             caches=tuple(caches),
@@ -256,7 +279,9 @@ class Sequential:
             layers=self.layers,
         )
 
-    def backward_pass(self, forward_pass, output_gradients, weight_gradients=True) -> list:
+    def backward_pass(
+        self, forward_pass: ForwardPass, output_gradients: Array, weight_gradients: bool = True
+    ) -> list[LayerRecord]:
         """Propagate per-sample output gradients back: one :class:`LayerRecord` per trainable layer.
 
         ``output_gradients`` ``(N, d_out)`` are any per-sample ``dl_n/dz_n`` (the loss's gradient, a
@@ -271,14 +296,19 @@ class Sequential:
                 f"{type(forward_pass).__name__}"
             )
         self._check_same_structure(forward_pass)
-        if not isinstance(weight_gradients, bool):
-            raise TypeError(f"weight_gradients must be True or False, got {weight_gradients!r}")
+        check_bool("weight_gradients", weight_gradients)
         check_float_array("output_gradients", output_gradients, dtype=self.dtype)
         if output_gradients.shape != forward_pass.z.shape:
             raise ValueError(
                 f"output_gradients must have the shape of the output, {forward_pass.z.shape}, "
                 f"got {output_gradients.shape}"
             )
+        return self.backward_pass_unchecked(forward_pass, output_gradients, weight_gradients)
+
+    def backward_pass_unchecked(
+        self, forward_pass: ForwardPass, output_gradients: Array, weight_gradients: bool = True
+    ) -> list[LayerRecord]:
+        """As :meth:`backward_pass`, without argument checks (for trusted callers)."""
         first = self.trainable_indices[0]
         weights = self._per_layer(forward_pass.weights)
         records = []
@@ -320,12 +350,20 @@ class Sequential:
                     f"is {other!r} there but {layer!r} in this model"
                 )
 
-    def forward_backward(self, X, T, weight_gradients=True) -> ForwardBackward:
-        """Mean loss, output and per-layer records (conventions §4) on the minibatch ``(X, T)``."""
-        forward_pass = self.forward_pass(X)
+    def forward_backward(
+        self, X: Array, T: Array, weight_gradients: bool = True
+    ) -> ForwardBackward:
+        """Mean loss, output and per-layer records (conventions §4) on the minibatch ``(X, T)``.
+
+        Checks ``X``, then ``z`` as it is produced (:meth:`forward_pass`), then ``T`` against
+        ``z``, once each; the loss and the backward pass run unchecked.
+        """
+        self._check_input(X)
+        check_bool("weight_gradients", weight_gradients)
+        forward_pass = self.forward_pass_unchecked(X)
         z = forward_pass.z
-        loss = self.loss.value(z, T)
-        records = self.backward_pass(
-            forward_pass, self.loss.output_gradient(z, T), weight_gradients
-        )
+        self.loss.check_targets(z, T)
+        loss = self.loss.value_unchecked(z, T)
+        gradients = self.loss.output_gradient_unchecked(z, T)
+        records = self.backward_pass_unchecked(forward_pass, gradients, weight_gradients)
         return ForwardBackward(loss=loss, output=z, records=records)

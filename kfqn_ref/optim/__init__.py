@@ -1,6 +1,9 @@
-"""Optimizers over a :class:`kfqn_ref.nn.Sequential`: one protocol (``base``), K-BFGS, baselines."""
+"""Optimizers over a :class:`kfqn_ref.nn.Sequential`: one protocol (``base``), K-BFGS, baselines.
 
-from kfqn_ref.optim.base import NonFiniteError, Optimizer, load_state, save_state
+State files: ``state_io``.
+"""
+
+from kfqn_ref.optim.base import NonFiniteError, Optimizer
 from kfqn_ref.optim.first_order import (
     Adam,
     AdamConfig,
@@ -20,8 +23,9 @@ from kfqn_ref.optim.kbfgs import (
     KBFGSVariant,
     StepDiagnostics,
 )
-from kfqn_ref.optim.kfac import KFAC, DampingSplit, KFACConfig
+from kfqn_ref.optim.kfac import KFAC, KFACConfig, KFACDampingSplit
 from kfqn_ref.optim.shampoo import Shampoo, ShampooConfig
+from kfqn_ref.optim.state_io import load_state, save_state
 
 __all__ = [
     "KBFGS",
@@ -29,13 +33,13 @@ __all__ = [
     "KFAC",
     "Adam",
     "AdamConfig",
-    "DampingSplit",
     "KBFGSConfig",
     "KBFGSDampingSplit",
     "KBFGSLConfig",
     "KBFGSState",
     "KBFGSVariant",
     "KFACConfig",
+    "KFACDampingSplit",
     "MomentumForm",
     "NonFiniteError",
     "Optimizer",

@@ -33,15 +33,16 @@ import enum
 from typing import NamedTuple
 
 from kfqn_ref import backend
+from kfqn_ref._checks import check_bool, check_in_interval, check_non_negative, check_positive
+from kfqn_ref.backend import Array
 from kfqn_ref.optim.base import (
     Optimizer,
-    check_choice,
-    check_non_negative,
-    check_non_negative_entry,
-    check_positive,
-    check_unit_interval_closed_open,
-    require_finite,
+    check_loss_and_gradients,
+    check_new_state,
+    set_new_weights,
+    store_choice,
 )
+from kfqn_ref.optim.state_io import check_non_negative_entry
 
 # --------------------------------------------------------------------------------------------
 # Shared pieces.
@@ -65,61 +66,52 @@ def _new_gradient_weight(momentum: float, form: MomentumForm) -> float:
     return 1.0 if form is MomentumForm.HEAVY_BALL else 1.0 - momentum
 
 
-def momentum_update(velocity, direction, momentum: float, form: MomentumForm):
+def momentum_update(velocity: Array, d: Array, momentum: float, form: MomentumForm) -> Array:
     """Return the new buffer ``mu v + c d`` (a new array; ``c`` as in :class:`MomentumForm`)."""
-    return momentum * velocity + _new_gradient_weight(momentum, form) * direction
+    return momentum * velocity + _new_gradient_weight(momentum, form) * d
 
 
-def nesterov_direction(new_velocity, direction, momentum: float, form: MomentumForm):
+def nesterov_direction(new_velocity: Array, d: Array, momentum: float, form: MomentumForm) -> Array:
     """Nesterov's look-ahead step ``mu v_new + c d`` (Sutskever et al. 2013, eq. 3-4 rewritten).
 
     With ``form = HEAVY_BALL`` this is ``torch.optim.SGD(nesterov=True)``.
     """
-    return momentum * new_velocity + _new_gradient_weight(momentum, form) * direction
+    return momentum * new_velocity + _new_gradient_weight(momentum, form) * d
 
 
-def regularised_gradients(model, X, T, weight_decay: float):
-    """One forward/backward pass at the current weights.
+def regularised_gradients(
+    model, X: Array, T: Array, weight_decay: float
+) -> tuple[float, list[Array], list[Array]]:
+    """One forward/backward pass at the current weights, loss and gradients checked finite.
 
-    Returns ``(loss, weights, directions)`` where ``loss`` is the minibatch-mean loss ``f`` (without
-    the weight-decay term), ``weights`` the homogeneous weights ``W~`` (copies) and ``directions``
-    the regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array per trainable layer.
+    Returns ``(loss, weights, regularised)`` where ``loss`` is the minibatch-mean loss ``f``
+    (without the weight-decay term), ``weights`` the homogeneous weights ``W~`` (copies) and
+    ``regularised`` the regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array
+    per trainable layer.
     """
     result = model.forward_backward(X, T)
-    require_finite_loss_and_gradients(result.loss, result.grads)
+    check_loss_and_gradients(result.loss, result.grads)
     weights = model.weights()
-    directions = [
+    regularised = [
         grad + weight_decay * weight for grad, weight in zip(result.grads, weights, strict=True)
     ]
-    return result.loss, weights, directions
+    return result.loss, weights, regularised
 
 
-def require_finite_loss_and_gradients(loss, grads) -> None:
-    """Refuse the step (:class:`~kfqn_ref.optim.base.NonFiniteError`) on a NaN/Inf loss or grad."""
-    require_finite("loss", loss)
-    for i, grad in enumerate(grads):
-        require_finite(f"gradient of trainable layer {i}", grad)
-
-
-def apply_steps(model, weights, steps, lr: float) -> None:
+def apply_steps(model, weights: list[Array], steps: list[Array], lr: float) -> None:
     """Set the model's weights to ``W~ - lr * p`` for each layer's step ``p`` (new arrays).
 
     Raises :class:`~kfqn_ref.optim.base.NonFiniteError` (the step is refused) if a new weight is
     not finite.
     """
-    new_weights = [weight - lr * step for weight, step in zip(weights, steps, strict=True)]
-    for i, weight in enumerate(new_weights):
-        require_finite(f"new weights of trainable layer {i}", weight)
-    model.set_weights(new_weights)
+    set_new_weights(
+        model, [weight - lr * step for weight, step in zip(weights, steps, strict=True)]
+    )
 
 
-def zeros_like_weights(model) -> tuple:
+def zeros_like_weights(model) -> tuple[Array, ...]:
     """One zero array per trainable layer, shaped and typed like its homogeneous weight."""
     return tuple(backend.xp_of(w).zeros_like(w) for w in model.weights())
-
-
-def _check_momentum_form(form) -> None:
-    check_choice("form", form, tuple(MomentumForm))
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,11 +143,10 @@ class SGDMomentumConfig:
 
     def __post_init__(self):
         check_positive("lr", self.lr)
-        check_unit_interval_closed_open("momentum", self.momentum)
+        check_in_interval("momentum", self.momentum, 0.0, 1.0, closed_low=True)
         check_non_negative("weight_decay", self.weight_decay)
-        if not isinstance(self.nesterov, bool):
-            raise TypeError(f"nesterov must be a bool, got {type(self.nesterov).__name__}")
-        _check_momentum_form(self.form)
+        check_bool("nesterov", self.nesterov)
+        store_choice(self, "form", MomentumForm)
 
 
 class SGDMomentumState(NamedTuple):
@@ -185,15 +176,15 @@ class SGDMomentum(Optimizer):
 
     def _step(self, X, T):
         cfg = self.config
-        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
         velocity = tuple(
             momentum_update(v, d, cfg.momentum, cfg.form)
-            for v, d in zip(self.state.velocity, directions, strict=True)
+            for v, d in zip(self.state.velocity, regularised, strict=True)
         )
         if cfg.nesterov:
             steps = [
                 nesterov_direction(v, d, cfg.momentum, cfg.form)
-                for v, d in zip(velocity, directions, strict=True)
+                for v, d in zip(velocity, regularised, strict=True)
             ]
         else:
             steps = list(velocity)
@@ -228,8 +219,8 @@ class AdamConfig:
 
     def __post_init__(self):
         check_positive("lr", self.lr)
-        check_unit_interval_closed_open("beta1", self.beta1)
-        check_unit_interval_closed_open("beta2", self.beta2)
+        check_in_interval("beta1", self.beta1, 0.0, 1.0, closed_low=True)
+        check_in_interval("beta2", self.beta2, 0.0, 1.0, closed_low=True)
         check_positive("eps", self.eps)
         check_non_negative("weight_decay", self.weight_decay)
 
@@ -273,16 +264,17 @@ class Adam(Optimizer):
 
     def _step(self, X, T):
         cfg = self.config
-        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
         t = self.step_count + 1
         first = tuple(
             cfg.beta1 * m + (1.0 - cfg.beta1) * d
-            for m, d in zip(self.state.first_moment, directions, strict=True)
+            for m, d in zip(self.state.first_moment, regularised, strict=True)
         )
         second = tuple(
             cfg.beta2 * v + (1.0 - cfg.beta2) * d * d
-            for v, d in zip(self.state.second_moment, directions, strict=True)
+            for v, d in zip(self.state.second_moment, regularised, strict=True)
         )
+        check_new_state("Adam second moment", second)
         steps = [_adam_direction(m, v, cfg, t) for m, v in zip(first, second, strict=True)]
         apply_steps(self.model, weights, steps, cfg.lr)
         return loss, AdamState(first_moment=first, second_moment=second)
@@ -325,9 +317,9 @@ class RMSpropConfig:
 
     def __post_init__(self):
         check_positive("lr", self.lr)
-        check_unit_interval_closed_open("decay", self.decay)
+        check_in_interval("decay", self.decay, 0.0, 1.0, closed_low=True)
         check_positive("eps", self.eps)
-        check_unit_interval_closed_open("momentum", self.momentum)
+        check_in_interval("momentum", self.momentum, 0.0, 1.0, closed_low=True)
         check_non_negative("weight_decay", self.weight_decay)
 
 
@@ -364,14 +356,15 @@ class RMSprop(Optimizer):
 
     def _step(self, X, T):
         cfg = self.config
-        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
         square = tuple(
             cfg.decay * s + (1.0 - cfg.decay) * d * d
-            for s, d in zip(self.state.square_average, directions, strict=True)
+            for s, d in zip(self.state.square_average, regularised, strict=True)
         )
+        check_new_state("RMSprop mean square", square)
         buffer = tuple(
             cfg.momentum * b + d / (backend.xp_of(s).sqrt(s) + cfg.eps)
-            for b, d, s in zip(self.state.momentum_buffer, directions, square, strict=True)
+            for b, d, s in zip(self.state.momentum_buffer, regularised, square, strict=True)
         )
         apply_steps(self.model, weights, buffer, cfg.lr)
         return loss, RMSpropState(square_average=square, momentum_buffer=buffer)

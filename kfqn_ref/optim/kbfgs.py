@@ -25,27 +25,27 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref import backend, nn
-from kfqn_ref.curvature.factors import kbfgs_input_factor
-from kfqn_ref.optim.base import (
-    Optimizer,
-    check_choice,
-    check_int_at_least,
+from kfqn_ref import _checks, backend, nn
+from kfqn_ref._checks import (
+    check_bool,
+    check_in_interval,
+    check_int,
     check_non_negative,
-    check_open_unit_interval,
     check_positive,
-    check_unit_interval_closed_open,
-    require_finite,
 )
+from kfqn_ref.backend import Array
+from kfqn_ref.curvature.factors import kbfgs_input_factor
+from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, set_new_weights, store_choice
 from kfqn_ref.optim.first_order import MomentumForm, momentum_update
 from kfqn_ref.optim.kbfgs_factors import (
+    KBFGSVariant,
     LayerState,
     PairDiagnostics,
-    PairRule,
     damp_output_pair,
     damped_inverse,
     ema_input_factor,
@@ -61,34 +61,15 @@ from kfqn_ref.optim.kbfgs_factors import (
 from kfqn_ref.quasi_newton import DoubleDampedPair, LBFGSState, SkipReason, lbfgs_init
 
 
-class KBFGSVariant(enum.Enum):
-    """Which K-BFGS iteration to run (``docs/optimizers/kbfgs.md`` writes each out).
-
-    ``AUTHORS_2020`` ("2020"): the authors' public code for dense nets, step for step
-    (ALGORITHMS.md §3): running ``A`` for every layer, ``H_a`` inverted explicitly at step 0,
-    Powell + second damping (DD-2020) on the ``G`` pair. Dense layers only.
-    ``KFQN_2022`` ("2022", the default): the conv extension (ALGORITHMS.md §4): minibatch Hessian
-    action for Conv2d ``A`` (running ``A`` for Dense), spatial-mean pairs, Powell +
-    Levenberg-Marquardt (DDV2) on the ``G`` pair, damping split, update interval.
-    ``CONVERGENT`` ("convergent"): the damped limited-memory variant of the convergence theorem
-    (``docs/derivations/convergence.md``; :class:`KBFGSL` with ``memory_light=True`` and
-    ``momentum=0`` only): both factors are limited-memory stores with a fixed ``H_0 = gamma I``,
-    Powell w.r.t. ``H_0`` then LM damping on both pairs, so that ``kappa_lo I <= H <= kappa_hi I``;
-    the factors used at step ``k`` depend only on minibatches before ``k``.
-    """
-
-    AUTHORS_2020 = "2020"
-    KFQN_2022 = "2022"
-    CONVERGENT = "convergent"
-
-
 class KBFGSDampingSplit(enum.Enum):
-    """How ``lambda`` is shared between the factors of a layer with ``T`` output positions.
+    """How K-BFGS shares ``lambda`` between the factors of a layer with ``P`` output positions.
 
     ``EQUAL``: ``lambda_A = lambda_G = sqrt(lambda)`` (the authors' default [code-2020],
     [code-cnn]).
-    ``SQRT_T``: ``lambda_A = sqrt(lambda) sqrt(T)``, ``lambda_G = sqrt(lambda) / sqrt(T)`` ([asdl];
-    the "SqrtT" ablation of [code-cnn]). Dense layers have ``T = 1``: both splits agree there.
+    ``SQRT_T``: ``lambda_A = sqrt(lambda) sqrt(P)``, ``lambda_G = sqrt(lambda) / sqrt(P)`` ([asdl];
+    named after the "SqrtT" ablation of [code-cnn]). Dense layers have ``P = 1``: both splits
+    agree there. K-BFGS holds inverse estimates, not ``A`` and ``G``, so it cannot balance by
+    their traces as K-FAC does (:class:`~kfqn_ref.optim.kfac.KFACDampingSplit`).
     """
 
     EQUAL = "equal"
@@ -114,23 +95,19 @@ class _KBFGSOptions:
     conv_position_average: bool = False
 
     def __post_init__(self):
-        check_choice("variant", self.variant, tuple(KBFGSVariant))
+        store_choice(self, "variant", KBFGSVariant)
         check_positive("lr", self.lr)
         check_positive("damping", self.damping)
-        check_unit_interval_closed_open("momentum", self.momentum)
+        check_in_interval("momentum", self.momentum, 0.0, 1.0, closed_low=True)
         check_non_negative("weight_decay", self.weight_decay)
-        check_unit_interval_closed_open("a_decay", self.a_decay)
-        check_unit_interval_closed_open("pair_decay", self.pair_decay)
-        check_open_unit_interval("powell_mu1", self.powell_mu1)
+        check_in_interval("a_decay", self.a_decay, 0.0, 1.0, closed_low=True)
+        check_in_interval("pair_decay", self.pair_decay, 0.0, 1.0, closed_low=True)
+        check_in_interval("powell_mu1", self.powell_mu1, 0.0, 1.0)
         check_non_negative("skip_threshold", self.skip_threshold)
         check_positive("hg_initial", self.hg_initial)
-        check_int_at_least("update_interval", self.update_interval, 1)
-        check_choice("damping_split", self.damping_split, tuple(KBFGSDampingSplit))
-        if not isinstance(self.conv_position_average, bool):
-            raise TypeError(
-                "conv_position_average must be a bool, got "
-                f"{type(self.conv_position_average).__name__}"
-            )
+        check_int("update_interval", self.update_interval, minimum=1)
+        store_choice(self, "damping_split", KBFGSDampingSplit)
+        check_bool("conv_position_average", self.conv_position_average)
         if self.variant is KBFGSVariant.AUTHORS_2020 and self.damping > 1.0:
             raise ValueError(
                 "variant 2020 needs damping <= 1: its second damping uses "
@@ -140,35 +117,28 @@ class _KBFGSOptions:
 
 @dataclasses.dataclass(frozen=True)
 class KBFGSConfig(_KBFGSOptions):
-    """Options of :class:`KBFGS` (dense ``H_g`` and ``H_a``). Sources in brackets.
+    """Options of :class:`KBFGS` (dense ``H_g`` and ``H_a``).
 
-    variant : KBFGSVariant = KFQN_2022. ``AUTHORS_2020`` or ``KFQN_2022`` (``CONVERGENT`` needs
-        limited memory: use :class:`KBFGSL`).
-    lr : float > 0 = 0.3 — ``alpha`` [code-2020 driver].
-    damping : float > 0 = 0.3 — ``lambda``; ``sqrt(lambda)`` is ``Kron_BFGS_A_LM_epsilon`` and
-        ``Kron_BFGS_H_epsilon`` [code-2020]; 2020 needs ``lambda <= 1``.
-    momentum : float in [0, 1) = 0.9 — ``rho`` of ``m <- rho m + (1 - rho) d``, no bias correction
-        [code-2020 ``momentum_gradient_rho``].
-    weight_decay : float >= 0 = 1e-5 — ``tau``, added to the gradient of ``W`` AND ``b``
-        [code-2020].
-    a_decay : float in [0, 1) = 0.9 — ``beta`` of the running ``A`` [code-2020
-        ``Kron_BFGS_A_decay``].
-    pair_decay : float in [0, 1) = 0.9 — decay of the exponential averages of the ``G`` pairs
-        (hard-coded 0.9 when the minibatch is smaller than the data set, else 0 [code-2020];
-        "momentum-s-y" [code-cnn]). Set 0 for full-batch training.
-    powell_mu1 : float in (0, 1) = 0.2 — Powell's ``mu1`` [code-2020, asdl].
-    skip_threshold : float >= 0 = 1e-4 — skip when ``s^T y <= c (s^T s) ||gbar||`` [code-2020].
-    hg_initial : float > 0 = 1 — ``H_g = hg_initial I`` at start [code-2020
-        ``Kron_LBFGS_Hg_initial``].
-    update_interval : int >= 1 = 1 — the factors (and the second pass) are updated on steps
-        ``k % update_interval == 0`` only [code-2020 updates every step; 2022 abstract].
-    damping_split : KBFGSDampingSplit = EQUAL [code-cnn]; ``SQRT_T`` [asdl].
-    conv_position_average : bool = False — Conv2d ``A`` sums over positions [code-cnn]; True
-        divides by ``T`` [asdl].
+    Defaults, ranges and sources: the options table of ``docs/optimizers/kbfgs.md``. Enum options
+    accept their string values (``variant="2020"``).
+
+    variant : which iteration, ``"2020"`` or ``"2022"`` (``"convergent"`` needs :class:`KBFGSL`).
+    lr : ``alpha``, the step size.
+    damping : ``lambda``, shared by the factors as ``damping_split`` says (2020: ``<= 1``).
+    momentum : ``rho`` of ``m <- rho m + (1 - rho) d``.
+    weight_decay : ``tau``, added to the gradient of ``W`` and ``b``.
+    a_decay : ``beta`` of the running ``A``.
+    pair_decay : decay of the averages of the ``G`` pairs (0 for full-batch training).
+    powell_mu1 : Powell's ``mu1``.
+    skip_threshold : ``c`` of the skip rule ``s^T y <= c (s^T s) ||gbar||``.
+    hg_initial : ``H_g = hg_initial I`` at the start.
+    update_interval : factors and second pass on steps ``k % update_interval == 0`` only.
+    damping_split : :class:`KBFGSDampingSplit`.
+    conv_position_average : divide the Conv2d ``A`` by ``P`` (else it sums over positions).
     """
 
     def __post_init__(self):
-        check_choice("variant", self.variant, tuple(KBFGSVariant))
+        store_choice(self, "variant", KBFGSVariant)
         if self.variant is KBFGSVariant.CONVERGENT:
             raise ValueError(
                 "the convergent variant keeps both factors in limited memory: use "
@@ -181,14 +151,11 @@ class KBFGSConfig(_KBFGSOptions):
 class KBFGSLConfig(_KBFGSOptions):
     """Options of :class:`KBFGSL`: those of :class:`KBFGSConfig` plus the three below.
 
-    memory : int >= 1 = 100 — pairs kept by each limited-memory store [code-2020
-        ``Kron_BFGS_number_s_y``].
-    memory_light : bool = False — keep ``H_a`` as a limited-memory Hessian-action store too and
-        use the minibatch Hessian action for every layer: no ``D1 x D1`` or ``d_out x d_out``
-        matrix is kept (2022 abstract). Required by ``CONVERGENT``; not available in 2020.
-    ha_initial : float > 0 = 1 — ``gamma`` of the limited-memory ``H_a`` store, ``H_a = gamma I``
-        before its first pair (named after [code-2020] ``Kron_LBFGS_Ha_initial``, whose value the
-        public driver does not set).
+    memory : pairs kept by each limited-memory store.
+    memory_light : ``H_a`` a limited-memory Hessian-action store too, the minibatch action for
+        every layer (no ``D1 x D1`` or ``d_out x d_out`` matrix); needed by ``"convergent"``,
+        refused by ``"2020"``.
+    ha_initial : ``gamma`` of the limited-memory ``H_a`` store (``H_a = gamma I`` before a pair).
     """
 
     memory: int = 100
@@ -197,9 +164,8 @@ class KBFGSLConfig(_KBFGSOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        check_int_at_least("memory", self.memory, 1)
-        if not isinstance(self.memory_light, bool):
-            raise TypeError(f"memory_light must be a bool, got {type(self.memory_light).__name__}")
+        check_int("memory", self.memory, minimum=1)
+        check_bool("memory_light", self.memory_light)
         check_positive("ha_initial", self.ha_initial)
         if self.variant is KBFGSVariant.AUTHORS_2020 and self.memory_light:
             raise ValueError(
@@ -246,24 +212,6 @@ class StepDiagnostics(NamedTuple):
     pairs: tuple
 
 
-def checked(operator, name: str):
-    """``operator`` that raises :class:`NonFiniteError` naming ``name`` on a non-finite result."""
-
-    def apply(u):
-        result = operator(u)
-        require_finite(name, result)
-        return result
-
-    return apply
-
-
-_PAIR_RULES = {
-    KBFGSVariant.AUTHORS_2020: PairRule.AUTHORS_2020,
-    KBFGSVariant.KFQN_2022: PairRule.KFQN_2022,
-    KBFGSVariant.CONVERGENT: PairRule.CONVERGENT,
-}
-
-
 class _KroneckerBFGS(Optimizer):
     """The iteration shared by :class:`KBFGS` and :class:`KBFGSL` (they differ in ``H_g``)."""
 
@@ -295,7 +243,7 @@ class _KroneckerBFGS(Optimizer):
         return self.model.layers[self.model.trainable_indices[position]]
 
     def _damping_shares(self, a) -> tuple[float, float]:
-        """``(lambda_A, lambda_G)`` for a layer whose record ``a`` has ``T`` positions."""
+        """``(lambda_A, lambda_G)`` for a layer whose record ``a`` has ``P`` positions."""
         root = math.sqrt(self.config.damping)
         if self.config.damping_split is KBFGSDampingSplit.SQRT_T:
             scale = math.sqrt(position_count(a))
@@ -334,7 +282,7 @@ class _KroneckerBFGS(Optimizer):
         keeps_A = self._keeps_running_A(self._layer(position))
         return LayerState(
             momentum=xp.zeros_like(weight),
-            A=xp.zeros((d_in1, d_in1), dtype=dtype) if keeps_A else (),
+            A=xp.zeros((d_in1, d_in1), dtype=dtype) if keeps_A else None,
             H_a=H_a,
             H_g=H_g,
             s_avg=xp.zeros(d_out, dtype=dtype),
@@ -342,7 +290,7 @@ class _KroneckerBFGS(Optimizer):
         )
 
     # -- public helpers -----------------------------------------------------------------------
-    def initialize_A(self, inputs) -> int:
+    def initialize_A(self, inputs: Iterable[Array]) -> int:
         """The ``A`` pre-pass of [code-2020] (``train_initialization``).
 
         Before the first step, set every running ``A`` to the mean over the given minibatches of
@@ -378,7 +326,7 @@ class _KroneckerBFGS(Optimizer):
         running = [
             position
             for position, layer_state in enumerate(self.state.layers)
-            if not isinstance(layer_state.A, tuple)
+            if layer_state.A is not None
         ]
         if not running:
             raise ValueError(
@@ -396,7 +344,7 @@ class _KroneckerBFGS(Optimizer):
         if count == 0:
             raise ValueError("initialize_A needs at least one minibatch of inputs")
         for position in running:  # before any state is written: a refused pre-pass changes nothing
-            require_finite(f"running A of trainable layer {position}", A[position])
+            _checks.check_computed_finite(f"running A of trainable layer {position}", A[position])
         layers = tuple(
             layer_state._replace(A=A[position]) if position in A else layer_state
             for position, layer_state in enumerate(self.state.layers)
@@ -404,7 +352,7 @@ class _KroneckerBFGS(Optimizer):
         self.state = KBFGSState(layers=layers, a_prepassed=True)
         return count
 
-    def precondition(self, matrices) -> list:
+    def precondition(self, matrices: Sequence[Array]) -> list[Array]:
         """``H_g M H_a`` per trainable layer with the factors held now (``M`` shaped like ``W~``).
 
         This is the preconditioner the next step applies to its momentum, except at step 0 of
@@ -421,7 +369,7 @@ class _KroneckerBFGS(Optimizer):
             for layer_state, M in zip(self.state.layers, matrices, strict=True)
         ]
 
-    def step(self, X, T) -> float:
+    def step(self, X: Array, T: Array) -> float:
         """One K-BFGS step on ``(X, T)`` (see the module docstring); returns the loss before it.
 
         Sets :attr:`last_step` (:class:`StepDiagnostics`) when the step succeeds.
@@ -437,9 +385,7 @@ class _KroneckerBFGS(Optimizer):
         k = self.step_count
         update = k % cfg.update_interval == 0
         first = self.model.forward_backward(X, T)
-        require_finite("loss", first.loss)
-        for position, record in enumerate(first.records):
-            require_finite(f"gradient of trainable layer {position}", record.grad)
+        check_loss_and_gradients(first.loss, first.grads)
         weights = self.model.weights()
         layers, directions = [], []
         for layer_state, record, weight in zip(
@@ -452,10 +398,9 @@ class _KroneckerBFGS(Optimizer):
             A, H_a = self._input_factor_for_step(layer_state, record.a, update, k)
             directions.append(-precondition(layer_state.H_g, momentum, H_a))
             layers.append(layer_state._replace(momentum=momentum, A=A, H_a=H_a))
-        new_weights = [w + cfg.lr * p for w, p in zip(weights, directions, strict=True)]
-        for position, weight in enumerate(new_weights):
-            require_finite(f"new weights of trainable layer {position}", weight)
-        self.model.set_weights(new_weights)
+        set_new_weights(
+            self.model, [w + cfg.lr * p for w, p in zip(weights, directions, strict=True)]
+        )
         pairs = ()
         if update:
             second = self._second_pass(X, T)
@@ -474,23 +419,26 @@ class _KroneckerBFGS(Optimizer):
         """Records ``h+``, ``g+`` at the new weights on the SAME minibatch.
 
         Forward, then backward without weight gradients (and without evaluating the loss, which
-        nothing uses).
+        nothing uses). ``X`` and ``T`` were checked by the first pass of this step; the output
+        ``z`` is checked where it is produced.
         """
-        forward = self.model.forward_pass(X)
-        output_gradients = self.model.loss.output_gradient(forward.z, T)
-        return self.model.backward_pass(forward, output_gradients, weight_gradients=False)
+        forward = self.model.forward_pass_unchecked(X)
+        output_gradients = self.model.loss.output_gradient_unchecked(forward.z, T)
+        return self.model.backward_pass_unchecked(forward, output_gradients, weight_gradients=False)
 
     def _input_factor_for_step(self, layer_state: LayerState, a, update: bool, k: int):
         """``(A, H_a)`` for this step's direction.
 
         On update steps the running ``A`` is averaged (skipped at step 0 after the pre-pass) and
         at step 0 a dense ``H_a`` is set to ``(A + lambda_A I)^{-1}`` (Conv2d in 2022: ``A`` of
-        this minibatch, as [asdl]).
+        this minibatch, as [asdl]). Neither is checked here: the ``A``-side action
+        ``y_a = (A + lambda_A I) s_a`` of the same update step, and the new weights for ``H_a``,
+        are non-finite if they are.
         """
         A, H_a = layer_state.A, layer_state.H_a
         if not update:
             return A, H_a
-        running = not isinstance(A, tuple)
+        running = A is not None
         if running and not (k == 0 and self.state.a_prepassed):
             A = ema_input_factor(A, kbfgs_input_factor(a), self.config.a_decay)
         if k == 0 and not isinstance(H_a, LBFGSState):
@@ -510,8 +458,6 @@ class _KroneckerBFGS(Optimizer):
         overflows (nothing changes).
         """
         where = f"of trainable layer {position}"
-        for name, array in (("h", new.h), ("g", new.g)):
-            require_finite(f"second-pass {name} {where}", array)
         lambda_A, lambda_G = self._damping_shares(old.a)
         H_g, g_side = self._output_side(layer_state, old, new, lambda_G, where)
         H_a, a_side = self._input_side(layer_state, old.a, lambda_A, where)
@@ -528,27 +474,35 @@ class _KroneckerBFGS(Optimizer):
         y, powell_damped, second_damped, SkipReason))``.
         """
         cfg = self.config
-        rule = _PAIR_RULES[cfg.variant]
         s_raw = sample_position_mean(old.h) - sample_position_mean(new.h)
         gbar = sample_position_mean(old.g)
         y_raw = gbar - sample_position_mean(new.g)
         s_avg = cfg.pair_decay * layer_state.s_avg + (1.0 - cfg.pair_decay) * s_raw
         y_avg = cfg.pair_decay * layer_state.y_avg + (1.0 - cfg.pair_decay) * y_raw
-        with np.errstate(over="ignore"):  # an overflow is reported just below
-            require_finite(f"G-side s^T s + y^T y {where}", s_avg @ s_avg + y_avg @ y_avg)
-        if rule is not PairRule.CONVERGENT and lost_positive_definiteness(layer_state.H_g, y_avg):
+        with np.errstate(over="ignore"):  # one check of s_avg, y_avg and the second-pass h+, g+
+            _checks.check_computed_finite(
+                f"G-side s^T s + y^T y {where}", s_avg @ s_avg + y_avg @ y_avg
+            )
+        if cfg.variant is not KBFGSVariant.CONVERGENT and lost_positive_definiteness(
+            layer_state.H_g, y_avg
+        ):
             damped = DoubleDampedPair(s_avg, y_avg, False, False)
             H_g, reason = layer_state.H_g, SkipReason.NON_POSITIVE_CURVATURE
         else:
             damped = damp_output_pair(
-                s_avg, y_avg, layer_state.H_g, rule=rule, lambda_G=lambda_G, mu1=cfg.powell_mu1
+                s_avg,
+                y_avg,
+                layer_state.H_g,
+                variant=cfg.variant,
+                lambda_G=lambda_G,
+                mu1=cfg.powell_mu1,
             )
             H_g, reason = update_output_factor(
                 layer_state.H_g,
                 damped.s,
                 damped.y,
                 gbar,
-                rule=rule,
+                variant=cfg.variant,
                 skip_threshold=cfg.skip_threshold,
             )
         return H_g, (s_raw, y_raw, s_avg, y_avg, *damped, reason)
@@ -560,9 +514,8 @@ class _KroneckerBFGS(Optimizer):
         ``(H_a, (abar, s_a, y_a, SkipReason))``.
         """
         cfg = self.config
-        rule = _PAIR_RULES[cfg.variant]
-        if isinstance(layer_state.A, tuple):  # no running A: the minibatch action
-            shift = 0.0 if rule is PairRule.CONVERGENT else lambda_A  # LM adds it (convergent)
+        if layer_state.A is None:  # no running A: the minibatch action
+            shift = 0.0 if cfg.variant is KBFGSVariant.CONVERGENT else lambda_A  # LM adds it
             action = minibatch_action(a, shift, cfg.conv_position_average)
         else:
             action = running_action(layer_state.A, lambda_A)
@@ -570,8 +523,8 @@ class _KroneckerBFGS(Optimizer):
         H_a, s_a, y_a, reason = update_input_factor(
             layer_state.H_a,
             abar,
-            checked(action, f"A-side curvature y_a {where}"),
-            rule=rule,
+            _checks.finite_valued(f"A-side curvature y_a {where}", action),
+            variant=cfg.variant,
             lambda_A=lambda_A,
             mu1=cfg.powell_mu1,
             skip_threshold=cfg.skip_threshold,

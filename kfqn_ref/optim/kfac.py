@@ -31,26 +31,24 @@ from typing import NamedTuple
 import numpy as np
 
 from kfqn_ref import backend, nn
+from kfqn_ref._checks import check_in_interval, check_int, check_non_negative, check_positive
+from kfqn_ref.backend import Array
 from kfqn_ref.curvature.factors import FisherType, kfac_factors
-from kfqn_ref.optim.base import (
-    Optimizer,
-    check_choice,
-    check_int_at_least,
-    check_non_negative,
-    check_positive,
-    check_unit_interval_closed_open,
-)
+from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, check_new_state, store_choice
 from kfqn_ref.optim.first_order import (
     MomentumForm,
     apply_steps,
     momentum_update,
-    require_finite_loss_and_gradients,
     zeros_like_weights,
 )
 
 
-class DampingSplit(enum.Enum):
-    """How the damping ``lambda`` is shared between the two factors.
+class KFACDampingSplit(enum.Enum):
+    """How K-FAC shares the damping ``lambda`` between its two running factors ``A`` and ``G``.
+
+    K-FAC holds ``A`` and ``G`` themselves, so it can balance by their traces; K-BFGS holds only
+    inverse estimates and splits by the number of output positions instead
+    (:class:`~kfqn_ref.optim.kbfgs.KBFGSDampingSplit`).
 
     ``PI``: ``(A + pi sqrt(lambda) I) kron (G + sqrt(lambda)/pi I)`` with
     ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (Martens & Grosse 2015, §6.3).
@@ -87,7 +85,7 @@ class KFACConfig:
     fisher : FisherType
         Which curvature the factors estimate; ``MONTE_CARLO`` (targets sampled from the model's
         predictive distribution, Martens & Grosse 2015 §5).
-    damping_split : DampingSplit
+    damping_split : KFACDampingSplit
         ``PI`` (Martens & Grosse 2015 §6.3).
     seed : int >= 0
         Seed of the Monte-Carlo targets; step ``k`` draws with ``numpy.random.default_rng([seed,
@@ -103,21 +101,21 @@ class KFACConfig:
     momentum_form: MomentumForm = MomentumForm.AVERAGE
     weight_decay: float = 1e-5
     fisher: FisherType = FisherType.MONTE_CARLO
-    damping_split: DampingSplit = DampingSplit.PI
+    damping_split: KFACDampingSplit = KFACDampingSplit.PI
     seed: int = 0
 
     def __post_init__(self):
         check_positive("lr", self.lr)
         check_positive("damping", self.damping)
-        check_unit_interval_closed_open("ema_decay", self.ema_decay)
-        check_int_at_least("factor_interval", self.factor_interval, 1)
-        check_int_at_least("inverse_interval", self.inverse_interval, 1)
-        check_unit_interval_closed_open("momentum", self.momentum)
-        check_choice("momentum_form", self.momentum_form, tuple(MomentumForm))
+        check_in_interval("ema_decay", self.ema_decay, 0.0, 1.0, closed_low=True)
+        check_int("factor_interval", self.factor_interval, minimum=1)
+        check_int("inverse_interval", self.inverse_interval, minimum=1)
+        check_in_interval("momentum", self.momentum, 0.0, 1.0, closed_low=True)
+        store_choice(self, "momentum_form", MomentumForm)
         check_non_negative("weight_decay", self.weight_decay)
-        check_choice("fisher", self.fisher, tuple(FisherType))
-        check_choice("damping_split", self.damping_split, tuple(DampingSplit))
-        check_int_at_least("seed", self.seed, 0)
+        store_choice(self, "fisher", FisherType)
+        store_choice(self, "damping_split", KFACDampingSplit)
+        check_int("seed", self.seed, minimum=0)
 
 
 class KFACState(NamedTuple):
@@ -136,14 +134,17 @@ class KFACState(NamedTuple):
     G_inv: tuple
 
 
-def split_damping(A, G, damping: float, split: DampingSplit) -> tuple[float, float]:
+def split_damping(
+    A: Array, G: Array, damping: float, split: KFACDampingSplit
+) -> tuple[float, float]:
     """Return ``(lambda_A, lambda_G) = (pi sqrt(lambda), sqrt(lambda) / pi)``.
 
-    ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` for ``DampingSplit.PI`` (Martens & Grosse 2015,
-    §6.3), ``pi = 1`` for ``DampingSplit.EQUAL``. The product ``lambda_A lambda_G = lambda``.
+    ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` for ``KFACDampingSplit.PI`` (Martens & Grosse
+    2015, §6.3), ``pi = 1`` for ``KFACDampingSplit.EQUAL``. The product
+    ``lambda_A lambda_G = lambda``.
     """
     pi = 1.0
-    if split is DampingSplit.PI:
+    if split is KFACDampingSplit.PI:
         xp = backend.xp_of(A)
         mean_eigen_A = float(xp.trace(A)) / A.shape[0]
         mean_eigen_G = float(xp.trace(G)) / G.shape[0]
@@ -152,7 +153,9 @@ def split_damping(A, G, damping: float, split: DampingSplit) -> tuple[float, flo
     return pi * root, root / pi
 
 
-def damped_inverses(A, G, damping: float, split: DampingSplit):
+def damped_inverses(
+    A: Array, G: Array, damping: float, split: KFACDampingSplit
+) -> tuple[Array, Array]:
     """Return ``((A + lambda_A I)^-1, (G + lambda_G I)^-1)`` with :func:`split_damping`'s shares."""
     xp = backend.xp_of(A)
     lambda_A, lambda_G = split_damping(A, G, damping, split)
@@ -182,7 +185,7 @@ class KFAC(Optimizer):
             beta_j = min(1 - 1/(j+1), beta)
             A <- beta_j A + (1 - beta_j) A_B,   G <- beta_j G + (1 - beta_j) G_B
         if k % inverse_interval == 0:
-            pi = sqrt((tr A / D) / (tr G / d_out))                 (DampingSplit.PI)
+            pi = sqrt((tr A / D) / (tr G / d_out))                 (KFACDampingSplit.PI)
             A_inv = (A + pi sqrt(lambda) I)^-1,  G_inv = (G + sqrt(lambda)/pi I)^-1
         m_k = mu m_{k-1} + c d_k          c = 1 - mu (AVERAGE) or 1 (HEAVY_BALL), m_{-1} = 0
         p_k = G_inv m_k A_inv             = unvec(((A + ..) kron (G + ..))^-1 vec(m_k))
@@ -208,14 +211,14 @@ class KFAC(Optimizer):
         cfg = self.config
         state = self.state
         k = self.step_count
-        loss, weights, directions, batch_factors = self._gradients_and_factors(X, T)
+        loss, weights, regularised, batch_factors = self._gradients_and_factors(X, T)
         if k % cfg.factor_interval == 0:
             state = self._average_factors(state, batch_factors)
         if k % cfg.inverse_interval == 0:
             state = self._refresh_inverses(state)
         momentum = tuple(
             momentum_update(m, d, cfg.momentum, cfg.momentum_form)
-            for m, d in zip(state.momentum, directions, strict=True)
+            for m, d in zip(state.momentum, regularised, strict=True)
         )
         steps = [
             G_inv @ m @ A_inv
@@ -232,16 +235,17 @@ class KFAC(Optimizer):
         cfg = self.config
         model = self.model
         forward = model.forward_pass(X)
-        loss = model.loss.value(forward.z, T)
-        records = model.backward_pass(forward, model.loss.output_gradient(forward.z, T))
-        require_finite_loss_and_gradients(loss, [r.grad for r in records])
+        loss = model.loss.value(forward.z, T)  # checks T against z, once
+        output_gradients = model.loss.output_gradient_unchecked(forward.z, T)
+        records = model.backward_pass_unchecked(forward, output_gradients)
+        check_loss_and_gradients(loss, [r.grad for r in records])
         weights = model.weights()
-        directions = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
+        regularised = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
         batch_factors = None
         if self.step_count % cfg.factor_interval == 0:
             rng = np.random.default_rng([cfg.seed, self.step_count])
             batch_factors = kfac_factors(model, forward, T, cfg.fisher, rng=rng)
-        return loss, weights, directions, batch_factors
+        return loss, weights, regularised, batch_factors
 
     def _average_factors(self, state: KFACState, batch_factors) -> KFACState:
         """Exponential averages of the factors with the warm-start decay of :func:`factor_decay`."""
@@ -253,6 +257,8 @@ class KFAC(Optimizer):
         G = tuple(
             decay * G + (1.0 - decay) * f.G for G, f in zip(state.G, batch_factors, strict=True)
         )
+        check_new_state("running A", A)
+        check_new_state("running G", G)
         return state._replace(A=A, G=G)
 
     def _refresh_inverses(self, state: KFACState) -> KFACState:
@@ -262,4 +268,7 @@ class KFAC(Optimizer):
             damped_inverses(A, G, cfg.damping, cfg.damping_split)
             for A, G in zip(state.A, state.G, strict=True)
         ]
-        return state._replace(A_inv=tuple(p[0] for p in pairs), G_inv=tuple(p[1] for p in pairs))
+        A_inv, G_inv = tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        check_new_state("damped inverse of A", A_inv)
+        check_new_state("damped inverse of G", G_inv)
+        return state._replace(A_inv=A_inv, G_inv=G_inv)

@@ -25,14 +25,9 @@ import dataclasses
 from typing import NamedTuple
 
 from kfqn_ref import backend, nn
-from kfqn_ref.optim.base import (
-    Optimizer,
-    check_choice,
-    check_int_at_least,
-    check_non_negative,
-    check_positive,
-    check_unit_interval_closed_open,
-)
+from kfqn_ref._checks import check_in_interval, check_int, check_non_negative, check_positive
+from kfqn_ref.backend import Array
+from kfqn_ref.optim.base import Optimizer, check_new_state, store_choice
 from kfqn_ref.optim.first_order import (
     MomentumForm,
     apply_steps,
@@ -77,9 +72,9 @@ class ShampooConfig:
     def __post_init__(self):
         check_positive("lr", self.lr)
         check_positive("eps", self.eps)
-        check_int_at_least("root_interval", self.root_interval, 1)
-        check_unit_interval_closed_open("momentum", self.momentum)
-        check_choice("momentum_form", self.momentum_form, tuple(MomentumForm))
+        check_int("root_interval", self.root_interval, minimum=1)
+        check_in_interval("momentum", self.momentum, 0.0, 1.0, closed_low=True)
+        store_choice(self, "momentum_form", MomentumForm)
         check_non_negative("weight_decay", self.weight_decay)
 
 
@@ -99,7 +94,7 @@ class ShampooState(NamedTuple):
     R_root: tuple
 
 
-def spd_inverse_root(M, root: int):
+def spd_inverse_root(M: Array, root: int) -> Array:
     """``M^{-1/root}`` of a symmetric positive definite ``M`` from its eigendecomposition.
 
     ``M = V diag(w) V^T`` (``eigh``) gives ``M^{-1/root} = V diag(w^{-1/root}) V^T``, symmetric by
@@ -149,16 +144,20 @@ class Shampoo(Optimizer):
 
     def _step(self, X, T):
         cfg = self.config
-        loss, weights, directions = regularised_gradients(self.model, X, T, cfg.weight_decay)
-        L = tuple(L + d @ d.T for L, d in zip(self.state.L, directions, strict=True))
-        R = tuple(R + d.T @ d for R, d in zip(self.state.R, directions, strict=True))
+        loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
+        L = tuple(L + d @ d.T for L, d in zip(self.state.L, regularised, strict=True))
+        R = tuple(R + d.T @ d for R, d in zip(self.state.R, regularised, strict=True))
+        check_new_state("Shampoo L", L)
+        check_new_state("Shampoo R", R)
         L_root, R_root = self.state.L_root, self.state.R_root
         if self.step_count % cfg.root_interval == 0:
             L_root = tuple(spd_inverse_root(M, MATRIX_ROOT) for M in L)
             R_root = tuple(spd_inverse_root(M, MATRIX_ROOT) for M in R)
+            check_new_state("Shampoo L^{-1/4}", L_root)
+            check_new_state("Shampoo R^{-1/4}", R_root)
         momentum = tuple(
             momentum_update(m, d, cfg.momentum, cfg.momentum_form)
-            for m, d in zip(self.state.momentum, directions, strict=True)
+            for m, d in zip(self.state.momentum, regularised, strict=True)
         )
         steps = [P_L @ m @ P_R for m, P_L, P_R in zip(momentum, L_root, R_root, strict=True)]
         apply_steps(self.model, weights, steps, cfg.lr)

@@ -247,5 +247,5 @@ def mean(entries):
 
 
 def image_to_record(y):
-    """``(N, C, H_out, W_out)`` -> ``(N, T, C)`` with ``t = i W_out + j`` (conventions §3)."""
+    """``(N, C, H_out, W_out)`` -> ``(N, P, C)`` with ``p = i W_out + j`` (conventions §3)."""
     return np.transpose(y, (0, 2, 3, 1)).reshape(y.shape[0], -1, y.shape[1])

@@ -22,7 +22,7 @@ IDS = [f"{net.__name__}-{targets.__name__}" for net, targets in CASES]
 
 
 def _to_record(y):
-    """Reference pre-activation layout -> record layout (dense unchanged, conv (N, T, C))."""
+    """Reference pre-activation layout -> record layout (dense unchanged, conv (N, P, C))."""
     return image_to_record(y) if y.ndim == 4 else y
 
 

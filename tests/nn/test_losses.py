@@ -206,13 +206,6 @@ def test_softmax_sampling_never_leaves_the_class_range():
     np.testing.assert_array_equal(c, 2)
 
 
-@pytest.mark.parametrize("loss", LOSS_OBJECTS, ids=repr)
-def test_sampling_needs_at_least_one_sample(loss):
-    name = type(loss).__name__
-    with pytest.raises(ValueError, match=rf"{name}.sample_targets expects .* N >= 1, got \(0, 3\)"):
-        loss.sample_targets(np.zeros((0, 3)), np.random.default_rng(0))
-
-
 # -- saturated logits ------------------------------------------------------------------------------
 
 #: Logits from deep saturation to deep saturation: sigmoid spans 4e-18 .. 1 - 4e-18.

@@ -214,3 +214,71 @@ def test_float32_gradients_agree_with_float64_to_float32_precision():
     grads64 = model64.forward_backward(X.astype(np.float64), T.astype(np.float64)).grads
     for g32, g64 in zip(grads32, grads64, strict=True):
         assert_close(g32, g64, rtol=1e-6, what="float32 gradient")
+
+
+# -- checks at the edges -------------------------------------------------------------------------
+
+
+def _count_scans(monkeypatch, run) -> int:
+    """Number of full-array ``numpy.isfinite`` calls made while ``run()`` runs."""
+    calls = []
+    original = np.isfinite
+
+    def counting(x, *args, **kwargs):
+        if isinstance(x, np.ndarray) and x.size > 1:
+            calls.append(x.shape)
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(np, "isfinite", counting)
+    run()
+    monkeypatch.setattr(np, "isfinite", original)
+    return len(calls)
+
+
+def test_forward_backward_scans_X_z_and_T_once_each(monkeypatch):
+    model = _model()
+    X = np.random.default_rng(0).standard_normal((4, 2, 9, 8))
+    T = np.eye(3)[[0, 1, 2, 1]]  # probability rows: float targets, scanned for NaN/Inf
+    assert _count_scans(monkeypatch, lambda: model.forward_backward(X, T)) == 3
+    # the unchecked cores scan only the output z, where it is produced
+    forward = model.forward_pass_unchecked(X)
+    dz = model.loss.output_gradient_unchecked(forward.z, T)
+    assert _count_scans(monkeypatch, lambda: model.forward_pass_unchecked(X)) == 1
+    assert _count_scans(monkeypatch, lambda: model.backward_pass_unchecked(forward, dz)) == 0
+    assert _count_scans(monkeypatch, lambda: model.set_weights_unchecked(model.weights())) == 0
+
+
+def test_passes_call_the_unchecked_cores_of_the_layers(monkeypatch):
+    # The public layer forward re-checks x (O(1)); inside a pass the model has checked X once.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pass called a layer's public forward")
+
+    monkeypatch.setattr(nn.Layer, "forward", refuse)
+    monkeypatch.setattr(nn.TrainableLayer, "forward", refuse)
+    model = _model()
+    X = np.random.default_rng(0).standard_normal((4, 2, 9, 8))
+    result = model.forward_backward(X, np.array([0, 1, 2, 1]))
+    assert len(result.records) == len(model.trainable_indices)
+
+
+def test_checked_and_unchecked_paths_give_the_same_bits():
+    model = _model()
+    X = np.random.default_rng(1).standard_normal((4, 2, 9, 8))
+    T = np.array([2, 0, 1, 1])
+    checked = model.forward_backward(X, T)
+    forward = model.forward_pass_unchecked(X)
+    loss = model.loss.value_unchecked(forward.z, T)
+    records = model.backward_pass_unchecked(
+        forward, model.loss.output_gradient_unchecked(forward.z, T)
+    )
+    assert loss == checked.loss
+    _assert_records_equal(records, checked.records)
+
+
+def test_set_weights_unchecked_keeps_copies():
+    model, other = _model(seed=0), _model(seed=1)
+    weights = other.weights()
+    model.set_weights_unchecked(weights)
+    weights[0][...] = 0.0
+    for got, want in zip(model.weights(), other.weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -238,10 +238,10 @@ def test_kfac_damping_split_keeps_the_product_and_equalises_the_mean_eigenvalues
     rng = np.random.default_rng(0)
     a, g = rng.standard_normal((5, 3)), rng.standard_normal((2, 4))
     A, G, damping = a.T @ a, 10.0 * g.T @ g, 0.3
-    lambda_A, lambda_G = optim.kfac.split_damping(A, G, damping, optim.DampingSplit.PI)
+    lambda_A, lambda_G = optim.kfac.split_damping(A, G, damping, optim.KFACDampingSplit.PI)
     assert_close(lambda_A * lambda_G, damping, what="lambda_A lambda_G")
     assert_close(lambda_A / lambda_G, (np.trace(A) / 3) / (np.trace(G) / 4), what="pi^2")
-    equal = optim.kfac.split_damping(A, G, damping, optim.DampingSplit.EQUAL)
+    equal = optim.kfac.split_damping(A, G, damping, optim.KFACDampingSplit.EQUAL)
     assert_close(np.array(equal), np.full(2, np.sqrt(damping)), what="EQUAL split")
 
 

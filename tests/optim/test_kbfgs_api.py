@@ -5,8 +5,6 @@ preconditioner read from the state BEFORE a step (``opt.precondition``) applied 
 regularised gradient (assumption (iii)); error types and messages of conventions §10.
 """
 
-import dataclasses
-
 import numpy as np
 import pytest
 from helpers.compare import assert_close
@@ -16,15 +14,13 @@ from kfqn_ref.optim import (
     KBFGS,
     KBFGSL,
     Adam,
-    KBFGSConfig,
     KBFGSDampingSplit,
-    KBFGSLConfig,
     KBFGSVariant,
     NonFiniteError,
     load_state,
     save_state,
 )
-from kfqn_ref.optim.base import iter_leaves
+from kfqn_ref.optim.state_io import iter_leaves
 from kfqn_ref.quasi_newton import SkipReason, convergent_eigenvalue_bounds, lbfgs_inverse_matrix
 
 V = KBFGSVariant
@@ -313,136 +309,8 @@ def test_float32_runs_stay_float32(case):
 
 
 # --------------------------------------------------------------------------------------------
-# Bad input
+# Refused input that needs more than the table of tests/optim/test_bad_input.py
 # --------------------------------------------------------------------------------------------
-
-BAD_OPTIONS = [
-    (KBFGSConfig, dict(lr=-0.1), ValueError, "lr must be > 0"),
-    (KBFGSConfig, dict(lr=0.0), ValueError, "lr must be > 0"),
-    (KBFGSConfig, dict(damping=0.0), ValueError, "damping must be > 0"),
-    (KBFGSConfig, dict(damping=-1.0), ValueError, "damping must be > 0"),
-    (KBFGSConfig, dict(powell_mu1=0.0), ValueError, "powell_mu1 must lie in the open interval"),
-    (KBFGSConfig, dict(powell_mu1=1.0), ValueError, "powell_mu1 must lie in the open interval"),
-    (KBFGSConfig, dict(powell_mu1=1.5), ValueError, "powell_mu1 must lie in the open interval"),
-    (KBFGSConfig, dict(update_interval=0), ValueError, "update_interval must be an integer >= 1"),
-    (KBFGSConfig, dict(update_interval=2.0), TypeError, "update_interval must be an integer"),
-    (KBFGSConfig, dict(momentum=1.0), ValueError, "momentum must lie in"),
-    (KBFGSConfig, dict(a_decay=-0.1), ValueError, "a_decay must lie in"),
-    (KBFGSConfig, dict(pair_decay=1.0), ValueError, "pair_decay must lie in"),
-    (KBFGSConfig, dict(weight_decay=-1e-5), ValueError, "weight_decay must be >= 0"),
-    (KBFGSConfig, dict(skip_threshold=-1.0), ValueError, "skip_threshold must be >= 0"),
-    (KBFGSConfig, dict(hg_initial=0.0), ValueError, "hg_initial must be > 0"),
-    (KBFGSConfig, dict(lr=float("nan")), ValueError, "lr must be finite"),
-    (KBFGSConfig, dict(variant="2020"), ValueError, "variant must be one of"),
-    (KBFGSConfig, dict(damping_split="sqrt_t"), ValueError, "damping_split must be one of"),
-    (KBFGSConfig, dict(conv_position_average=1), TypeError, "conv_position_average must be a bool"),
-    (KBFGSConfig, dict(variant=V.AUTHORS_2020, damping=2.0), ValueError, "damping <= 1"),
-    (KBFGSConfig, dict(variant=V.CONVERGENT), ValueError, "use KBFGSL"),
-    (KBFGSLConfig, dict(memory=0), ValueError, "memory must be an integer >= 1"),
-    (KBFGSLConfig, dict(memory=2.5), TypeError, "memory must be an integer"),
-    (KBFGSLConfig, dict(ha_initial=-1.0), ValueError, "ha_initial must be > 0"),
-    (KBFGSLConfig, dict(memory_light="yes"), TypeError, "memory_light must be a bool"),
-    (KBFGSLConfig, dict(variant=V.AUTHORS_2020, memory_light=True), ValueError, "variant 2020"),
-    (KBFGSLConfig, dict(variant=V.CONVERGENT), ValueError, "memory_light=True"),
-    (KBFGSLConfig, dict(variant=V.CONVERGENT, memory_light=True), ValueError, "momentum=0"),
-]
-
-
-@pytest.mark.parametrize("config_class, options, error, message", BAD_OPTIONS)
-def test_bad_options_are_rejected_with_a_message_naming_them(config_class, options, error, message):
-    with pytest.raises(error, match=message):
-        config_class(**options)
-
-
-def test_configuration_is_frozen_and_checked_against_its_optimizer():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        KBFGSConfig().lr = 1.0
-    with pytest.raises(TypeError, match="config must be a KBFGSLConfig"):
-        KBFGSL(dense_model(), KBFGSConfig())
-    with pytest.raises(TypeError, match="config must be a KBFGSConfig"):
-        KBFGS(dense_model(), KBFGSLConfig())
-
-
-class Diagonal(nn.TrainableLayer):
-    """A trainable layer K-BFGS does not know."""
-
-    weight_shape, has_bias, fan_in = (2, 3), True, 2
-
-    def output_shape(self, input_shape, where):
-        return input_shape
-
-
-def test_unsupported_layers_are_rejected():
-    model = nn.Sequential([nn.Dense(3, 2), Diagonal()], loss=nn.SquaredError())
-    for cls in (KBFGS, KBFGSL):
-        with pytest.raises(TypeError, match="layers\\[1\\] is a Diagonal"):
-            cls(model)
-    with pytest.raises(TypeError, match="variant 2020 is the authors' code for dense nets"):
-        KBFGS(conv_model(), variant=V.AUTHORS_2020)
-
-
-def test_minibatch_shape_mismatch_is_rejected_without_changes():
-    opt = start("conv-KBFGS-2022-interval3")
-    X, T = batches(opt.model, 1)[0]
-    before = opt.state_dict()
-    with pytest.raises(ValueError, match="same number of samples"):
-        opt.step(X, T[:-1])
-    with pytest.raises(ValueError):
-        opt.step(X[:, :, :3], T)  # the model rejects a 3x4 image
-    assert opt.step_count == 0 and opt.last_step is None
-    assert all(np.array_equal(v, before[k]) for k, v in opt.state_dict().items())
-
-
-def assert_refused(opt, X, T, message):
-    """The step raises NonFiniteError naming ``message``; weights, state, counter unchanged."""
-    before, diagnostics = opt.state_dict(), opt.last_step
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(NonFiniteError, match=message):
-        opt.step(X, T)
-    assert opt.last_step is diagnostics
-    after = opt.state_dict()
-    assert after.keys() == before.keys()
-    assert all(np.array_equal(after[key], before[key]) for key in before)
-
-
-@pytest.mark.parametrize("case", sorted(CONFIGS))
-def test_non_finite_loss_refuses_the_step(case):
-    """Squared-error targets of 1e200 overflow the loss."""
-    make_model, cls, options = CONFIGS[case]
-    opt = cls(make_model(loss=nn.SquaredError()), **options)
-    X, T = batches(opt.model, 1, targets="real")[0]
-    opt.step(X, T)
-    assert_refused(opt, X, T * 1e200, "loss is not finite")
-
-
-@pytest.mark.parametrize("case", [case for case in sorted(CONFIGS) if case.startswith("dense")])
-def test_non_finite_gradient_refuses_the_step(case):
-    """An input coordinate of 1e308 that the first layer ignores (zero weight column) leaves the
-    loss finite but overflows that layer's gradient."""
-    make_model, cls, options = CONFIGS[case]
-    opt = cls(make_model(loss=nn.SquaredError()), **options)
-    X, T = batches(opt.model, 1, targets="real")[0]
-    opt.step(X, T)
-    weights = opt.model.weights()
-    weights[0][:, 0] = 0.0
-    opt.model.set_weights(weights)
-    X = X.copy()
-    X[:, 0] = 1e308
-    assert_refused(opt, X, T * 1e5, "gradient of trainable layer 0 is not finite")
-
-
-@pytest.mark.parametrize(
-    "scale, message",
-    [
-        (1e200, "G-side s\\^T s \\+ y\\^T y of trainable layer 0 is not finite"),
-        (1e130, "A-side curvature y_a of trainable layer 0 is not finite"),
-    ],
-)
-def test_overflowing_curvature_refuses_the_step(scale, message):
-    """Huge inputs keep loss and gradients finite but overflow a curvature pair."""
-    opt = start("dense-KBFGS-2020-prepass")
-    X, T = batches(opt.model, 1)[0]
-    opt.step(X, T)
-    assert_refused(opt, X * scale, T, message)
 
 
 def test_G_update_is_skipped_where_H_g_has_lost_positive_definiteness():
@@ -480,26 +348,3 @@ def test_pre_pass_whose_running_A_overflows_is_refused_and_changes_nothing():
     assert all(
         np.array_equal(a, b) for a, b in zip(opt.model.weights(), twin.model.weights(), strict=True)
     )
-
-
-def test_pre_pass_needs_an_iterable_of_minibatches_not_one_array():
-    opt = KBFGS(dense_model())
-    X, _ = batches(opt.model, 1)[0]
-    with pytest.raises(TypeError, match=r"inputs must be an iterable of input arrays.*\[X\]"):
-        opt.initialize_A(X)
-    assert opt.state.a_prepassed is False
-
-
-def test_pre_pass_is_refused_after_the_first_step_without_data_or_running_A():
-    opt = KBFGS(dense_model())
-    with pytest.raises(ValueError, match="at least one minibatch"):
-        opt.initialize_A([])
-    assert opt.state.a_prepassed is False
-    opt.step(*batches(opt.model, 1)[0])
-    with pytest.raises(ValueError, match="before the first step"):
-        opt.initialize_A(X for X, _ in batches(opt.model, 1))
-    light = KBFGSL(dense_model(), memory_light=True)
-    with pytest.raises(ValueError, match="no layer keeps a running A"):
-        light.initialize_A(X for X, _ in batches(light.model, 1))
-    with pytest.raises(ValueError, match="expected 2 matrices"):
-        light.precondition([np.zeros((4, 6))])

@@ -1,4 +1,4 @@
-"""Variant 2020 of KBFGS / KBFGSL replays the authors' recorded runs to 1e-12 (ALGORITHMS.md §3).
+"""KBFGS/KBFGSL variant 2020 replays the authors' recorded runs to 1e-12 (docs/optimizers/kbfgs.md).
 
 Expected values come from an independent implementation: the authors' public PyTorch code
 (renyiryry/kbfgs_neurips2020_public), driven function by function and recorded in

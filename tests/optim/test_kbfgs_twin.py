@@ -6,8 +6,8 @@ positions, the direction as ``unvec(-(H_a kron H_g) vec(m))`` with an explicit K
 (column-major vec, conventions §5), the BFGS inverse update in its product form
 ``(I - rho s y^T) H (I - rho y s^T) + rho s s^T`` (the optimizer uses the expanded form), L-BFGS
 stores as dense BFGS from ``gamma I`` over the last ``p`` accepted pairs, and the dampings and skip
-rules of ALGORITHMS.md §2-5 written out. Only the network records ``a~, h, g`` are shared (tested
-in ``tests/nn``).
+rules of docs/optimizers/kbfgs.md written out. Only the network records ``a~, h, g`` are shared
+(tested in ``tests/nn``).
 """
 
 import math
@@ -118,7 +118,7 @@ class TwinLayer:
 
 
 class Twin:
-    """K-BFGS of ALGORITHMS.md §3-5 with explicit Kronecker products and dense matrices."""
+    """K-BFGS of docs/optimizers/kbfgs.md with explicit Kronecker products and dense matrices."""
 
     def __init__(self, model, cfg, limited_g, memory_light):
         self.model, self.cfg = model, cfg

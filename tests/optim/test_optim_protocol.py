@@ -5,10 +5,15 @@ optimizer on the same minibatches (``numpy.array_equal`` on weights, ``==`` on l
 model is built with ANOTHER seed, so the resumed weights can only come from the state file.
 """
 
+import dataclasses
+import enum
+import json
+
 import numpy as np
 import pytest
 
 from kfqn_ref import nn, optim
+from kfqn_ref.curvature.factors import FisherType
 from tests.optim import TASKS, minibatches
 
 SAVE_AT = 3
@@ -167,3 +172,49 @@ def test_entries_the_optimizer_does_not_have_are_refused_and_change_nothing(name
     with pytest.raises(ValueError, match=r"'step_count' must be >= 0, got -1"):
         target.load_state_dict(dict(flat, step_count=np.array(-1)))
     assert_unchanged(target, before)
+
+
+#: One configuration per class, enum options away from their defaults where there is a choice.
+CONFIGS_TO_WRITE_DOWN = [
+    optim.SGDMomentumConfig(lr=0.05, nesterov=True, form=optim.MomentumForm.AVERAGE),
+    optim.AdamConfig(lr=3e-4, beta2=0.99, weight_decay=1e-5),
+    optim.RMSpropConfig(momentum=0.5),
+    optim.KFACConfig(
+        momentum_form=optim.MomentumForm.HEAVY_BALL,
+        fisher=FisherType.TYPE2,
+        damping_split=optim.KFACDampingSplit.EQUAL,
+        seed=7,
+    ),
+    optim.ShampooConfig(root_interval=3, momentum_form=optim.MomentumForm.HEAVY_BALL),
+    optim.KBFGSConfig(variant=optim.KBFGSVariant.AUTHORS_2020, damping=0.1),
+    optim.KBFGSLConfig(
+        damping_split=optim.KBFGSDampingSplit.SQRT_T, memory=5, conv_position_average=True
+    ),
+    optim.KBFGSLConfig(variant=optim.KBFGSVariant.CONVERGENT, memory_light=True, momentum=0.0),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS_TO_WRITE_DOWN, ids=lambda c: type(c).__name__)
+def test_every_configuration_round_trips_through_json(config):
+    """config -> dict of plain values (enums by value, as summary.json spells them) -> JSON ->
+    ``Config(**dict)`` gives an equal configuration with enum members, not strings."""
+    plain = {
+        key: value.value if isinstance(value, enum.Enum) else value
+        for key, value in dataclasses.asdict(config).items()
+    }
+    assert all(isinstance(value, bool | int | float | str) for value in plain.values())
+    restored = type(config)(**json.loads(json.dumps(plain)))
+    assert restored == config
+    for key, value in dataclasses.asdict(config).items():
+        assert type(getattr(restored, key)) is type(value), key
+
+
+def test_an_optimizer_accepts_enum_options_as_strings():
+    model = TASKS["autoencoder"][0]()
+    assert optim.KBFGS(model, variant="2020").config.variant is optim.KBFGSVariant.AUTHORS_2020
+    kfac = optim.KFAC(model, damping_split="equal", momentum_form="heavy_ball", fisher="type2")
+    assert kfac.config == optim.KFACConfig(
+        damping_split=optim.KFACDampingSplit.EQUAL,
+        momentum_form=optim.MomentumForm.HEAVY_BALL,
+        fisher=FisherType.TYPE2,
+    )
