@@ -14,6 +14,7 @@ import numpy as np
 from kfqn_ref import curvature, nn
 from kfqn_ref.curvature import FisherType
 from kfqn_ref.golden.format import Case, Entry, Tolerance
+from kfqn_ref.optim.kfac import fisher_output_gradients
 
 INPUT = Tolerance(
     1e-13,
@@ -411,20 +412,6 @@ KFAC_STEPS = (
 )
 
 
-def output_gradient_sets(loss, z, T, fisher: FisherType, drawn_targets) -> list:
-    """The per-sample output gradients ``(N, C)`` a Fisher type backpropagates (one or more sets).
-
-    Empirical: ``dl_n/dz_n`` at ``T``; Monte-Carlo: at ``drawn_targets``; type-2: the columns of the
-    loss-Hessian root.
-    """
-    if fisher is FisherType.EMPIRICAL:
-        return [loss.output_gradient(z, T)]
-    if fisher is FisherType.MONTE_CARLO:
-        return [loss.output_gradient(z, drawn_targets)]
-    root = loss.output_hessian_sqrt(z, T)
-    return [root[:, :, k] for k in range(root.shape[2])]
-
-
 def kfac_factors_case(name: str, description: str, model, X, T, input_shape, seed: int) -> Case:
     """KFAC factors of every trainable layer: empirical, Monte-Carlo, type-2; conv also reduce."""
     forward = model.forward_pass(X)
@@ -466,7 +453,7 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
                 {"bias_axes": [0, 1], "scales": scales, "position_reduction": "mean"},
             )
     for fisher in FisherType:
-        sets = output_gradient_sets(model.loss, z, T, fisher, drawn)
+        sets = fisher_output_gradients(model.loss, z, T, fisher, drawn)
         per_set = [model.backward_pass(forward, grads, weight_gradients=False) for grads in sets]
         for position, record in enumerate(records):
             index, P = record.layer_index, positions(record.a)

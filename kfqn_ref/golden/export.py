@@ -33,6 +33,7 @@ CASE_BUILDERS: tuple[Callable[[], Case], ...] = (
     trajectories.traj_kbfgsl_memory_light,
     trajectories.traj_kbfgsl_convergent,
     trajectories.traj_kfac,
+    trajectories.traj_kfac_reduce,
     trajectories.traj_shampoo,
     trajectories.traj_adam,
 )

@@ -99,6 +99,34 @@ PAIR_ORDER = {
 }
 
 
+class RecordedDraws:
+    """A KFAC ``target_source`` that draws as the default one and keeps every draw.
+
+    ``take()`` returns (and forgets) the draws made since the last call, as ``{draw: targets}``.
+    """
+
+    def __init__(self, model, seed: int):
+        self.model, self.seed, self.pending = model, seed, {}
+
+    def __call__(self, z, draw: int):
+        targets = self.model.loss.sample_targets(z, np.random.default_rng([self.seed, draw]))
+        self.pending[draw] = targets
+        return targets
+
+    def take(self) -> dict:
+        taken, self.pending = self.pending, {}
+        return taken
+
+
+def _record_draws(rec, opt, prefix: str, step) -> None:
+    """The Monte-Carlo targets a :class:`RecordedDraws` source handed out (given to candidates)."""
+    source = getattr(opt, "target_source", None)
+    if isinstance(source, RecordedDraws):
+        for draw, targets in source.take().items():
+            meaning = f"Monte-Carlo targets of draw {draw} (feed them back as the draws)"
+            rec.add(f"{prefix}.drawn_targets{draw}", targets, "input", meaning, ORDER["inputs"], step)
+
+
 def minibatch_stream(X, T, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``STEPS`` minibatches of ``BATCH``: each epoch a fresh ``default_rng(seed)`` permutation."""
     rng = np.random.default_rng(seed)
@@ -277,6 +305,7 @@ def record_trajectory(model, opt, batches, prepass: Callable | None = None) -> _
     rec = _Recorder(model)
     if prepass is not None:
         prepass(opt)
+    _record_draws(rec, opt, "initial", None)
     rec.state(opt, "initial", None, None)
     P_of = {r.layer_index: positions(r.a) for r in model.forward_pass(batches[0][0]).records}
     for k, (X, T) in enumerate(batches):
@@ -295,6 +324,7 @@ def record_trajectory(model, opt, batches, prepass: Callable | None = None) -> _
             step, "gradient", first.grads, "gradient", "df/dW~", ORDER["gradient"], k, bias
         )
         loss = opt.step(X, T)
+        _record_draws(rec, opt, step, k)
         rec.add(f"{step}.loss", np.array(loss), "loss", "minibatch loss f(W~_k)", ORDER["loss"], k)
         change = [new - old for new, old in zip(model.weights(), before, strict=True)]
         rec.per_layer(step, "change", change, "change", "W~_{k+1} - W~_k", ORDER["change"], k, bias)
@@ -498,19 +528,51 @@ def traj_kbfgsl_convergent() -> Case:
 
 
 def traj_kfac() -> Case:
-    """KFAC on the conv net (type-2 Fisher, inverses every 5 steps)."""
+    """KFAC on the conv net: Monte-Carlo Fisher (draws recorded), warm start, expand."""
     model, batches = _conv_stream()
     opt = optim.KFAC(
-        model, lr=0.1, damping=0.1, inverse_interval=5, fisher=optim.kfac.FisherType.TYPE2
+        model, target_source=RecordedDraws(model, seed=0), lr=0.1, damping=0.1, inverse_interval=5
     )
     return trajectory_case(
         "traj_kfac",
-        "KFAC (conv net, type-2 Fisher, expand, inverses every 5 steps), 12 steps",
+        "KFAC (conv net, Monte-Carlo Fisher with the drawn targets recorded, warm-start "
+        "averaging, expand, inverses every 5 steps), 12 steps",
         model,
         opt,
         batches,
         CONV_INPUT_SHAPE,
-        {},
+        {"targets": "the Monte-Carlo draws are recorded as stepNN.drawn_targets<draw>"},
+    )
+
+
+def traj_kfac_reduce() -> Case:
+    """KFAC with the K-BFGS authors' averaging after a pre-pass, and KFAC-reduce for conv."""
+    model, batches = _conv_stream()
+    opt = optim.KFAC(
+        model,
+        target_source=RecordedDraws(model, seed=0),
+        lr=0.1,
+        damping=0.1,
+        inverse_interval=5,
+        averaging=optim.kfac.KFACAveraging.CONSTANT,
+        conv_approximation=optim.kfac.KFACApproximation.REDUCE,
+    )
+    per_epoch = SAMPLES // BATCH
+    return trajectory_case(
+        "traj_kfac_reduce",
+        "KFAC (conv net, Monte-Carlo Fisher with recorded draws, constant decay after a factor "
+        "pre-pass over the first epoch, KFAC-reduce), 12 steps",
+        model,
+        opt,
+        batches,
+        CONV_INPUT_SHAPE,
+        {
+            "prepass": "initialize_factors over the minibatches of steps 0, 1, 2 (draws 0, 1, 2; "
+            "step k is draw 3 + k)",
+            "targets": "the Monte-Carlo draws are recorded as initial.drawn_targets<draw> and "
+            "stepNN.drawn_targets<draw>",
+        },
+        lambda opt: opt.initialize_factors(batches[:per_epoch]),
     )
 
 

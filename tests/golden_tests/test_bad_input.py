@@ -8,7 +8,7 @@ import pytest
 from kfqn_ref import interop
 from kfqn_ref.golden import check, export
 from kfqn_ref.golden.format import GoldenFormatError
-from tests.golden_tests.helpers import GOLDEN
+from golden_tests.helpers import GOLDEN
 
 W = np.ones((3, 4))
 

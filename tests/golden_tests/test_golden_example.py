@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from kfqn_ref.golden import check
-from tests.golden_tests.helpers import GOLDEN
+from golden_tests.helpers import GOLDEN
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "numpy_candidate.py"
 

@@ -16,7 +16,7 @@ from kfqn_ref.golden.format import (
     npz_bytes,
     read_golden_case,
 )
-from tests.golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
+from golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
 
 CASE = "bfgs_updates"
 
