@@ -24,9 +24,10 @@ from kfqn_ref.backend import Array
 
 
 def linear_to_homogeneous(weight: Array, bias: Array | None = None) -> Array:
-    """``W~ = [W | b]`` ``(d_out, d_in + 1)`` from a ``Linear`` weight ``(d_out, d_in)``, bias ``(d_out,)``.
+    """``W~ = [W | b]`` ``(d_out, d_in + 1)`` from a ``Linear`` weight and bias.
 
-    Without a bias ``W~ = W``.
+    ``weight`` is ``(d_out, d_in)`` (PyTorch's layout), ``bias`` ``(d_out,)``; without a bias
+    ``W~ = W``.
     """
     _checks.check_float_array("weight", weight, ndim=2)
     if bias is None:
@@ -49,14 +50,18 @@ def conv2d_to_homogeneous(weight: Array, bias: Array | None = None) -> Array:
     The kernel is reshaped row-major (patch order ``(c_in, k_h, k_w)``, as ``unfold``), then the
     bias ``(c_out,)`` is appended as the last column.
     """
-    _checks.check_float_array("weight", weight, ndim=4)
+    _checks.check_float_dtype("weight", weight)
+    _checks.check_shape("weight", weight, ndim=4)
     return linear_to_homogeneous(weight.reshape(weight.shape[0], -1), bias)
 
 
 def homogeneous_to_conv2d(
     homogeneous: Array, kernel_shape: tuple[int, int, int], has_bias: bool = True
 ) -> tuple[Array, Array | None]:
-    """``(kernel (c_out, c_in, k_h, k_w), bias)`` from ``W~``; ``kernel_shape = (c_in, k_h, k_w)``."""
+    """``(kernel, bias)`` from ``W~``: the inverse of :func:`conv2d_to_homogeneous`.
+
+    ``kernel_shape = (c_in, k_h, k_w)``; the kernel is ``(c_out, c_in, k_h, k_w)``.
+    """
     kernel_shape = _checks.check_int_tuple("kernel_shape", kernel_shape, 3, 1, "(c_in, k_h, k_w)")
     weight, bias = homogeneous_to_linear(homogeneous, has_bias)
     if weight.shape[1] != int(np.prod(kernel_shape)):
@@ -106,7 +111,7 @@ def permute(array: Array, permutation: Array, axes: tuple[int, ...] = (0,)) -> A
 
 
 def conv_output_to_record(y: Array) -> Array:
-    """A conv layer's output ``(N, C, H_out, W_out)`` as the record ``h`` ``(N, P, C)``, ``P = H_out W_out``."""
+    """A conv output ``(N, C, H_out, W_out)`` as the record ``h`` ``(N, P, C)``."""
     _checks.check_array_like("y", y)
     _checks.check_shape("y", y, ndim=4)
     return y.transpose(0, 2, 3, 1).reshape(y.shape[0], -1, y.shape[1])

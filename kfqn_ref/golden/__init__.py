@@ -1,5 +1,6 @@
-"""Golden outputs: versioned reference files and a checker that says where and why another
-implementation diverges (``docs/golden.md``).
+"""Golden outputs: versioned reference files, and a checker of other implementations.
+
+The checker says where and why another implementation diverges (``docs/golden.md``).
 
 * :mod:`~kfqn_ref.golden.format`: the file format (``<case>.npz`` + ``<case>.json`` validated
   against ``schema.json``), deterministic writing and strict reading;

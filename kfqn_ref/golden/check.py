@@ -104,19 +104,48 @@ class Report:
 def compare(name: str, spec: dict, tolerance: dict, candidate: np.ndarray, golden: np.ndarray):
     """Compare ``candidate`` with ``golden`` under ``tolerance`` (``{"rtol", "atol"}``)."""
     rtol, atol = tolerance["rtol"], tolerance["atol"]
-    base = {"name": name, "step": spec["step"], "layer": spec["layer"], "quantity": spec["quantity"]}
+    base = {
+        "name": name,
+        "step": spec["step"],
+        "layer": spec["layer"],
+        "quantity": spec["quantity"],
+    }
     if candidate.shape != golden.shape:
         problem = f"shape {candidate.shape}, the golden is {golden.shape}"
-        return Comparison(**base, passed=False, max_abs_error=float("inf"), max_rel_error=float("inf"),
-                          where=None, rtol=rtol, atol=atol, problem=problem)
+        return Comparison(
+            **base,
+            passed=False,
+            max_abs_error=float("inf"),
+            max_rel_error=float("inf"),
+            where=None,
+            rtol=rtol,
+            atol=atol,
+            problem=problem,
+        )
     c = candidate.astype(np.float64)
     g = golden.astype(np.float64)
     if not np.all(np.isfinite(c)):
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(c))[0])
-        return Comparison(**base, passed=False, max_abs_error=float("inf"), max_rel_error=float("inf"),
-                          where=where, rtol=rtol, atol=atol, problem="a NaN or Inf entry")
+        return Comparison(
+            **base,
+            passed=False,
+            max_abs_error=float("inf"),
+            max_rel_error=float("inf"),
+            where=where,
+            rtol=rtol,
+            atol=atol,
+            problem="a NaN or Inf entry",
+        )
     if c.size == 0:
-        return Comparison(**base, passed=True, max_abs_error=0.0, max_rel_error=0.0, where=None, rtol=rtol, atol=atol)
+        return Comparison(
+            **base,
+            passed=True,
+            max_abs_error=0.0,
+            max_rel_error=0.0,
+            where=None,
+            rtol=rtol,
+            atol=atol,
+        )
     difference = np.abs(c - g)
     worst = int(np.argmax(difference))
     max_abs = float(difference.reshape(-1)[worst])
@@ -146,7 +175,13 @@ def check_case(golden: GoldenCase, candidate: dict[str, np.ndarray]) -> CaseRepo
     specs = manifest["arrays"]
     ordered = sorted(specs, key=lambda name: order_key(name, specs[name]))
     comparisons = [
-        compare(name, specs[name], manifest["tolerances"][specs[name]["quantity"]], candidate[name], golden.arrays[name])
+        compare(
+            name,
+            specs[name],
+            manifest["tolerances"][specs[name]["quantity"]],
+            candidate[name],
+            golden.arrays[name],
+        )
         for name in ordered
         if name in candidate
     ]
@@ -179,7 +214,9 @@ def check_case(golden: GoldenCase, candidate: dict[str, np.ndarray]) -> CaseRepo
     )
 
 
-def check(golden_dir: str | os.PathLike, candidate_dir: str | os.PathLike, case: str | None = None) -> Report:
+def check(
+    golden_dir: str | os.PathLike, candidate_dir: str | os.PathLike, case: str | None = None
+) -> Report:
     """Check every case of ``golden_dir`` (or only ``case``) against ``candidate_dir``.
 
     A case without a candidate file is INCOMPLETE. Raises :class:`GoldenFormatError` for an unusable
@@ -191,7 +228,9 @@ def check(golden_dir: str | os.PathLike, candidate_dir: str | os.PathLike, case:
         raise GoldenFormatError(f"candidate folder {candidate_dir} does not exist")
     if case is not None:
         if case not in names:
-            raise GoldenFormatError(f"unknown case {case!r}; the golden folder holds {', '.join(names)}")
+            raise GoldenFormatError(
+                f"unknown case {case!r}; the golden folder holds {', '.join(names)}"
+            )
         names = [case]
     reports = []
     supplied = 0
@@ -199,7 +238,9 @@ def check(golden_dir: str | os.PathLike, candidate_dir: str | os.PathLike, case:
         golden = read_golden_case(golden_dir, name)
         candidate = read_candidate(candidate_dir, name)
         if candidate is None:
-            missing = tuple(sorted(golden.arrays, key=lambda n: order_key(n, golden.manifest["arrays"][n])))
+            missing = tuple(
+                sorted(golden.arrays, key=lambda n: order_key(n, golden.manifest["arrays"][n]))
+            )
             reports.append(CaseReport(name, Status.INCOMPLETE, 0, 0, missing, ()))
             continue
         supplied += 1
@@ -219,13 +260,16 @@ def _case_lines(case: CaseReport) -> list[str]:
     if first is not None:
         step = "-" if first.step is None else first.step
         layer = "-" if first.layer is None else f"{first.layer} ({case.layer_type})"
-        lines.append(f"  first failure: step {step}, layer {layer}, array {first.name} [{first.quantity}]")
+        lines.append(
+            f"  first failure: step {step}, layer {layer}, array {first.name} [{first.quantity}]"
+        )
         if first.problem is not None:
             lines.append(f"  {first.problem}" + (f" at index {first.where}" if first.where else ""))
         else:
             lines.append(
                 f"  max relative error {first.max_rel_error:.3e} at index {first.where} "
-                f"(max abs error {first.max_abs_error:.3e}; rtol {first.rtol:g}, atol {first.atol:g})"
+                f"(max abs error {first.max_abs_error:.3e}; "
+                f"rtol {first.rtol:g}, atol {first.atol:g})"
             )
         lines.append(f"  diagnosis: {case.diagnosis or 'no known rewrite explains it'}")
     if case.missing and case.status is not Status.PASS:

@@ -38,7 +38,9 @@ class Context(NamedTuple):
 
 def _transposed(ctx: Context) -> str | None:
     if ctx.c.ndim == 2 and ctx.c.shape == ctx.g.shape[::-1] and ctx.close(ctx.c.T, ctx.g):
-        return "transposed: the candidate's transpose matches (a factor or matrix stored transposed)"
+        return (
+            "transposed: the candidate's transpose matches (a factor or matrix stored transposed)"
+        )
     return None
 
 

@@ -45,7 +45,9 @@ def case_summaries() -> list[tuple[str, str]]:
 
 
 def export(directory: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
-    """Build and write the cases ``names`` (all by default) into ``directory``; return the manifests.
+    """Build and write the cases ``names`` (all by default) into ``directory``.
+
+    Returns the paths of the manifests written.
 
     Raises ``ValueError`` for an unknown name (listing the known ones).
     """

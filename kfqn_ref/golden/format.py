@@ -233,7 +233,8 @@ def validate_manifest(manifest: dict, source: str) -> None:
         for referenced in _hint_references(spec["hints"]):
             if referenced not in arrays:
                 raise GoldenFormatError(
-                    f"{source}: a hint of array {name!r} names {referenced!r}, which is not an array"
+                    f"{source}: a hint of array {name!r} names {referenced!r}, which is not an "
+                    "array of the case"
                 )
 
 
@@ -256,7 +257,9 @@ def read_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
     try:
         arrays = backend.read_npz(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise GoldenFormatError(f"{what} {path}: not a readable .npz of plain arrays ({error})")
+        raise GoldenFormatError(
+            f"{what} {path}: not a readable .npz of plain arrays ({error})"
+        ) from None
     for name, array in arrays.items():
         if array.dtype.kind not in "fiub":
             raise GoldenFormatError(
@@ -311,7 +314,8 @@ def _check_arrays_match_manifest(arrays: dict, manifest: dict, path: Path) -> No
         missing = sorted(set(specs) - set(arrays))
         extra = sorted(set(arrays) - set(specs))
         raise GoldenFormatError(
-            f"golden arrays {path}: names differ from the manifest (missing {missing}, extra {extra})"
+            f"golden arrays {path}: names differ from the manifest "
+            f"(missing {missing}, extra {extra})"
         )
     for name, spec in specs.items():
         array = arrays[name]

@@ -53,7 +53,8 @@ TRAJECTORY_STEPS = (
     "gradients df/dW~ at W~_k (without weight decay)",
     "K-BFGS direction p_k (W~_{k+1} = W~_k + lr p_k)",
     "applied change W~_{k+1} - W~_k",
-    "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), gbar_new = mean(g+)",
+    "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), "
+    "gbar_new = mean(g+)",
     "raw pairs s_raw = hbar - hbar_new, y_raw = gbar - gbar_new (old minus new)",
     "averaged pairs: s_avg = beta s_avg + (1 - beta) s_raw (the same for y)",
     "damped pairs s, y and the damping flags (variant's double damping)",
@@ -106,14 +107,17 @@ class RecordedDraws:
     """
 
     def __init__(self, model, seed: int):
+        """Draw for ``model``'s loss with ``default_rng([seed, draw])``."""
         self.model, self.seed, self.pending = model, seed, {}
 
     def __call__(self, z, draw: int):
+        """The targets of draw ``draw`` at outputs ``z``, kept until :meth:`take`."""
         targets = self.model.loss.sample_targets(z, np.random.default_rng([self.seed, draw]))
         self.pending[draw] = targets
         return targets
 
     def take(self) -> dict:
+        """The draws since the last call."""
         taken, self.pending = self.pending, {}
         return taken
 
@@ -124,7 +128,9 @@ def _record_draws(rec, opt, prefix: str, step) -> None:
     if isinstance(source, RecordedDraws):
         for draw, targets in source.take().items():
             meaning = f"Monte-Carlo targets of draw {draw} (feed them back as the draws)"
-            rec.add(f"{prefix}.drawn_targets{draw}", targets, "input", meaning, ORDER["inputs"], step)
+            rec.add(
+                f"{prefix}.drawn_targets{draw}", targets, "input", meaning, ORDER["inputs"], step
+            )
 
 
 def minibatch_stream(X, T, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -148,7 +154,7 @@ def _as_array(value) -> np.ndarray:
 
 
 def _state_layer(model, key: str) -> int | None:
-    """The layer a state entry belongs to: the first integer in its path is the trainable position."""
+    """The layer of a state entry: the first integer of its path is the trainable position."""
     for part in key.split("."):
         if part.isdigit():
             return model.trainable_indices[int(part)]
@@ -156,7 +162,7 @@ def _state_layer(model, key: str) -> int | None:
 
 
 def _bias_axes(model, layer: int | None, shape: tuple) -> list[int]:
-    """Axes of a state array whose length is ``D + 1`` of its layer (if that differs from ``d_out``)."""
+    """Axes of a state array of length ``D + 1`` of its layer (if that differs from ``d_out``)."""
     if layer is None:
         return []
     d_out, width = model.layers[layer].weight_shape
@@ -243,7 +249,7 @@ def _means(records) -> tuple[list, list]:
 
 
 def _kbfgs_lambdas(config, P: int) -> dict:
-    """``lambda_A``, ``lambda_G`` used and those of the other split, for a layer with ``P`` positions."""
+    """``lambda_A``, ``lambda_G`` used and those of the other split, for ``P`` positions."""
     root = math.sqrt(config.damping)
     equal = {"lambda_A": root, "lambda_G": root}
     sqrt_p = {"lambda_A": root * math.sqrt(P), "lambda_G": root / math.sqrt(P)}
@@ -408,7 +414,8 @@ def trajectory_case(
             "samples": SAMPLES,
             "batch": BATCH,
             "steps": STEPS,
-            "stream": "each epoch a permutation of the samples by default_rng(seed); recorded per step",
+            "stream": "each epoch a permutation of the samples by default_rng(seed); "
+            "recorded per step",
         },
         setup={
             "optimizer": type(opt).__name__,

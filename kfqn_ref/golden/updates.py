@@ -49,7 +49,8 @@ BFGS_STEPS = (
     "skip rule: skip if s^T y, s^T s not finite (3), s^T y <= 0 (1), s^T y <= relative_threshold "
     "s^T s gbar_norm (2)",
     "H+ = H + (rho^2 y^T H y + rho) s s^T - rho (s (H y)^T + (H y) s^T), rho = 1/(s^T y); kept "
-    "H if an entry of H+ is not finite (4); direct form B+ = B - B s s^T B/(s^T B s) + y y^T/(s^T y)",
+    "H if an entry of H+ is not finite (4); direct form "
+    "B+ = B - B s s^T B/(s^T B s) + y y^T/(s^T y)",
 )
 
 

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
 from kfqn_ref import interop
 from kfqn_ref.golden import check, export
 from kfqn_ref.golden.cli import main
 from kfqn_ref.golden.format import golden_case_names, read_golden_case
-from golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
 
 
 def test_the_committed_files_pass_against_themselves():
@@ -27,7 +27,18 @@ def test_a_candidate_with_weights_only_is_incomplete_and_lists_what_is_missing(t
     arrays = golden_arrays("traj_adam")
     weights = {name: a for name, a in arrays.items() if name.endswith(".weights")}
     write_candidate(tmp_path, "traj_adam", weights)
-    status = main(["golden", "check", "--golden", str(GOLDEN), "--candidate", str(tmp_path), "--case", "traj_adam"])
+    status = main(
+        [
+            "golden",
+            "check",
+            "--golden",
+            str(GOLDEN),
+            "--candidate",
+            str(tmp_path),
+            "--case",
+            "traj_adam",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert out.startswith("INCOMPLETE traj_adam")
@@ -40,7 +51,9 @@ def test_a_perturbed_entry_at_step_7_is_located(tmp_path, capsys):
     name = "step07.layer3.weights"
     arrays[name][1, 4] += 1e-5 * np.abs(arrays[name]).max()
     write_candidate(tmp_path, "traj_kbfgs_2022", arrays)
-    status = main(["golden", "check", "--golden", str(GOLDEN), "--candidate", str(tmp_path), "--json"])
+    status = main(
+        ["golden", "check", "--golden", str(GOLDEN), "--candidate", str(tmp_path), "--json"]
+    )
     assert status == 1
     report = json.loads(capsys.readouterr().out)
     assert report["exit_status"] == 1
@@ -88,27 +101,142 @@ def _damping_split_ya(a):
 P_CONV = 4
 PLANTED = [
     # (id, case, array that must fail, planting, diagnosis pattern)
-    ("transposed", "dense_records", "layer2.grad", _set("layer2.grad", lambda a: a["layer2.grad"].T.copy()), "^transposed"),
-    ("row_major_vec", "dense_curvature", "layer0.hessian", _set("layer0.hessian", _row_major_block), "^row- vs column-major vec"),
-    ("bias_first_grad", "dense_records", "layer0.grad", _set("layer0.grad", lambda a: np.roll(a["layer0.grad"], 1, axis=1)), "^bias first vs last"),
-    ("bias_first_factor", "conv_kfac_factors", "layer0.A", _set("layer0.A", lambda a: np.roll(a["layer0.A"], 1, axis=(0, 1))), "^bias first vs last"),
-    ("missing_N", "dense_records", "layer0.g", _set("layer0.g", lambda a: a["layer0.g"] / 6), "^a missing factor N = 6"),
-    ("extra_P", "conv_records", "layer0.g", _set("layer0.g", lambda a: a["layer0.g"] * P_CONV), "^an extra factor P = 4"),
-    ("missing_C", "loss_functions", "squared_error.value", _set("squared_error.value", lambda a: a["squared_error.value"] / 4), "^a missing factor C = 4"),
-    ("sum_not_mean", "conv_kfac_factors", "layer0.G_type2", _set("layer0.G_type2", lambda a: a["layer0.G_type2"] * P_CONV), "^sum vs mean over positions: the candidate sums"),
-    ("mean_not_sum", "conv_kfac_factors", "layer0.A", _set("layer0.A", lambda a: a["layer0.A"] / P_CONV), "^sum vs mean over positions: the candidate averages"),
-    ("preactivation_order", "conv_curvature", "layer0.preactivation_hessians", _set("layer0.preactivation_hessians", lambda a: interop.permute(a["layer0.preactivation_hessians"], interop.preactivation_permutation(P_CONV, 3), (1, 2))), "^conv pre-activation order"),
-    ("sign_flip", "traj_kbfgs_2022", "step03.layer3.pair.s", _negate("step03.layer3.pair.s"), r"^sign flip of \(s, y\)"),
-    ("new_minus_old", "traj_kbfgs_2022", "step03.layer0.pair.s_raw", _negate("step03.layer0.pair.s_raw", "step03.layer0.pair.y_raw"), "^new-minus-old pairs"),
-    ("damping_split", "traj_kbfgs_2022", "step03.layer0.pair.y_a", _set("step03.layer0.pair.y_a", _damping_split_ya), r"^damping split: .*sqrt\(lambda\) sqrt\(P\)"),
-    ("unchanged_factor", "traj_kbfgs_2022", "step05.state.layers.1.H_g", _set("step05.state.layers.1.H_g", lambda a: a["step04.state.layers.1.H_g"]), "^unchanged: .*step04.state.layers.1.H_g"),
-    ("guarantee", "damping_updates", "bad.dd2022.y_out", _set("bad.dd2022.y_out", _violated_guarantee), r"^damped pair violates its guarantee s_dot_y >= c s_dot_s"),
-    ("other_minibatch_pair", "traj_kbfgs_2022", "step03.layer0.pair.s_raw", _set("step03.layer0.pair.s_raw", lambda a: a["step03.layer0.hbar"] - a["step04.layer0.hbar"]), "^second pass on another minibatch"),
-    ("other_minibatch_means", "traj_kbfgsl", "step06.layer2.hbar_new", _set("step06.layer2.hbar_new", lambda a: a["step07.layer2.hbar"]), "^second pass on another minibatch"),
+    (
+        "transposed",
+        "dense_records",
+        "layer2.grad",
+        _set("layer2.grad", lambda a: a["layer2.grad"].T.copy()),
+        "^transposed",
+    ),
+    (
+        "row_major_vec",
+        "dense_curvature",
+        "layer0.hessian",
+        _set("layer0.hessian", _row_major_block),
+        "^row- vs column-major vec",
+    ),
+    (
+        "bias_first_grad",
+        "dense_records",
+        "layer0.grad",
+        _set("layer0.grad", lambda a: np.roll(a["layer0.grad"], 1, axis=1)),
+        "^bias first vs last",
+    ),
+    (
+        "bias_first_factor",
+        "conv_kfac_factors",
+        "layer0.A",
+        _set("layer0.A", lambda a: np.roll(a["layer0.A"], 1, axis=(0, 1))),
+        "^bias first vs last",
+    ),
+    (
+        "missing_N",
+        "dense_records",
+        "layer0.g",
+        _set("layer0.g", lambda a: a["layer0.g"] / 6),
+        "^a missing factor N = 6",
+    ),
+    (
+        "extra_P",
+        "conv_records",
+        "layer0.g",
+        _set("layer0.g", lambda a: a["layer0.g"] * P_CONV),
+        "^an extra factor P = 4",
+    ),
+    (
+        "missing_C",
+        "loss_functions",
+        "squared_error.value",
+        _set("squared_error.value", lambda a: a["squared_error.value"] / 4),
+        "^a missing factor C = 4",
+    ),
+    (
+        "sum_not_mean",
+        "conv_kfac_factors",
+        "layer0.G_type2",
+        _set("layer0.G_type2", lambda a: a["layer0.G_type2"] * P_CONV),
+        "^sum vs mean over positions: the candidate sums",
+    ),
+    (
+        "mean_not_sum",
+        "conv_kfac_factors",
+        "layer0.A",
+        _set("layer0.A", lambda a: a["layer0.A"] / P_CONV),
+        "^sum vs mean over positions: the candidate averages",
+    ),
+    (
+        "preactivation_order",
+        "conv_curvature",
+        "layer0.preactivation_hessians",
+        _set(
+            "layer0.preactivation_hessians",
+            lambda a: interop.permute(
+                a["layer0.preactivation_hessians"],
+                interop.preactivation_permutation(P_CONV, 3),
+                (1, 2),
+            ),
+        ),
+        "^conv pre-activation order",
+    ),
+    (
+        "sign_flip",
+        "traj_kbfgs_2022",
+        "step03.layer3.pair.s",
+        _negate("step03.layer3.pair.s"),
+        r"^sign flip of \(s, y\)",
+    ),
+    (
+        "new_minus_old",
+        "traj_kbfgs_2022",
+        "step03.layer0.pair.s_raw",
+        _negate("step03.layer0.pair.s_raw", "step03.layer0.pair.y_raw"),
+        "^new-minus-old pairs",
+    ),
+    (
+        "damping_split",
+        "traj_kbfgs_2022",
+        "step03.layer0.pair.y_a",
+        _set("step03.layer0.pair.y_a", _damping_split_ya),
+        r"^damping split: .*sqrt\(lambda\) sqrt\(P\)",
+    ),
+    (
+        "unchanged_factor",
+        "traj_kbfgs_2022",
+        "step05.state.layers.1.H_g",
+        _set("step05.state.layers.1.H_g", lambda a: a["step04.state.layers.1.H_g"]),
+        "^unchanged: .*step04.state.layers.1.H_g",
+    ),
+    (
+        "guarantee",
+        "damping_updates",
+        "bad.dd2022.y_out",
+        _set("bad.dd2022.y_out", _violated_guarantee),
+        r"^damped pair violates its guarantee s_dot_y >= c s_dot_s",
+    ),
+    (
+        "other_minibatch_pair",
+        "traj_kbfgs_2022",
+        "step03.layer0.pair.s_raw",
+        _set(
+            "step03.layer0.pair.s_raw", lambda a: a["step03.layer0.hbar"] - a["step04.layer0.hbar"]
+        ),
+        "^second pass on another minibatch",
+    ),
+    (
+        "other_minibatch_means",
+        "traj_kbfgsl",
+        "step06.layer2.hbar_new",
+        _set("step06.layer2.hbar_new", lambda a: a["step07.layer2.hbar"]),
+        "^second pass on another minibatch",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "name", "plant", "pattern"), [row[1:] for row in PLANTED], ids=[row[0] for row in PLANTED])
+@pytest.mark.parametrize(
+    ("case", "name", "plant", "pattern"),
+    [row[1:] for row in PLANTED],
+    ids=[row[0] for row in PLANTED],
+)
 def test_each_planted_mismatch_fails_with_its_diagnosis(tmp_path, case, name, plant, pattern):
     arrays = golden_arrays(case)
     plant(arrays)

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golden_tests.helpers import GOLDEN
 from kfqn_ref.golden import check, export
 from kfqn_ref.golden.format import library_versions, read_golden_case
-from golden_tests.helpers import GOLDEN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 def _export(directory: Path, **env) -> subprocess.Popen:
     command = [sys.executable, "-m", "kfqn_ref.golden.cli", "golden", "export", str(directory)]
     environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    return subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,9 @@ def exports(tmp_path_factory):
     runs = {
         "first": _export(root / "first"),
         "second": _export(root / "second"),
-        "other_blas": _export(root / "other_blas", OPENBLAS_CORETYPE="Prescott", OPENBLAS_NUM_THREADS="1"),
+        "other_blas": _export(
+            root / "other_blas", OPENBLAS_CORETYPE="Prescott", OPENBLAS_NUM_THREADS="1"
+        ),
     }
     for name, process in runs.items():
         _, err = process.communicate(timeout=600)

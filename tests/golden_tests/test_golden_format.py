@@ -8,6 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
 from kfqn_ref.golden.cli import main
 from kfqn_ref.golden.format import (
     GoldenFormatError,
@@ -16,7 +17,6 @@ from kfqn_ref.golden.format import (
     npz_bytes,
     read_golden_case,
 )
-from golden_tests.helpers import GOLDEN, golden_arrays, write_candidate
 
 CASE = "bfgs_updates"
 
@@ -92,7 +92,9 @@ DAMAGED_GOLDEN = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "pattern"), [r[1:] for r in DAMAGED_GOLDEN], ids=[r[0] for r in DAMAGED_GOLDEN])
+@pytest.mark.parametrize(
+    ("damage", "pattern"), [r[1:] for r in DAMAGED_GOLDEN], ids=[r[0] for r in DAMAGED_GOLDEN]
+)
 def test_a_damaged_golden_file_is_refused_with_status_2(golden_copy, capsys, damage, pattern):
     golden, candidate = golden_copy
     damage(golden)
@@ -115,7 +117,11 @@ def _string_candidate(candidate):
 
 
 DAMAGED_CANDIDATE = [
-    ("truncated", lambda c: _truncate(c / f"{CASE}.npz"), "candidate arrays .* not a readable .npz"),
+    (
+        "truncated",
+        lambda c: _truncate(c / f"{CASE}.npz"),
+        "candidate arrays .* not a readable .npz",
+    ),
     ("pickle_bearing", _pickle_candidate, "Object arrays cannot be loaded"),
     ("strings", _string_candidate, "has dtype <U12; only numeric and boolean arrays"),
     ("no_case_file", lambda c: (c / f"{CASE}.npz").unlink(), "holds no <case>.npz"),
@@ -123,7 +129,9 @@ DAMAGED_CANDIDATE = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "pattern"), [r[1:] for r in DAMAGED_CANDIDATE], ids=[r[0] for r in DAMAGED_CANDIDATE])
+@pytest.mark.parametrize(
+    ("damage", "pattern"), [r[1:] for r in DAMAGED_CANDIDATE], ids=[r[0] for r in DAMAGED_CANDIDATE]
+)
 def test_an_unusable_candidate_is_refused_with_status_2(golden_copy, capsys, damage, pattern):
     golden, candidate = golden_copy
     damage(candidate)
@@ -134,7 +142,18 @@ def test_an_unusable_candidate_is_refused_with_status_2(golden_copy, capsys, dam
 
 def test_an_unknown_case_and_bad_arguments_give_status_2(golden_copy, capsys):
     golden, candidate = golden_copy
-    status = main(["golden", "check", "--golden", str(golden), "--candidate", str(candidate), "--case", "nope"])
+    status = main(
+        [
+            "golden",
+            "check",
+            "--golden",
+            str(golden),
+            "--candidate",
+            str(candidate),
+            "--case",
+            "nope",
+        ]
+    )
     assert status == 2
     assert "unknown case 'nope'" in capsys.readouterr().err
     assert main(["golden", "check", "--golden", str(golden)]) == 2
@@ -143,7 +162,9 @@ def test_an_unknown_case_and_bad_arguments_give_status_2(golden_copy, capsys):
 def test_json_output_reports_unusable_input(golden_copy, capsys):
     golden, candidate = golden_copy
     _truncate(golden / f"{CASE}.npz")
-    status = main(["golden", "check", "--golden", str(golden), "--candidate", str(candidate), "--json"])
+    status = main(
+        ["golden", "check", "--golden", str(golden), "--candidate", str(candidate), "--json"]
+    )
     report = json.loads(capsys.readouterr().out)
     assert status == report["exit_status"] == 2
     assert "SHA-256" in report["error"]
@@ -156,7 +177,10 @@ def test_every_committed_manifest_validates_against_the_shipped_schema():
         manifest = json.loads(path.read_text())
         jsonschema.validate(manifest, schema)
         case = read_golden_case(GOLDEN, path.stem)
-        assert manifest["sha256"] == hashlib.sha256((GOLDEN / manifest["npz"]).read_bytes()).hexdigest()
+        assert (
+            manifest["sha256"]
+            == hashlib.sha256((GOLDEN / manifest["npz"]).read_bytes()).hexdigest()
+        )
         for name, spec in manifest["arrays"].items():
             assert spec["order"] < len(manifest["order_of_operations"]), name
             assert case.arrays[name].dtype.kind in "fib"

@@ -17,9 +17,10 @@ from helpers.compare import assert_close
 
 from kfqn_ref import curvature, nn, optim
 from kfqn_ref.curvature import FisherType
-from kfqn_ref.optim.kfac import KFACApproximation, KFACAveraging
 
-RECORDING = Path(__file__).resolve().parents[1] / "data" / "hessian" / "cnn1x5x5-c2k3s1p0-relu-fc3_ce"
+RECORDING = (
+    Path(__file__).resolve().parents[1] / "data" / "hessian" / "cnn1x5x5-c2k3s1p0-relu-fc3_ce"
+)
 
 
 def conv_net(seed=0):
@@ -129,6 +130,7 @@ def test_reduce_is_the_exact_ggn_block_when_the_positions_are_averaged_linearly(
     """Conv -> global average pool -> Dense, squared error, one sample: every position gets the
     same output gradient, so sum_p a~_p kron g_p = abar kron gsum exactly (Eschenhagen et al. 2023)
     and KFAC-reduce equals the exact GGN block; KFAC-expand does not."""
+
     def pooled_net():
         layers = [nn.Conv2d(1, 2, 2), nn.AvgPool2d(3), nn.Flatten(), nn.Dense(2, 3)]
         return nn.Sequential(layers, nn.SquaredError(), seed=3)
@@ -150,17 +152,54 @@ def _source_of_wrong_shape(z, draw):
 
 
 BAD = [
-    ("source_not_callable", lambda b: optim.KFAC(conv_net(), target_source=3), TypeError, "target_source must be a callable"),
-    ("averaging_unknown", lambda b: optim.KFAC(conv_net(), averaging="bogus"), ValueError, "averaging must be one of 'warm_start', 'constant'"),
-    ("approximation_kind", lambda b: optim.KFAC(conv_net(), conv_approximation=1), TypeError, "conv_approximation must be a KFACApproximation"),
-    ("prepass_warm_start", lambda b: optim.KFAC(conv_net()).initialize_factors(b), ValueError, "needs averaging='constant'"),
-    ("prepass_array", lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors(b[0][0]), TypeError, "batches must be an iterable"),
-    ("prepass_not_pairs", lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors([b[0][0]]), TypeError, r"batches must yield \(X, T\) pairs"),
-    ("prepass_empty", lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors([]), ValueError, "at least one minibatch"),
+    (
+        "source_not_callable",
+        lambda b: optim.KFAC(conv_net(), target_source=3),
+        TypeError,
+        "target_source must be a callable",
+    ),
+    (
+        "averaging_unknown",
+        lambda b: optim.KFAC(conv_net(), averaging="bogus"),
+        ValueError,
+        "averaging must be one of 'warm_start', 'constant'",
+    ),
+    (
+        "approximation_kind",
+        lambda b: optim.KFAC(conv_net(), conv_approximation=1),
+        TypeError,
+        "conv_approximation must be a KFACApproximation",
+    ),
+    (
+        "prepass_warm_start",
+        lambda b: optim.KFAC(conv_net()).initialize_factors(b),
+        ValueError,
+        "needs averaging='constant'",
+    ),
+    (
+        "prepass_array",
+        lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors(b[0][0]),
+        TypeError,
+        "batches must be an iterable",
+    ),
+    (
+        "prepass_not_pairs",
+        lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors([b[0][0]]),
+        TypeError,
+        r"batches must yield \(X, T\) pairs",
+    ),
+    (
+        "prepass_empty",
+        lambda b: optim.KFAC(conv_net(), averaging="constant").initialize_factors([]),
+        ValueError,
+        "at least one minibatch",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("call", "error", "pattern"), [r[1:] for r in BAD], ids=[r[0] for r in BAD])
+@pytest.mark.parametrize(
+    ("call", "error", "pattern"), [r[1:] for r in BAD], ids=[r[0] for r in BAD]
+)
 def test_bad_options_are_refused(batches, call, error, pattern):
     with pytest.raises(error) as raised:
         call(batches)
