@@ -26,14 +26,21 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref import backend, nn
+from kfqn_ref import _checks, backend, nn
 from kfqn_ref._checks import check_in_interval, check_int, check_non_negative, check_positive
 from kfqn_ref.backend import Array
-from kfqn_ref.curvature.factors import FisherType, kfac_factors
+from kfqn_ref.curvature.factors import (
+    FisherType,
+    KroneckerFactors,
+    input_factor,
+    kfac_factors,
+    output_factor,
+)
 from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, check_new_state, store_choice
 from kfqn_ref.optim.first_order import (
     MomentumForm,
@@ -58,6 +65,38 @@ class KFACDampingSplit(enum.Enum):
 
     PI = "pi"
     EQUAL = "equal"
+
+
+class KFACAveraging(enum.Enum):
+    """How the running factors average the minibatch estimates (update ``j``, from 0).
+
+    ``WARM_START`` ("warm_start"): ``beta_j = min(1 - 1/(j+1), beta)`` (Martens & Grosse 2015, §5):
+    the first update replaces the zero factors, the early ones are plain means.
+    ``CONSTANT`` ("constant"): ``beta_j = beta`` from zero factors, or from the pre-pass
+    :meth:`KFAC.initialize_factors` (the K-BFGS authors' K-FAC baseline [code-2020], as
+    :meth:`kfqn_ref.optim.KBFGS.initialize_A` for K-BFGS).
+    """
+
+    WARM_START = "warm_start"
+    CONSTANT = "constant"
+
+
+class KFACApproximation(enum.Enum):
+    """The factors of a conv layer with ``P`` output positions (Eschenhagen et al. 2023).
+
+    ``EXPAND`` ("expand", KFC): ``A = (1/N) sum_n sum_p a~ a~^T``, ``G = (1/(N P)) sum_n sum_p
+    g g^T``. ``REDUCE`` ("reduce"): ``A = (1/N) sum_n abar_n abar_n^T`` with ``abar_n = (1/P)
+    sum_p a~_{n,p}``, ``G = (1/N) sum_n gsum_n gsum_n^T`` with ``gsum_n = sum_p g_{n,p}``
+    (curvlinops ``KFACType.REDUCE``). Both agree on dense layers (``P = 1``).
+    """
+
+    EXPAND = "expand"
+    REDUCE = "reduce"
+
+
+#: ``source(z, draw) -> targets``: the Monte-Carlo targets of draw ``draw`` at network outputs
+#: ``z`` (:class:`KFAC`'s ``target_source``).
+TargetSource = Callable[[Array, int], Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +127,13 @@ class KFACConfig:
     damping_split : KFACDampingSplit
         ``PI`` (Martens & Grosse 2015 §6.3).
     seed : int >= 0
-        Seed of the Monte-Carlo targets; step ``k`` draws with ``numpy.random.default_rng([seed,
-        k])``, so a resumed run draws the same bits.
+        Seed of the Monte-Carlo targets; draw ``d`` (step ``k`` is draw ``k``, or ``J + k`` after a
+        pre-pass over ``J`` minibatches) uses ``numpy.random.default_rng([seed, d])``, so a resumed
+        run draws the same bits. Unused with a ``target_source``.
+    averaging : KFACAveraging
+        ``WARM_START`` (Martens & Grosse 2015 §5); ``CONSTANT`` for the K-BFGS authors' rule.
+    conv_approximation : KFACApproximation
+        ``EXPAND`` (KFC, Grosse & Martens 2016); ``REDUCE`` (Eschenhagen et al. 2023).
     """
 
     lr: float = 0.3
@@ -103,6 +147,8 @@ class KFACConfig:
     fisher: FisherType = FisherType.MONTE_CARLO
     damping_split: KFACDampingSplit = KFACDampingSplit.PI
     seed: int = 0
+    averaging: KFACAveraging = KFACAveraging.WARM_START
+    conv_approximation: KFACApproximation = KFACApproximation.EXPAND
 
     def __post_init__(self):
         check_positive("lr", self.lr)
@@ -116,6 +162,8 @@ class KFACConfig:
         store_choice(self, "fisher", FisherType)
         store_choice(self, "damping_split", KFACDampingSplit)
         check_int("seed", self.seed, minimum=0)
+        store_choice(self, "averaging", KFACAveraging)
+        store_choice(self, "conv_approximation", KFACApproximation)
 
 
 class KFACState(NamedTuple):
@@ -125,6 +173,7 @@ class KFACState(NamedTuple):
     A[i], G[i] : ``(D, D)`` and ``(d_out, d_out)``, the running factors (zero before step 0).
     A_inv[i], G_inv[i] : the inverses of the damped factors at the last refresh (zero before
         step 0), ``(A + pi sqrt(lambda) I)^-1`` and ``(G + sqrt(lambda)/pi I)^-1``.
+    prepassed : the number ``J`` of minibatches of :meth:`KFAC.initialize_factors` (0 without).
     """
 
     momentum: tuple
@@ -132,6 +181,7 @@ class KFACState(NamedTuple):
     G: tuple
     A_inv: tuple
     G_inv: tuple
+    prepassed: int = 0
 
 
 def split_damping(
@@ -162,6 +212,59 @@ def damped_inverses(
     A_inv = xp.linalg.inv(A + lambda_A * xp.eye(A.shape[0], dtype=A.dtype))
     G_inv = xp.linalg.inv(G + lambda_G * xp.eye(G.shape[0], dtype=G.dtype))
     return A_inv, G_inv
+
+
+def fisher_output_gradients(loss, z: Array, T, fisher: FisherType, drawn) -> list[Array]:
+    """The per-sample output gradients ``(N, C)`` a Fisher type backpropagates.
+
+    ``EMPIRICAL``: ``[dl_n/dz_n at T]``; ``MONTE_CARLO``: ``[dl_n/dz_n at the drawn targets]``;
+    ``TYPE2``: the columns ``S[:, :, k]`` of the loss-Hessian root ``S_n S_n^T = d2 l_n/dz_n^2``.
+    """
+    if fisher is FisherType.EMPIRICAL:
+        return [loss.output_gradient(z, T)]
+    if fisher is FisherType.MONTE_CARLO:
+        return [loss.output_gradient(z, drawn)]
+    root = loss.output_hessian_sqrt(z, T)
+    return [root[:, :, k] for k in range(root.shape[2])]
+
+
+def kfac_reduce_factors(
+    model, forward_pass, output_gradients: list[Array]
+) -> list[KroneckerFactors]:
+    """KFAC-reduce factors of every trainable layer (:class:`KFACApproximation`).
+
+    ``A = input_factor(mean_p a~)``; ``G`` sums ``output_factor(sum_p g)`` over the sets of
+    ``output_gradients`` (:func:`fisher_output_gradients`). Dense records have ``P = 1``.
+    """
+
+    def reduce(x, over_positions):
+        return over_positions(x, axis=1) if x.ndim == 3 else x
+
+    per_set = [
+        model.backward_pass(forward_pass, gradients, weight_gradients=False)
+        for gradients in output_gradients
+    ]
+    factors = []
+    for position, record in enumerate(forward_pass.records):
+        G = sum(output_factor(reduce(records[position].g, np.sum)) for records in per_set)
+        factors.append(KroneckerFactors(input_factor(reduce(record.a, np.mean)), G))
+    return factors
+
+
+def minibatch_factors(
+    model, forward_pass, T, fisher: FisherType, drawn, approximation: KFACApproximation
+) -> list[KroneckerFactors]:
+    """The minibatch factors of :class:`KFAC` (``drawn``: the Monte-Carlo targets, or ``None``).
+
+    ``EXPAND`` is :func:`kfqn_ref.curvature.kfac_factors`; the Monte-Carlo factors are its
+    empirical factors at the drawn targets.
+    """
+    if approximation is KFACApproximation.REDUCE:
+        gradients = fisher_output_gradients(model.loss, forward_pass.z, T, fisher, drawn)
+        return kfac_reduce_factors(model, forward_pass, gradients)
+    if fisher is FisherType.MONTE_CARLO:
+        return kfac_factors(model, forward_pass, drawn, FisherType.EMPIRICAL)
+    return kfac_factors(model, forward_pass, T, fisher)
 
 
 def factor_decay(update_index: int, ema_decay: float) -> float:
@@ -195,10 +298,79 @@ class KFAC(Optimizer):
     baseline [code-2020] (Martens & Grosse 2015 instead fit the step size and momentum with a
     quadratic model; this reference keeps both fixed, as the K-BFGS papers' comparisons do).
     Tested by ``tests/optim/test_baselines.py::test_kfac_matches_dense_kronecker_solve``.
+
+    ``target_source`` (a :data:`TargetSource`) replaces the Monte-Carlo draws
+    ``loss.sample_targets(z, default_rng([seed, draw]))``: it is called as ``source(z, draw)``
+    and returns targets for ``z``, so that recorded draws (a golden file's) can be fed back.
     """
 
     config_class = KFACConfig
     supported_layers = (nn.Dense, nn.Conv2d)
+
+    def __init__(self, model, config=None, *, target_source: TargetSource | None = None, **options):
+        if target_source is not None and not callable(target_source):
+            raise TypeError(
+                "target_source must be a callable (z, draw) -> targets or None, got "
+                f"{_checks.describe(target_source)}"
+            )
+        self.target_source = target_source
+        super().__init__(model, config, **options)
+
+    def draw_targets(self, z: Array, draw: int):
+        """The Monte-Carlo targets of draw ``draw`` at outputs ``z`` (from ``target_source``)."""
+        if self.target_source is None:
+            rng = np.random.default_rng([self.config.seed, draw])
+            return self.model.loss.sample_targets(z, rng)
+        targets = self.target_source(z, draw)
+        self.model.loss.check_targets(z, targets)
+        return targets
+
+    def initialize_factors(self, batches: Iterable) -> int:
+        """The factor pre-pass: set ``A`` and ``G`` to the mean of their minibatch estimates.
+
+        ``batches``: an iterable of minibatches ``(X, T)``, used at the current weights before
+        the first step (needs ``averaging=CONSTANT``); the mean is the running mean
+        ``A <- ((j-1)/j) A + (1/j) A_j``, as :meth:`kfqn_ref.optim.KBFGS.initialize_A`. Monte-Carlo
+        targets are draws ``0 .. J-1``; step ``k`` then makes draw ``J + k``. Returns ``J``.
+
+        Raises ``TypeError`` for a single array or a batch that is not a pair, ``ValueError``
+        after the first step, with warm-start averaging or without a minibatch, and
+        :class:`NonFiniteError` if a factor overflows (nothing is changed then).
+        """
+        if hasattr(batches, "shape"):
+            raise TypeError("batches must be an iterable of (X, T) minibatches, not one array")
+        if self.step_count != 0 or self.state.prepassed:
+            raise ValueError("initialize_factors is a pre-pass before the first step, run once")
+        if self.config.averaging is not KFACAveraging.CONSTANT:
+            raise ValueError(
+                "initialize_factors needs averaging='constant' (warm-start averaging replaces "
+                "the factors at the first update)"
+            )
+        A, G, count = list(self.state.A), list(self.state.G), 0
+        for batch in batches:
+            if not isinstance(batch, tuple | list) or len(batch) != 2:
+                raise TypeError(f"batches must yield (X, T) pairs, got {_checks.describe(batch)}")
+            count += 1
+            forward = self.model.forward_pass(batch[0])
+            self.model.loss.check_targets(forward.z, batch[1])
+            factors = self._batch_factors(forward, batch[1], count - 1)
+            for i, f in enumerate(factors):
+                A[i] = A[i] * ((count - 1) / count) + (1.0 / count) * f.A
+                G[i] = G[i] * ((count - 1) / count) + (1.0 / count) * f.G
+        if count == 0:
+            raise ValueError("initialize_factors needs at least one minibatch")
+        check_new_state("pre-pass A", A)
+        check_new_state("pre-pass G", G)
+        self.state = self.state._replace(A=tuple(A), G=tuple(G), prepassed=count)
+        return count
+
+    def _batch_factors(self, forward, T, draw: int) -> list[KroneckerFactors]:
+        """The minibatch factors of one forward pass (Monte-Carlo: draw ``draw``); ``T`` checked."""
+        cfg = self.config
+        drawn = None
+        if cfg.fisher is FisherType.MONTE_CARLO:
+            drawn = self.draw_targets(forward.z, draw)
+        return minibatch_factors(self.model, forward, T, cfg.fisher, drawn, cfg.conv_approximation)
 
     def _initial_state(self) -> KFACState:
         weights = self.model.weights()
@@ -243,14 +415,18 @@ class KFAC(Optimizer):
         regularised = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
         batch_factors = None
         if self.step_count % cfg.factor_interval == 0:
-            rng = np.random.default_rng([cfg.seed, self.step_count])
-            batch_factors = kfac_factors(model, forward, T, cfg.fisher, rng=rng)
+            draw = self.state.prepassed + self.step_count
+            batch_factors = self._batch_factors(forward, T, draw)
         return loss, weights, regularised, batch_factors
 
     def _average_factors(self, state: KFACState, batch_factors) -> KFACState:
-        """Exponential averages of the factors with the warm-start decay of :func:`factor_decay`."""
-        earlier_updates = -(-self.step_count // self.config.factor_interval)  # ceil(k / interval)
-        decay = factor_decay(earlier_updates, self.config.ema_decay)
+        """Exponential averages of the factors with the decay of :class:`KFACAveraging`."""
+        decay = self.config.ema_decay
+        if self.config.averaging is KFACAveraging.WARM_START:
+            earlier_updates = -(
+                -self.step_count // self.config.factor_interval
+            )  # ceil(k / interval)
+            decay = factor_decay(earlier_updates, self.config.ema_decay)
         A = tuple(
             decay * A + (1.0 - decay) * f.A for A, f in zip(state.A, batch_factors, strict=True)
         )
