@@ -23,7 +23,14 @@ from kfqn_ref.optim.kbfgs import (
     KBFGSVariant,
     StepDiagnostics,
 )
-from kfqn_ref.optim.kfac import KFAC, KFACConfig, KFACDampingSplit
+from kfqn_ref.optim.kfac import (
+    KFAC,
+    KFACApproximation,
+    KFACAveraging,
+    KFACConfig,
+    KFACDampingSplit,
+    TargetSource,
+)
 from kfqn_ref.optim.shampoo import Shampoo, ShampooConfig
 from kfqn_ref.optim.state_io import load_state, save_state
 
@@ -38,6 +45,8 @@ __all__ = [
     "KBFGSLConfig",
     "KBFGSState",
     "KBFGSVariant",
+    "KFACApproximation",
+    "KFACAveraging",
     "KFACConfig",
     "KFACDampingSplit",
     "MomentumForm",
@@ -50,6 +59,7 @@ __all__ = [
     "Shampoo",
     "ShampooConfig",
     "StepDiagnostics",
+    "TargetSource",
     "load_state",
     "save_state",
 ]
