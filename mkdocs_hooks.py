@@ -1,13 +1,17 @@
-"""MkDocs hooks: the notebooks of ``notebooks/`` become pages of the site.
+"""MkDocs hooks: the notebooks of ``notebooks/`` become pages of the site; docstring roles.
 
 MkDocs reads only ``docs_dir``; the notebooks live beside it. These hooks add every
 ``*.ipynb`` of the notebook folder to the site as ``<folder name>/<name>.ipynb`` (mkdocs-jupyter
 renders it) and list them, in file-name order, in the nav section ``Notebooks``. The folder is
 ``notebooks/`` next to ``mkdocs.yml``, or ``$KFQN_NOTEBOOKS_DIR`` (``tests/test_docs.py`` points it
 at a folder ``notebooks`` of the notebooks it has just executed, so the URLs are the same).
+
+The docstrings cite other objects with Sphinx roles (``:func:`name```); the API pages show such a
+reference as the code span ``name`` (``~a.b.c`` as ``c``), as Sphinx would, without the role.
 """
 
 import os
+import re
 from pathlib import Path
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -15,6 +19,8 @@ from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
 
 NAV_SECTION = "Notebooks"
+#: A Sphinx role as mkdocstrings renders it: ``:func:<code>~a.b.c</code>``.
+SPHINX_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|exc|obj):<code>(~?)([\w.]+)</code>")
 
 
 def notebook_paths(config: MkDocsConfig) -> list[Path]:
@@ -58,3 +64,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
             )
         )
     return files
+
+
+def on_page_content(html: str, **kwargs) -> str:
+    """Sphinx roles of the docstrings as plain code spans (``~a.b.c`` as ``c``)."""
+    return SPHINX_ROLE.sub(
+        lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html
+    )

@@ -235,5 +235,7 @@ def test_site_marks_math_for_mathjax_and_renders_the_api(site):
     home = (site / "index.html").read_text(encoding="utf-8")
     assert '<div class="arithmatex">' in home
     assert "javascripts/mathjax.js" in home and "tex-mml-chtml.js" in home
-    api = (site / "api" / "quasi_newton" / "index.html").read_text(encoding="utf-8")
-    assert "bfgs_inverse_update" in api and "Hessian-action" in api
+    for module in ["nn", "curvature", "quasi_newton", "optim", "data", "backend"]:
+        api = (site / "api" / module / "index.html").read_text(encoding="utf-8")
+        assert f"kfqn_ref.{module}" in api and 'class="doc doc-heading"' in api
+        assert not re.search(r":(func|class|meth|mod):<code>", api), "a Sphinx role left raw"
