@@ -5,13 +5,16 @@ Site: ``mkdocs build --strict`` of ``mkdocs.yml`` into a temporary folder, with 
 their outputs and nothing is executed twice.
 
 Equations. The pages write a displayed equation as an indented plain-text block (four spaces,
-after a blank line); ``$$ ... $$``, ``\\[ ... \\]`` and fenced ``math`` blocks count as well. A
-displayed equation NAMES ITS TEST when a test reference appears in the text that follows it, before
-the next displayed equation or heading. A test reference is a code span holding
-``<file>.py::<test>`` (``<file>`` a path under ``tests/`` or just a file name there; ``<test>`` a
-function or ``Class::method``; a ``[parameter id]`` suffix is ignored) or a bare ``test_<name>``,
-which belongs to the file last named before it in the same paragraph (any test file if none is).
-Every test reference on every page, near an equation or not, must name a test that exists.
+after a blank line) holding a relation (``=``, ``<`` or ``>``; an indented shell command is not an
+equation); ``$$ ... $$``, ``\\[ ... \\]`` and fenced ``math`` blocks count as well. A displayed
+equation NAMES ITS TEST when a test reference appears in the text that follows it, before the next
+displayed equation or heading. A test reference is a code span holding ``<file>.py::<test>``
+(``<file>`` a path under ``tests/`` or just a file name there; ``<test>`` a function or
+``Class::method``; a ``[parameter id]`` suffix is ignored), or a bare ``test_<name>`` after such a
+reference in the same paragraph (it belongs to the file named last). A bare ``test_<name>`` with no
+file named before it in its paragraph is a test reference only if some test file defines it (so a
+column called ``test_accuracy`` is not one). Every test reference on every page, near an equation
+or not, must name a test that exists.
 """
 
 import ast
@@ -70,7 +73,8 @@ def page_blocks(lines: list[str]) -> list[Block]:
                 if lines[j].strip() and not lines[j].startswith("    "):
                     break
                 end = j if lines[j].strip() else end
-            blocks.append(Block(i, end, "equation"))
+            relation = any(sign in "".join(lines[i : end + 1]) for sign in "=<>")
+            blocks.append(Block(i, end, "equation" if relation else "code"))
         else:
             if line.startswith("#"):
                 blocks.append(Block(i, i, "heading"))
@@ -123,43 +127,61 @@ def files_named(reference: str, tests: dict[Path, set[str]]) -> list[Path]:
     return [path for path in tests if path.relative_to(TESTS).parts[-len(parts) :] == parts]
 
 
-def reference_problems(name: str, page: str, tests: dict[Path, set[str]]) -> list[str]:
-    """Every test reference of the page that names no existing test (``name:line: reason``)."""
-    lines = page.splitlines()
-    text = prose(lines, page_blocks(lines))
-    problems, current = [], None
-    for number, line in enumerate(text, start=1):
-        where = f"{name}:{number}"
+@dataclass(frozen=True)
+class Reference:
+    """A test named on a page: at ``line`` (1-based), ``test`` in one of ``files``."""
+
+    line: int
+    test: str
+    files: list[Path]
+    written: str  # the file as the page wrote it, or the name of the file named before
+
+
+def named_tests(lines: list[str], tests: dict[Path, set[str]]) -> list[Reference]:
+    """The test references of a page (module docstring), in order."""
+    references, current, written = [], None, ""
+    for number, line in enumerate(prose(lines, page_blocks(lines)), start=1):
         if not line.strip():
             current = None  # a bare name belongs to the file last named in ITS paragraph
-        for match in TEST_FILE_REFERENCE.finditer(line):
-            if not files_named(match["file"], tests):
-                problems.append(f"{where}: no test file {match['file']}")
         for match in TEST_REFERENCE.finditer(line):
             if match["file"]:
-                current = files_named(match["file"], tests)
-                test, candidates = match["names"][2:], current
-            else:
-                test, candidates = match["bare"], current if current is not None else list(tests)
-            if not any(test in tests[path] for path in candidates):
-                in_file = match["file"] or "any test file"
-                if match["bare"] and current:
-                    in_file = ", ".join(str(path.relative_to(REPO)) for path in current)
-                problems.append(f"{where}: no test {test} in {in_file}")
-    return problems
+                current, written = files_named(match["file"], tests), match["file"]
+                references.append(Reference(number, match["names"][2:], current, written))
+            elif current is not None:
+                references.append(Reference(number, match["bare"], current, written))
+            elif any(match["bare"] in names for names in tests.values()):
+                references.append(Reference(number, match["bare"], list(tests), "tests/"))
+    return references
 
 
-def equations_without_a_test(name: str, page: str) -> list[str]:
+def reference_problems(name: str, page: str, tests: dict[Path, set[str]]) -> list[str]:
+    """Every test or test file the page names that does not exist (``name:line: reason``)."""
+    lines = page.splitlines()
+    problems = [
+        f"{name}:{number}: no test file {match['file']}"
+        for number, line in enumerate(prose(lines, page_blocks(lines)), start=1)
+        for match in TEST_FILE_REFERENCE.finditer(line)
+        if not files_named(match["file"], tests)
+    ]
+    problems += [
+        f"{name}:{ref.line}: no test {ref.test} in {ref.written}"
+        for ref in named_tests(lines, tests)
+        if not any(ref.test in tests[path] for path in ref.files)
+    ]
+    return sorted(problems, key=lambda problem: int(problem.split(":")[1]))
+
+
+def equations_without_a_test(name: str, page: str, tests: dict[Path, set[str]]) -> list[str]:
     """Displayed equations of the page followed by no test reference before the next one."""
     lines = page.splitlines()
     blocks = page_blocks(lines)
-    text = prose(lines, blocks)
+    named = [ref.line - 1 for ref in named_tests(lines, tests)]  # 0-based, like blocks
     missing = []
     for k, block in enumerate(blocks):
         if block.kind != "equation":
             continue
         stop = next((b.start for b in blocks[k + 1 :] if b.kind != "code"), len(lines))
-        if not TEST_REFERENCE.search("\n".join(text[block.end + 1 : stop])):
+        if not any(block.end < line < stop for line in named):
             first = lines[block.start].strip()
             missing.append(f"{name}:{block.start + 1}: {first[:60]}")
     return missing
@@ -173,7 +195,8 @@ def test_every_named_test_exists():
 
 def test_every_displayed_equation_names_its_test():
     assert pages()
-    missing = [line for page in pages() for line in equations_without_a_test(*page)]
+    tests = defined_tests()
+    missing = [line for page in pages() for line in equations_without_a_test(*page, tests)]
     assert not missing, (
         f"{len(missing)} displayed equations name no test before the next equation or heading:\n"
         + "\n".join(missing)
@@ -181,19 +204,41 @@ def test_every_displayed_equation_names_its_test():
 
 
 def test_the_reference_parser_on_a_sample_page():
-    """The rules of the module docstring, on a page written for them."""
-    page = (
-        "# Title\n\nIntro.\n\n    a = b                          (1)\n\n"
-        "*Test:* `test_docs.py::test_every_named_test_exists`, `test_no_such_test`.\n\n"
-        "    c = d\n\n    e = f\n\nNo test here.\n\n"
-        "```python\nx = 1  # code, not an equation: `test_inside_a_fence_is_ignored`\n```\n\n"
-        "$$\ng = h\n$$\n\n## Next\n\n`tests/test_docs.py::test_site_builds_strictly`\n"
+    """The rules of the module docstring, on a page written for them (line numbers at the right)."""
+    page = "\n".join(
+        [
+            "# Title",  # 1
+            "",
+            "    a = b                          (1)",  # 3: named by line 5
+            "",
+            "*Test:* `test_docs.py::test_every_named_test_exists`, `test_no_such_test`.",  # 5
+            "",
+            "    c = d",  # 7: one block with line 9, named by nothing before line 15
+            "",
+            "    e = f",
+            "",
+            "A column `test_accuracy` is no test; `test_gone.py` is no file.",  # 11
+            "",
+            "    kfqn-ref golden list",  # 13: a command, not an equation
+            "",
+            "$$",  # 15
+            "g = h",
+            "$$",
+            "",
+            "```python",
+            "x = 1  # `test_inside_a_fence_is_ignored`",  # 20
+            "```",
+            "",
+            "`tests/test_docs.py::test_site_builds_strictly`",  # 23: names the $$ block
+        ]
     )
-    assert reference_problems("p.md", page, defined_tests()) == [
-        "p.md:7: no test test_no_such_test in tests/test_docs.py",
-        "p.md:25: no test test_site_builds_strictly in tests/test_docs.py",
+    tests = defined_tests()
+    assert reference_problems("p.md", page, tests) == [
+        "p.md:5: no test test_no_such_test in test_docs.py",
+        "p.md:11: no test file test_gone.py",
+        "p.md:23: no test test_site_builds_strictly in tests/test_docs.py",
     ]
-    assert equations_without_a_test("p.md", page) == ["p.md:9: c = d", "p.md:19: $$"]
+    assert equations_without_a_test("p.md", page, tests) == ["p.md:7: c = d"]
 
 
 @pytest.fixture(scope="module")
