@@ -96,16 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _help_formatter(prog):
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
-
-
 def _add_output_options(command, default_out: str | None) -> None:
     if default_out is not None:
         command.add_argument(
             "--out",
             default=default_out,
-            help="output folder; refused if it exists and is not empty, unless --overwrite",
+            help="output folder; refused if it exists and is not empty, unless --overwrite "
+            "(default: %(default)s)",
         )
     command.add_argument(
         "--overwrite",
@@ -126,7 +123,6 @@ def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         aliases=["demo"],
-        formatter_class=_help_formatter,
         help="compare the seven methods on the embedded digits problems (the main job)",
         description="Train every method over its grid of learning rates (and dampings) from the "
         "same initial weights on the same minibatches, select each method's setting by final "
@@ -175,7 +171,6 @@ def _add_compare(commands) -> None:
 def _add_train(commands) -> None:
     trainer = commands.add_parser(
         "train",
-        formatter_class=_help_formatter,
         help="train one method on one problem (embedded data or your files), with checkpoints",
         description="Train one method with one setting on one problem and write the same "
         "outputs as compare, plus checkpoint.npz. A run resumed with --resume continues "
@@ -259,13 +254,14 @@ def _add_train(commands) -> None:
 def _add_verify(commands) -> None:
     verify = commands.add_parser(
         "verify",
-        formatter_class=_help_formatter,
         help="check the derivations numerically on freshly drawn tiny nets",
         description="Run the derivation checks (Hessian structure, KFAC exactness, secant, "
         "damping guarantees, eigenvalue bounds, Hessian-action identity) and print check, "
         "max error and tolerance; exit status 1 if any check fails.",
     )
-    verify.add_argument("--seed", type=non_negative_int, default=0, help="seed of the tiny nets")
+    verify.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the tiny nets (default: 0)"
+    )
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=run_verify)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kfqn_ref.methods import METHODS
 from kfqn_ref.report import Selection
 
 
@@ -53,27 +54,33 @@ def _plain_log_axis(axes) -> None:
     axes.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _colors(selections: list[Selection]) -> dict[str, tuple]:
-    """One color per method, the same in every panel and figure."""
-    plt = _pyplot()
-    slugs = list(dict.fromkeys(s.method.slug for s in selections))
-    return {slug: plt.get_cmap("tab10")(i % 10) for i, slug in enumerate(slugs)}
+def _color(method_slug: str):
+    """One color per method, the same in every panel, figure and run (its place in METHODS)."""
+    return _pyplot().get_cmap("tab10")(list(METHODS).index(method_slug) % 10)
 
 
-def _legend_below(figure, axes_list) -> None:
-    """One legend entry per method, in a row below the panels."""
+def _integer_epochs(axes) -> None:
+    from matplotlib import ticker
+
+    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
+def _legend_below(figure, axes_list) -> float:
+    """One legend entry per method below the panels; returns the height it takes (inches)."""
     entries = {}
     for axes in axes_list:
         for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
+    columns = max(1, min(len(entries), int(figure.get_figwidth() / 1.5)))
     figure.legend(
         list(entries.values()),
         list(entries),
         loc="lower center",
-        ncol=min(len(entries), 7),
+        ncol=columns,
         frameon=False,
         fontsize="small",
     )
+    return 0.1 + 0.25 * -(-len(entries) // columns)
 
 
 def _by_problem(selections: list[Selection]) -> dict[str, list[Selection]]:
@@ -87,7 +94,7 @@ def _by_problem(selections: list[Selection]) -> dict[str, list[Selection]]:
 def plot_losses(path: str, selections: list[Selection]) -> None:
     """``loss.png``: training loss vs epoch and vs optimizer time, one row per problem."""
     plt = _pyplot()
-    grouped, colors = _by_problem(selections), _colors(selections)
+    grouped = _by_problem(selections)
     figure, axes = plt.subplots(
         len(grouped), 2, figsize=(11, 3.6 * len(grouped) + 0.6), squeeze=False
     )
@@ -95,12 +102,13 @@ def plot_losses(path: str, selections: list[Selection]) -> None:
         for selection in group:
             losses = _series(selection, "epoch_losses")
             seconds = _series(selection, "optimizer_seconds").mean(axis=0)
-            color, name = colors[selection.method.slug], selection.method.name
+            color, name = _color(selection.method.slug), selection.method.name
             _draw(by_epoch, np.arange(losses.shape[1]), losses, color, name)
             _draw(by_time, seconds, losses, color, name)
         title = group[0].problem.title
         by_epoch.set(xlabel="epoch", ylabel="training loss", title=title)
         by_time.set(xlabel="optimizer time (s)", ylabel="training loss", title=title)
+        _integer_epochs(by_epoch)
         for panel in (by_epoch, by_time):
             _plain_log_axis(panel)
             panel.title.set_fontsize("medium")
@@ -118,25 +126,26 @@ def plot_accuracy(path: str, selections: list[Selection]) -> bool:
     if not grouped:
         return False
     plt = _pyplot()
-    colors = _colors(selections)
-    figure, axes = plt.subplots(1, len(grouped), figsize=(5.5 * len(grouped), 4.2), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(grouped), figsize=(max(7.0, 5.5 * len(grouped)), 4.4), squeeze=False
+    )
     for panel, group in zip(axes[0], grouped.values(), strict=True):
         for selection in group:
             accuracies = _series(selection, "test_accuracies")
             x = np.arange(accuracies.shape[1])
-            _draw(panel, x, accuracies, colors[selection.method.slug], selection.method.name)
-        panel.set(xlabel="epoch", ylabel="test accuracy", title=group[0].problem.title)
+            _draw(panel, x, accuracies, _color(selection.method.slug), selection.method.name)
+        panel.set(xlabel="epoch", ylabel="held-out test accuracy", title=group[0].problem.title)
         panel.title.set_fontsize("medium")
         panel.grid(True, alpha=0.3)
+        _integer_epochs(panel)
     _finish(figure, axes.ravel(), path)
     return True
 
 
 def _finish(figure, axes_list, path: str) -> None:
-    """Legend below, layout that keeps titles and labels inside the canvas, save, close."""
+    """Legend below, a layout that keeps titles and labels inside the canvas; save, close."""
     plt = _pyplot()
-    _legend_below(figure, axes_list)
-    rows = max(1, round(figure.get_figheight() / 3.6))
-    figure.tight_layout(rect=(0, 0.08 / rows, 1, 1))
+    legend_height = _legend_below(figure, axes_list)
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

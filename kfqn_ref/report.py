@@ -156,6 +156,7 @@ def run_record(result: RunResult) -> dict:
         "step_losses": log.step_losses,
         "step_seconds": log.step_seconds,
         "mean_step_seconds": log.mean_step_seconds,
+        "median_step_seconds": log.median_step_seconds,
         "state_bytes": result.state_bytes,
     }
 
@@ -203,7 +204,7 @@ def _best_row(selection: Selection, adam: Selection | None) -> dict:
             final_loss_mean=float(np.mean(losses)),
             final_loss_min=min(losses),
             final_loss_max=max(losses),
-            ms_per_step=1e3 * float(np.mean([r.log.mean_step_seconds for r in runs])),
+            ms_per_step=1e3 * float(np.mean([r.log.median_step_seconds for r in runs])),
         )
         if selection.problem.classifier:
             row["test_accuracy_mean"] = float(np.mean([r.log.test_accuracies[-1] for r in runs]))
@@ -250,7 +251,7 @@ _SUMMARY_RUN_KEYS = (
     "config",
     "final_loss",
     "diverged",
-    "mean_step_seconds",
+    "median_step_seconds",
     "state_bytes",
 )
 
@@ -297,7 +298,7 @@ def report_markdown(selections: list[Selection], options: dict, plots: list[str]
 def _table(rows: list[dict], classifier: bool) -> list[str]:
     header = ["method", "best setting", "final train loss"]
     header += ["test accuracy"] if classifier else []
-    header += ["ms / step", "x Adam", "state KiB", "x Adam", "diverged"]
+    header += ["ms / step (median)", "x Adam", "state KiB", "x Adam", "diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         setting = row["setting"]

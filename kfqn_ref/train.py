@@ -79,6 +79,11 @@ class RunLog:
         """Mean wall-clock time of one step (NaN before the first step)."""
         return float(np.mean(self.step_seconds)) if self.step_seconds else float("nan")
 
+    @property
+    def median_step_seconds(self) -> float:
+        """Median wall-clock time of one step: robust to a machine busy with other work."""
+        return float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
+
     def optimizer_seconds(self, steps_per_epoch: int) -> list[float]:
         """Cumulative optimizer time (pre-pass + steps) at each entry of :attr:`epoch_losses`."""
         cumulative = np.concatenate([[0.0], np.cumsum(self.step_seconds)]) + self.prepass_seconds
