@@ -175,6 +175,8 @@ def run(
         log.step_losses.append(loss)
         if (step + 1) % steps_per_epoch == 0:
             _evaluate(optimizer.model, dataset, test, log, step + 1, started)
+            if log.diverged is not None:
+                break
         log.elapsed = time.perf_counter() - started
         if on_step is not None:
             on_step(log)
