@@ -128,7 +128,7 @@ CLI_ROWS = [
         "out and resume together",
         _train("--resume", "{run}", "--out", "{out}"),
         2,
-        "argument --resume: not allowed with argument --out",
+        "argument --out: not allowed with argument --resume",
     ),  # fmt: skip
     (
         "data file missing",
