@@ -16,6 +16,7 @@ their outputs and the checkpoint format: ``docs/cli.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -306,6 +307,19 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True)
 
 
+def _one_blas_thread(limit: bool):
+    """One BLAS thread while training the small embedded problems (``docs/cli.md``, "Threads").
+
+    Their matrices are at most 65 x 65: a multi-threaded BLAS spends more time waking threads than
+    multiplying (measured 3-4x slower here), and one thread makes step times comparable.
+    """
+    if not limit:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn (the cli extra)
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _new_result(problem, method, setting, seed, optimizer, batch_size, n_train, epochs):
     return report.RunResult(
         problem=problem,
@@ -372,17 +386,19 @@ def run_compare(args: argparse.Namespace) -> int:
     )
     options = {"epochs": epochs, "seeds": seeds, "dtype": dtype.name, "quick": args.quick}
     results: list[report.RunResult] = []
+    grid = [
+        (problem, method, setting, seed)
+        for problem in problems
+        for method in methods
+        for setting in method.grid()
+        for seed in seeds
+    ]
     try:
-        with _progress(total, args.quiet) as bar:
-            for problem in problems:
-                for method in methods:
-                    for setting in method.grid():
-                        for seed in seeds:
-                            bar.set_description(f"{problem.slug} {method.slug} seed {seed}")
-                            _compare_run(
-                                results, problem, splits[problem.slug], method, setting, seed,
-                                epochs, dtype, bar,
-                            )  # fmt: skip
+        with _progress(total, args.quiet) as bar, _one_blas_thread(True):
+            for problem, method, setting, seed in grid:
+                bar.set_description(f"{problem.slug} {method.slug} seed {seed}")
+                split = splits[problem.slug]
+                _compare_run(results, problem, split, method, setting, seed, epochs, dtype, bar)
     except KeyboardInterrupt:
         options["interrupted"] = True
     return _finish(folder, write_outputs(folder, results, options), "interrupted" in options)
@@ -463,7 +479,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     done = len(result.log.step_losses)
     try:
-        with _progress(epochs * result.steps_per_epoch, args.quiet) as bar:
+        single = problem.embedded is not None and args.data is None
+        with (
+            _progress(epochs * result.steps_per_epoch, args.quiet) as bar,
+            _one_blas_thread(single),
+        ):
             bar.update(done)
             bar.set_description(f"{problem.slug} {method.slug}")
             train.run(
