@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -46,37 +47,49 @@ class CommandError(Exception):
 
 
 def _choice(registry: dict, what: str):
+    """Argparse type: a case-insensitive slug of ``registry``; unknown ones list the valid ones."""
+
     def parse(text: str):
-        key = text.lower()
-        if key not in registry:
+        if text.lower() not in registry:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {text!r}; choose from {', '.join(registry)}"
             )
-        return registry[key]
+        return registry[text.lower()]
 
-    parse.__name__ = what  # argparse names the type in its messages
     return parse
 
 
-def _number(kind, minimum, form: str):
-    def parse(text: str):
+def _int_at_least(minimum: int):
+    """Argparse type: an integer ``>= minimum`` (the message names the expected form)."""
+
+    def parse(text: str) -> int:
         try:
-            value = kind(text)
+            value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}") from None
-        if not value >= minimum or (kind is float and (value == minimum or value == np.inf)):
-            raise argparse.ArgumentTypeError(f"expected {form}, got {text}")
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
         return value
 
     return parse
 
 
+def positive_float(text: str) -> float:
+    """Argparse type: a finite number ``> 0`` (learning rates, dampings)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 method_type = _choice(METHODS, "method")
 problem_type = _choice(PROBLEMS, "problem")
 embedded_problem_type = _choice({slug: PROBLEMS[slug] for slug in EMBEDDED}, "problem")
-positive_int = _number(int, 1, "an integer >= 1")
-non_negative_int = _number(int, 0, "an integer >= 0")
-positive_float = _number(float, 0.0, "a finite number > 0")
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
 
 
 # -- the parser ------------------------------------------------------------------------------------

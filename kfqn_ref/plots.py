@@ -60,9 +60,12 @@ def _color(method_slug: str):
 
 
 def _integer_epochs(axes) -> None:
+    """Integer epoch ticks, the axis ending at the last epoch drawn."""
     from matplotlib import ticker
 
     axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    last = max(line.get_xdata()[-1] for line in axes.get_lines())
+    axes.set_xlim(0, max(last, 1))
 
 
 def _legend_below(figure, axes_list) -> float:

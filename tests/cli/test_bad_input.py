@@ -92,9 +92,9 @@ CLI_ROWS = [
         "choose from digits-autoencoder, digits-cnn, mnist-autoencoder, faces-autoencoder, "
         "curves-autoencoder, cifar-cnn",
     ),
-    ("zero epochs", _compare("--epochs", "0"), 2, "--epochs: expected an integer >= 1, got 0"),
+    ("zero epochs", _compare("--epochs", "0"), 2, "--epochs: expected an integer >= 1, got '0'"),
     ("epochs not a number", _compare("--epochs", "two"), 2, "expected an integer >= 1, got 'two'"),
-    ("negative seed", _compare("--seeds", "-1"), 2, "--seeds: expected an integer >= 0, got -1"),
+    ("negative seed", _compare("--seeds", "-1"), 2, "--seeds: expected an integer >= 0, got '-1'"),
     ("zero lr", _train("--method", "adam", "--lr", "0"), 2, "--lr: expected a finite number > 0"),
     ("NaN lr", _train("--method", "adam", "--lr", "nan"), 2, "--lr: expected a finite number > 0"),
     ("infinite damping", _train("--method", "kfac", "--damping", "inf"), 2, "--damping: expected"),
