@@ -1,351 +1,588 @@
-"""The ``kfqn-ref`` command line: offline comparison runs on the embedded data sets.
+"""The ``kfqn-ref`` command line: ``compare`` (alias ``demo``), ``train`` and ``verify``.
 
-``kfqn-ref demo`` trains K-BFGS, K-BFGS(L) and the paper's baselines (KFAC, Shampoo, Adam,
-RMSprop, SGD-momentum) from the same initial weights on the same seeded minibatch stream
-(:func:`kfqn_ref.train.compare`) and writes, into ``--out``:
+* ``compare`` trains K-BFGS, K-BFGS(L), KFAC, Shampoo, Adam, RMSprop and SGD-momentum over their
+  grids (:mod:`kfqn_ref.methods`) on the embedded problems (:mod:`kfqn_ref.problems`), from the
+  same initial weights on the same minibatch stream per seed, selects each method's setting by
+  training loss and writes logs, plots, ``report.md`` and ``summary.json`` (:mod:`kfqn_ref.report`).
+* ``train`` runs one method with one setting on one problem, on embedded data or the user's files,
+  with checkpoints (:mod:`kfqn_ref.checkpoint`) and bit-identical resumption.
+* ``verify`` runs the derivation checks of :mod:`kfqn_ref.verify`.
 
-* ``summary.json`` — per run: the optimizer, its full configuration, the data-set loss at the start
-  and after every epoch, the minibatch loss before and the wall-clock time of every step, and
-  whether the run diverged (plain JSON: numbers, strings, lists);
-* ``epoch_losses.csv`` — one row per epoch, one column per run;
-* ``loss.png`` — the data-set loss against epochs and against wall-clock time (matplotlib).
-
-Two tasks ship with the package, both on scikit-learn's bundled 8x8 digits (no download):
-
-* ``autoencoder`` — the paper's MNIST autoencoder in miniature, 64-32-8-32-64 with ReLU and sigmoid
-  cross-entropy (Goldfarb, Ren & Bahamou 2020, section 5);
-* ``cnn`` — a small CNN (conv 3x3 with 4 channels, ReLU, 2x2 max-pool, dense 64->10) with softmax
-  cross-entropy, the setting of the 2022 paper in miniature.
-
-The hyperparameters of every method were chosen on seed 0 by a small grid over the learning rate
-(and the damping for the second-order methods) on each task; they are listed in :data:`TASKS` and
-written into ``summary.json``. Conventions of the losses and shapes: ``docs/conventions.md``.
+Every command sets its ``handler`` with ``set_defaults``; :func:`main` calls ``args.handler(args)``.
+Exit status: 0 done, 1 a failed check, 2 a refused argument, 130 interrupted (Ctrl-C). The commands,
+their outputs and the checkpoint format: ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import enum
+import contextlib
 import json
+import math
 import os
+import shutil
 import sys
-from typing import Callable, NamedTuple
 
 import numpy as np
 
-from kfqn_ref import data, nn, optim, train
+from kfqn_ref import __version__, checkpoint, data, report, train
+from kfqn_ref.methods import METHODS, Method, Setting
+from kfqn_ref.problems import EMBEDDED, PROBLEMS, Problem
+
+#: Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+#: Epochs of ``compare`` and ``train`` without ``--epochs`` (``--quick``: :data:`QUICK_EPOCHS`).
+DEFAULT_EPOCHS = 20
+QUICK_EPOCHS = 2
+DEFAULT_SEEDS = (0, 1)
+#: What ``--overwrite`` removes from an output folder before writing (nothing else is touched).
+OUTPUTS = ("runs", "report.md", "summary.json", "loss.png", "accuracy.png", "checkpoint.npz")
 
 
-class Task(NamedTuple):
-    """A data set, a model builder and one tuned setting per optimizer."""
-
-    description: str
-    load_dataset: Callable[[], data.Dataset]
-    make_model: Callable[[int], nn.Sequential]
-    batch_size: int
-    settings: dict[str, tuple[type, dict]]
+class CommandError(Exception):
+    """A refusal found after parsing; :func:`main` prints it and exits with status 2."""
 
 
-def digits_autoencoder_model(seed: int) -> nn.Sequential:
-    """64-32-8-32-64 ReLU autoencoder with sigmoid cross-entropy (the paper's, in miniature)."""
-    layers = [
-        nn.Dense(64, 32),
-        nn.ReLU(),
-        nn.Dense(32, 8),
-        nn.ReLU(),
-        nn.Dense(8, 32),
-        nn.ReLU(),
-        nn.Dense(32, 64),
-    ]
-    return nn.Sequential(layers, loss=nn.SigmoidCrossEntropy(), seed=seed)
+# -- argument types --------------------------------------------------------------------------------
 
 
-def digits_cnn_model(seed: int) -> nn.Sequential:
-    """Conv 1->4 (3x3, padding 1), ReLU, 2x2 max-pool, dense 64->10, softmax cross-entropy."""
-    layers = [
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Dense(64, 10),
-    ]
-    return nn.Sequential(layers, loss=nn.SoftmaxCrossEntropy(), seed=seed)
+def _choice(registry: dict, what: str):
+    """Argparse type: a case-insensitive slug of ``registry``; unknown ones list the valid ones."""
+
+    def parse(text: str):
+        if text.lower() not in registry:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {text!r}; choose from {', '.join(registry)}"
+            )
+        return registry[text.lower()]
+
+    return parse
 
 
-TASKS = {
-    "autoencoder": Task(
-        description="digits autoencoder 64-32-8-32-64, ReLU, sigmoid cross-entropy",
-        load_dataset=data.digits_autoencoder,
-        make_model=digits_autoencoder_model,
-        batch_size=100,
-        settings={
-            "K-BFGS": (optim.KBFGS, {"lr": 1.0, "damping": 0.3}),
-            "K-BFGS(L)": (optim.KBFGSL, {"lr": 1.0, "damping": 0.3}),
-            "KFAC": (optim.KFAC, {"lr": 0.3, "damping": 0.03, "inverse_interval": 5}),
-            "Shampoo": (optim.Shampoo, {"lr": 1.0}),
-            "Adam": (optim.Adam, {"lr": 0.03}),
-            "RMSprop": (optim.RMSprop, {"lr": 0.003}),
-            "SGD-momentum": (optim.SGDMomentum, {"lr": 0.03, "momentum": 0.9}),
-        },
-    ),
-    "cnn": Task(
-        description="digits CNN conv(1->4, 3x3)-ReLU-maxpool-dense(64->10), softmax cross-entropy",
-        load_dataset=data.digits_classification,
-        make_model=digits_cnn_model,
-        batch_size=100,
-        settings={
-            "K-BFGS": (optim.KBFGS, {"lr": 1.0, "damping": 0.03}),
-            "K-BFGS(L)": (optim.KBFGSL, {"lr": 1.0, "damping": 0.03}),
-            "KFAC": (optim.KFAC, {"lr": 0.3, "damping": 0.03, "inverse_interval": 5}),
-            "Shampoo": (optim.Shampoo, {"lr": 1.0}),
-            "Adam": (optim.Adam, {"lr": 0.03}),
-            "RMSprop": (optim.RMSprop, {"lr": 0.003}),
-            "SGD-momentum": (optim.SGDMomentum, {"lr": 0.1, "momentum": 0.9}),
-        },
-    ),
-}
+def _int_at_least(minimum: int):
+    """Argparse type: an integer ``>= minimum`` (the message names the expected form)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-# -- argument parsing ------------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    """Argparse type: an integer >= 1 (the message names the expected form)."""
+def positive_float(text: str) -> float:
+    """Argparse type: a finite number ``> 0`` (learning rates, dampings)."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """Argparse type: an integer >= 0 (seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+method_type = _choice(METHODS, "method")
+problem_type = _choice(PROBLEMS, "problem")
+embedded_problem_type = _choice({slug: PROBLEMS[slug] for slug in EMBEDDED}, "problem")
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
+# -- the parser ------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``kfqn-ref`` argument parser (one sub-command per job)."""
+    """The ``kfqn-ref`` parser: one sub-command per job, each with its ``handler``."""
     parser = argparse.ArgumentParser(
         prog="kfqn-ref",
-        description="Kronecker-factored quasi-Newton methods (K-BFGS, K-BFGS(L)) and baselines, "
-        "in NumPy.",
+        description="Kronecker-factored quasi-Newton methods (K-BFGS, K-BFGS(L)) and their "
+        "baselines in NumPy: compare them, train one, verify the derivations.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="compare K-BFGS, K-BFGS(L) and the baselines on an embedded data set",
-        description="Train every method from the same initial weights on the same minibatches "
-        "of an embedded data set; write summary.json, epoch_losses.csv and loss.png.",
-    )
-    demo.add_argument(
-        "--task",
-        choices=sorted(TASKS),
-        default="autoencoder",
-        help="the embedded task (default: autoencoder)",
-    )
-    demo.add_argument(
-        "--out",
-        default=os.path.join("runs", "demo"),
-        help="output directory, created if missing (default: runs/demo)",
-    )
-    demo.add_argument("--epochs", type=positive_int, default=10, help="epochs (default: 10)")
-    demo.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="minibatch size (default: the task's, 100)",
-    )
-    demo.add_argument(
-        "--seed",
-        type=non_negative_int,
-        default=0,
-        help="seed of the initial weights and of the minibatch order (default: 0)",
-    )
-    demo.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="run only these methods (default: all of the task's)",
-    )
-    demo.add_argument("--no-plot", action="store_true", help="skip loss.png (no matplotlib)")
+    parser.add_argument("--version", action="version", version=f"kfqn-ref {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compare(commands)
+    _add_train(commands)
+    _add_verify(commands)
     return parser
 
 
-# -- the demo --------------------------------------------------------------------------------------
-
-
-def selected_settings(task: Task, methods: list[str] | None) -> dict[str, tuple[type, dict]]:
-    """The task's settings, restricted to ``methods`` (in the task's order)."""
-    if methods is None:
-        return dict(task.settings)
-    unknown = [name for name in methods if name not in task.settings]
-    if unknown:
-        raise ValueError(f"--methods: unknown {unknown}; choose from {list(task.settings)}")
-    return {name: setting for name, setting in task.settings.items() if name in methods}
-
-
-def plain(value):
-    """A configuration value as JSON: enums by their value, everything else as it is."""
-    return value.value if isinstance(value, enum.Enum) else value
-
-
-def run_summary(log: train.RunLog, optimizer: optim.Optimizer) -> dict:
-    """One run as plain JSON-ready data."""
-    return {
-        "name": log.name,
-        "optimizer": type(optimizer).__name__,
-        "config": {
-            key: plain(value) for key, value in dataclasses.asdict(optimizer.config).items()
-        },
-        "epoch_losses": log.epoch_losses,
-        "step_losses": log.step_losses,
-        "step_seconds": log.step_seconds,
-        "mean_step_seconds": log.mean_step_seconds if log.step_seconds else None,
-        "diverged": log.diverged,
-    }
-
-
-def run_demo(
-    task_name: str, *, epochs: int, batch_size: int | None, seed: int, methods: list[str] | None
-) -> dict:
-    """Run the comparison and return the summary (see the module docstring)."""
-    task = TASKS[task_name]
-    dataset = task.load_dataset()
-    batch = task.batch_size if batch_size is None else batch_size
-    settings = selected_settings(task, methods)
-    optimizers = {}
-
-    def make_optimizer(name):
-        def build(model):
-            optimizer_class, options = settings[name]
-            optimizers[name] = optimizer_class(model, **options)
-            return optimizers[name]
-
-        return build
-
-    builders = {name: make_optimizer(name) for name in settings}
-    logs = train.compare(
-        lambda: task.make_model(seed), builders, dataset, batch_size=batch, epochs=epochs, seed=seed
+def _add_output_options(command, default_out: str | None) -> None:
+    if default_out is not None:
+        command.add_argument(
+            "--out",
+            default=default_out,
+            help="output folder; refused if it exists and is not empty, unless --overwrite "
+            "(default: %(default)s)",
+        )
+    command.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"write into an existing --out, replacing its {', '.join(OUTPUTS)}",
     )
-    return {
-        "task": task_name,
-        "description": task.description,
-        "dataset": dataset.name,
-        "n_samples": int(dataset.X.shape[0]),
-        "batch_size": batch,
-        "epochs": epochs,
-        "seed": seed,
-        "runs": [run_summary(log, optimizers[log.name]) for log in logs],
-    }
-
-
-def write_epoch_csv(summary: dict, path: str) -> None:
-    """``epoch_losses.csv``: epoch 0 (initial weights) to the last, one column per run."""
-    runs = summary["runs"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch"] + [run["name"] for run in runs])
-        for epoch in range(summary["epochs"] + 1):
-            row = [
-                run["epoch_losses"][epoch] if epoch < len(run["epoch_losses"]) else ""
-                for run in runs
-            ]
-            writer.writerow([epoch] + row)
-
-
-def write_plot(summary: dict, path: str) -> None:
-    """``loss.png``: data-set loss against epochs and against the optimizer's cumulative time."""
-    import matplotlib  # optional dependency (the cli extra)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in summary["runs"]:
-        losses = run["epoch_losses"]
-        by_epoch.plot(range(len(losses)), losses, marker="o", markersize=3, label=run["name"])
-        elapsed = np.concatenate([[0.0], np.cumsum(run["step_seconds"])])
-        steps_per_epoch = summary["n_samples"] // summary["batch_size"]
-        seconds = [
-            elapsed[min(epoch * steps_per_epoch, len(elapsed) - 1)] for epoch in range(len(losses))
-        ]
-        by_time.plot(seconds, losses, marker="o", markersize=3, label=run["name"])
-    by_epoch.set(xlabel="epoch", ylabel="data-set loss", yscale="log", title=summary["description"])
-    by_time.set(
-        xlabel="optimizer time (s, sum of step times)", ylabel="data-set loss", yscale="log"
+    command.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default=None,
+        help="floating-point precision of data, weights and optimizer state (default: float64, "
+        "or the checkpoint's with --resume)",
     )
-    by_epoch.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    command.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
-def format_table(summary: dict) -> str:
-    """A plain-text table: method, initial loss, final loss, mean step time."""
-    lines = [
-        f"{summary['description']}: {summary['n_samples']} samples, batch "
-        f"{summary['batch_size']}, {summary['epochs']} epochs, seed {summary['seed']}",
-        f"{'method':<14}{'initial loss':>14}{'final loss':>14}{'ms / step':>12}",
-    ]
-    for run in summary["runs"]:
-        final = "diverged" if run["diverged"] else f"{run['epoch_losses'][-1]:.4f}"
-        seconds = run["mean_step_seconds"]
-        step_ms = "-" if seconds is None else f"{1e3 * seconds:.2f}"
-        lines.append(f"{run['name']:<14}{run['epoch_losses'][0]:>14.4f}{final:>14}{step_ms:>12}")
-    return "\n".join(lines)
-
-
-def demo(arguments: argparse.Namespace) -> int:
-    """``kfqn-ref demo``: run, write the three files, print the table."""
-    summary = run_demo(
-        arguments.task,
-        epochs=arguments.epochs,
-        batch_size=arguments.batch_size,
-        seed=arguments.seed,
-        methods=arguments.methods,
+def _add_compare(commands) -> None:
+    compare = commands.add_parser(
+        "compare",
+        aliases=["demo"],
+        help="compare the seven methods on the embedded digits problems (the main job)",
+        description="Train every method over its grid of learning rates (and dampings) from the "
+        "same initial weights on the same minibatches, select each method's setting by final "
+        "training loss, and write runs/*/*.csv|json, loss.png, accuracy.png, report.md and "
+        "summary.json into --out.",
     )
-    os.makedirs(arguments.out, exist_ok=True)
-    with open(os.path.join(arguments.out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
-    write_epoch_csv(summary, os.path.join(arguments.out, "epoch_losses.csv"))
-    if not arguments.no_plot:
-        write_plot(summary, os.path.join(arguments.out, "loss.png"))
-    print(format_table(summary))
-    print(
-        f"wrote {arguments.out}/summary.json, epoch_losses.csv"
-        + ("" if arguments.no_plot else ", loss.png")
+    compare.add_argument(
+        "--problems",
+        nargs="+",
+        type=embedded_problem_type,
+        default=[PROBLEMS[slug] for slug in EMBEDDED],
+        metavar="NAME",
+        help=f"problems to run, from {', '.join(EMBEDDED)} (default: all)",
     )
+    compare.add_argument(
+        "--methods",
+        nargs="+",
+        type=method_type,
+        default=list(METHODS.values()),
+        metavar="NAME",
+        help=f"methods to run (case-insensitive), from {', '.join(METHODS)} (default: all)",
+    )
+    compare.add_argument(
+        "--seeds",
+        nargs="+",
+        type=non_negative_int,
+        default=None,
+        metavar="SEED",
+        help="seeds of the initial weights and the minibatch order; several give a spread "
+        f"(default: {' '.join(map(str, DEFAULT_SEEDS))}; 0 with --quick)",
+    )
+    compare.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"passes over the training set (default: {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with "
+        "--quick)",
+    )
+    compare.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs, seed 0: a smoke test"
+    )
+    _add_output_options(compare, os.path.join("runs", "compare"))
+    compare.set_defaults(handler=run_compare)
+
+
+def _add_train(commands) -> None:
+    trainer = commands.add_parser(
+        "train",
+        help="train one method on one problem (embedded data or your files), with checkpoints",
+        description="Train one method with one setting on one problem and write the same "
+        "outputs as compare, plus checkpoint.npz. A run resumed with --resume continues "
+        "bit-identically.",
+    )
+    trainer.add_argument(
+        "--problem",
+        type=problem_type,
+        default=None,
+        help=f"one of {', '.join(PROBLEMS)} (default: digits-autoencoder, or the checkpoint's)",
+    )
+    trainer.add_argument(
+        "--method",
+        type=method_type,
+        default=None,
+        help=f"one of {', '.join(METHODS)}, case-insensitive (required unless --resume)",
+    )
+    trainer.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="learning rate (default: the method's first grid value)",
+    )
+    trainer.add_argument(
+        "--damping",
+        type=positive_float,
+        default=None,
+        help="damping lambda of K-BFGS, K-BFGS(L), KFAC (default: the first grid value)",
+    )
+    trainer.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of weights and minibatches (default: 0)",
+    )
+    trainer.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"passes over the data (default: {DEFAULT_EPOCHS})",
+    )
+    trainer.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="minibatch size (default: the problem's)",
+    )
+    trainer.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="your data: a .npz with arrays X (inputs) and y (labels, classifiers), or an IDX "
+        "file of inputs (MNIST format, .gz allowed)",
+    )
+    trainer.add_argument(
+        "--labels", default=None, metavar="FILE", help="IDX file of labels for an IDX --data"
+    )
+    trainer.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="write checkpoint.npz every K steps (always written at the end)",
+    )
+    where = trainer.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/train); refused if not empty, unless --overwrite",
+    )
+    where.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run whose outputs are in DIR from its checkpoint.npz, writing there",
+    )
+    _add_output_options(trainer, None)
+    trainer.set_defaults(handler=run_train)
+
+
+def _add_verify(commands) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="check the derivations numerically on freshly drawn tiny nets",
+        description="Run the derivation checks (Hessian structure, KFAC exactness, secant, "
+        "damping guarantees, eigenvalue bounds, Hessian-action identity) and print check, "
+        "max error and tolerance; exit status 1 if any check fails.",
+    )
+    verify.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the tiny nets (default: 0)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the results as JSON")
+    verify.set_defaults(handler=run_verify)
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+
+
+def prepare_out(folder: str, overwrite: bool) -> str:
+    """Create ``folder`` (or clear our outputs in it with ``overwrite``) before any training.
+
+    Raises :class:`CommandError` for a file in the way, a folder that is not empty without
+    ``overwrite``, or a folder that cannot be created or written.
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CommandError(f"--out {folder!r} is a file, not a folder")
+    if os.path.isdir(folder) and os.listdir(folder):
+        if not overwrite:
+            raise CommandError(
+                f"--out {folder!r} exists and is not empty; pass --overwrite to replace its "
+                "outputs, or choose another folder"
+            )
+        for name in OUTPUTS:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--out {folder!r} cannot be created: {error.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {folder!r} is not writable")
+    return folder
+
+
+def _progress(total: int, quiet: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError as error:  # pragma: no cover - depends on the installation
+        raise ImportError("progress bars need tqdm: pip install 'kfqn-ref[cli]'") from error
+    return tqdm(total=total, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True)
+
+
+def _one_blas_thread(limit: bool):
+    """One BLAS thread while training the small embedded problems (``docs/cli.md``, "Threads").
+
+    Their matrices are at most 65 x 65: a multi-threaded BLAS spends more time waking threads than
+    multiplying (measured 3-4x slower here), and one thread makes step times comparable.
+    """
+    if not limit:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn (the cli extra)
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _new_result(problem, method, setting, seed, optimizer, batch_size, n_train, epochs):
+    return report.RunResult(
+        problem=problem,
+        method=method,
+        setting=setting,
+        seed=seed,
+        log=train.RunLog(f"{method.name} {setting.label()}"),
+        config=report.optimizer_config(optimizer),
+        state_bytes=report.state_bytes(optimizer),
+        batch_size=batch_size,
+        steps_per_epoch=n_train // batch_size,
+        epochs=epochs,
+    )
+
+
+def write_outputs(folder: str, results: list[report.RunResult], options: dict) -> str:
+    """Write every run's logs, the plots, ``report.md`` and ``summary.json``; return the tables."""
+    from kfqn_ref import plots
+
+    for result in results:
+        report.write_run_logs(os.path.join(folder, "runs", result.problem.slug), result)
+    selections = report.select([result for result in results if result.finished])
+    names = []
+    if any(selection.best_runs for selection in selections):
+        plots.plot_losses(os.path.join(folder, "loss.png"), selections)
+        names.append("loss.png")
+    if plots.plot_accuracy(os.path.join(folder, "accuracy.png"), selections):
+        names.append("accuracy.png")
+    markdown = report.report_markdown(selections, options, names)
+    with open(os.path.join(folder, "report.md"), "w") as handle:
+        handle.write(markdown)
+    report.write_json(
+        os.path.join(folder, "summary.json"), report.summary(results, selections, options)
+    )
+    return markdown
+
+
+def _finish(folder: str, markdown: str, interrupted: bool) -> int:
+    tables = [line for line in markdown.splitlines() if line.startswith(("|", "##", "*"))]
+    print("\n".join(tables))
+    print(f"wrote {os.path.join(folder, 'report.md')} and the files beside it")
+    if interrupted:
+        print("interrupted: the logs above cover what ran before Ctrl-C", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kfqn-ref`` console script."""
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
-    if arguments.batch_size is not None:
-        n_samples = TASKS[arguments.task].load_dataset().X.shape[0]
-        if arguments.batch_size > n_samples:
-            parser.error(
-                f"--batch-size must be at most {n_samples} (the data set size), "
-                f"got {arguments.batch_size}"
-            )
-    if arguments.methods is not None:
+# -- compare ---------------------------------------------------------------------------------------
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``kfqn-ref compare``: every method over its grid, every seed, every problem."""
+    epochs = args.epochs or (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS)
+    seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
+    methods = list(dict.fromkeys(args.methods))
+    problems = list(dict.fromkeys(args.problems))
+    folder = prepare_out(args.out, args.overwrite)
+    dtype = np.dtype(args.dtype or "float64")
+    splits = {problem.slug: problem.split(problem.embedded(dtype)) for problem in problems}
+    total = sum(
+        len(method.grid()) * len(seeds) * epochs * (len(splits[p.slug].train.X) // p.batch_size)
+        for p in problems
+        for method in methods
+    )
+    options = {"epochs": epochs, "seeds": seeds, "dtype": dtype.name, "quick": args.quick}
+    results: list[report.RunResult] = []
+    grid = [
+        (problem, method, setting, seed)
+        for problem in problems
+        for method in methods
+        for setting in method.grid()
+        for seed in seeds
+    ]
+    try:
+        with _progress(total, args.quiet) as bar, _one_blas_thread(True):
+            for problem, method, setting, seed in grid:
+                bar.set_description(f"{problem.slug} {method.slug} seed {seed}")
+                split = splits[problem.slug]
+                _compare_run(results, problem, split, method, setting, seed, epochs, dtype, bar)
+    except KeyboardInterrupt:
+        options["interrupted"] = True
+    return _finish(folder, write_outputs(folder, results, options), "interrupted" in options)
+
+
+def _compare_run(results, problem, split, method, setting, seed, epochs, dtype, bar) -> None:
+    """Train one grid point; its result is in ``results`` before training (Ctrl-C keeps it)."""
+    optimizer = method.build(problem.make_model(seed, dtype), setting)
+    result = _new_result(
+        problem, method, setting, seed, optimizer, problem.batch_size, len(split.train.X), epochs
+    )
+    results.append(result)
+    train.run(
+        optimizer,
+        split.train,
+        batch_size=problem.batch_size,
+        epochs=epochs,
+        seed=seed,
+        test=split.test,
+        prepass=method.prepass,
+        log=result.log,
+        on_step=lambda log: bar.update(1),
+    )
+    bar.update(epochs * result.steps_per_epoch - len(result.log.step_losses))  # a diverged run
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``kfqn-ref train``: one method, one setting, one problem; checkpoints and resumption."""
+    stored = _stored_identity(args.resume) if args.resume else {}
+    problem = args.problem or PROBLEMS.get(stored.get("problem", "digits-autoencoder"))
+    method = args.method or METHODS.get(stored.get("method"))
+    if method is None or problem is None:
+        raise CommandError(f"--method is required; choose from {', '.join(METHODS)}")
+    dtype = np.dtype(args.dtype or stored.get("dtype", "float64"))
+    dataset = _train_dataset(problem, args, dtype)
+    split = problem.split(dataset)
+    setting = _setting(method, args, stored)
+    seed = args.seed if args.seed is not None else stored.get("seed", 0)
+    epochs = args.epochs or stored.get("epochs", DEFAULT_EPOCHS)
+    batch_size = args.batch_size or stored.get("batch_size", problem.batch_size)
+    n_train = len(split.train.X)
+    if batch_size > n_train:
+        raise CommandError(
+            f"--batch-size must be at most {n_train} (the training samples), got {batch_size}"
+        )
+    identity = {
+        "problem": problem.slug,
+        "method": method.slug,
+        "lr": setting.lr,
+        "damping": setting.damping,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "dtype": dtype.name,
+        "data": checkpoint.data_digest(dataset),
+    }
+    optimizer = method.build(problem.make_model(seed, dtype), setting)
+    result = _new_result(problem, method, setting, seed, optimizer, batch_size, n_train, epochs)
+    if args.resume:
+        folder = args.resume
         try:
-            selected_settings(TASKS[arguments.task], arguments.methods)
+            state, result.log = checkpoint.load(os.path.join(folder, "checkpoint.npz"), identity)
+            optimizer.load_state_dict(state)
         except ValueError as error:
-            parser.error(str(error))
-    return demo(arguments)
+            raise CommandError(str(error)) from None
+    else:
+        folder = prepare_out(args.out or os.path.join("runs", "train"), args.overwrite)
+    path = os.path.join(folder, "checkpoint.npz")
+    options = {"epochs": epochs, "seeds": [seed], "dtype": dtype.name, "quick": False}
+
+    def on_step(log):
+        bar.update(1)
+        if args.checkpoint_every and len(log.step_losses) % args.checkpoint_every == 0:
+            checkpoint.save(path, optimizer.state_dict(), log, identity)
+
+    done = len(result.log.step_losses)
+    try:
+        single = problem.embedded is not None and args.data is None
+        with (
+            _progress(epochs * result.steps_per_epoch, args.quiet) as bar,
+            _one_blas_thread(single),
+        ):
+            bar.update(done)
+            bar.set_description(f"{problem.slug} {method.slug}")
+            train.run(
+                optimizer,
+                split.train,
+                batch_size=batch_size,
+                epochs=epochs,
+                seed=seed,
+                test=split.test,
+                prepass=method.prepass,
+                log=result.log,
+                on_step=on_step,
+            )
+    except KeyboardInterrupt:
+        options["interrupted"] = True
+    else:
+        checkpoint.save(path, optimizer.state_dict(), result.log, identity)
+    return _finish(folder, write_outputs(folder, [result], options), "interrupted" in options)
+
+
+def _stored_identity(folder: str) -> dict:
+    path = os.path.join(folder, "checkpoint.npz")
+    if not os.path.isfile(path):
+        raise CommandError(f"--resume {folder!r} holds no checkpoint.npz")
+    try:
+        return checkpoint.identity(path)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def _setting(method: Method, args, stored: dict) -> Setting:
+    if method.dampings:
+        damping = args.damping or stored.get("damping") or method.dampings[0]
+    elif args.damping is not None:
+        raise CommandError(f"--damping applies to kbfgs, kbfgsl, kfac, not to {method.slug}")
+    else:
+        damping = None
+    return Setting(args.lr or stored.get("lr") or method.lrs[0], damping)
+
+
+def _train_dataset(problem: Problem, args, dtype) -> data.Dataset:
+    if args.data is None:
+        if args.labels is not None:
+            raise CommandError("--labels needs --data (an IDX file of inputs)")
+        if problem.embedded is None:
+            raise CommandError(
+                f"{problem.slug} has no embedded data: give your files with --data "
+                f"(problems with embedded data: {', '.join(EMBEDDED)})"
+            )
+        return problem.embedded(dtype)
+    try:
+        X, y = data.load_arrays(args.data, args.labels, dtype=dtype)
+        return problem.dataset_from_arrays(os.path.basename(args.data), X, y)
+    except ValueError as error:
+        raise CommandError(f"--data: {error}") from None
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``kfqn-ref verify``: the derivation checks; exit status 1 if any fails."""
+    from kfqn_ref import verify
+
+    results = verify.run_checks(args.seed)
+    if args.json:
+        rows = report.json_ready([result._asdict() for result in results])
+        print(json.dumps(rows, indent=1, allow_nan=False))
+    else:
+        print(verify.format_table(results))
+    return 0 if all(result.passed for result in results) else 1
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kfqn-ref`` console script and of ``python -m kfqn_ref``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with np.errstate(all="ignore"):  # overflow is detected and reported by the optimizers
+            return args.handler(args)
+    except CommandError as error:
+        print(f"kfqn-ref {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script

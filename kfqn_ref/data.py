@@ -174,3 +174,145 @@ def load_npz(
     else:
         T = T.astype(np.int64)
     return Dataset(os.path.basename(os.fspath(path)), X, T)
+
+
+# --- user files for ``kfqn-ref train --data`` (docs/cli.md, "Your own data") -------------------
+
+#: IDX element types: the third byte of the magic number -> the big-endian NumPy dtype.
+IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def load_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the format of MNIST's ``*-idx3-ubyte``), gzip-compressed if ``*.gz``.
+
+    Layout: the magic number ``00 00 t r`` (``t`` the element type of :data:`IDX_TYPES`, ``r``
+    the number of dimensions), ``r`` big-endian uint32 sizes, then ``prod(sizes)`` elements in
+    row-major order. Returns the array of shape ``sizes`` in native byte order.
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read, the magic number is not ``00 00 t r`` with a known ``t`` and
+        ``r >= 1``, or the file length differs from what the sizes announce (checked before any
+        element is read: a forged header allocates nothing).
+    """
+    try:
+        raw = _read_maybe_gzip(path)
+    except (OSError, EOFError) as error:
+        raise ValueError(f"cannot read IDX file {os.fspath(path)!r}: {error}") from error
+    where = f"IDX file {os.fspath(path)!r}"
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] < 1:
+        raise ValueError(
+            f"{where}: the magic number must be 00 00 <type> <ndim> with type one of "
+            f"{sorted(hex(t) for t in IDX_TYPES)} and ndim >= 1, "
+            f"got {raw[:4].hex(' ') or 'an empty file'}"
+        )
+    dtype, ndim = IDX_TYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{where}: the header announces {ndim} sizes but the file ends first")
+    sizes = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(sizes, dtype=object)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(
+            f"{where}: sizes {sizes} of {dtype.itemsize}-byte elements need {expected} bytes, "
+            f"the file has {len(raw)}"
+        )
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(sizes)
+        .astype(dtype.newbyteorder("="))
+    )
+
+
+def _read_maybe_gzip(path) -> bytes:
+    """The bytes of ``path``, decompressed when its name ends in ``.gz``."""
+    import gzip
+
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return handle.read()
+
+
+def load_arrays(
+    path: str | os.PathLike, labels: str | os.PathLike | None = None, *, dtype=None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs ``X`` and optional class labels ``y`` from the user's files, checked.
+
+    ``path`` is a ``.npz`` archive holding ``X`` and optionally ``y`` (``labels`` must then be
+    ``None``), or an IDX file of inputs with ``labels`` an IDX file of labels. ``X`` has shape
+    ``(n, ...)`` and holds numbers: ``uint8`` pixels are divided by 255, other numbers are
+    converted to ``dtype`` (float64 by default). ``y`` has shape ``(n,)`` and holds integers
+    ``>= 0``, returned as ``int64``.
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be read, a missing ``X``, an array of the wrong kind or shape, sample
+        counts that differ, a NaN or Inf, or a value that overflows ``dtype``; the message names
+        the array and what was expected.
+    """
+    if os.fspath(path).endswith(".npz"):
+        if labels is not None:
+            raise ValueError("labels: a .npz file holds its own labels as array 'y'; drop --labels")
+        X, y = _npz_inputs_and_labels(path)
+    else:
+        X = load_idx(path)
+        y = None if labels is None else load_idx(labels)
+    X = _as_float_inputs(X, backend.resolve_dtype(dtype))
+    if y is not None:
+        y = _as_labels(y, X.shape[0])
+    return X, y
+
+
+def _npz_inputs_and_labels(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays ``X`` and ``y`` (or ``None``) of a user's ``.npz`` archive."""
+    try:
+        arrays = backend.read_npz(path)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
+    if "X" not in arrays:
+        raise ValueError(
+            f"{os.fspath(path)!r} must hold an array 'X' (inputs, shape (n, ...)) and optionally "
+            f"'y' (labels, shape (n,)); it holds {sorted(arrays)}"
+        )
+    return arrays["X"], arrays.get("y")
+
+
+def _as_float_inputs(X: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``X`` as finite floats of ``dtype`` (uint8 pixels scaled to [0, 1])."""
+    if X.dtype.kind not in "fiu" or X.ndim < 2 or X.shape[0] < 1:
+        raise ValueError(
+            f"X must be an array of numbers of shape (n, ...) with n >= 1, "
+            f"got dtype {X.dtype} and shape {X.shape}"
+        )
+    if X.dtype == np.uint8:
+        return (X / 255.0).astype(dtype)
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or Inf; every entry must be finite")
+    with np.errstate(over="ignore"):
+        converted = X.astype(dtype)
+    if not np.all(np.isfinite(converted)):
+        raise ValueError(
+            f"X holds values beyond the range of {dtype} (largest |x| = {np.max(np.abs(X))!r})"
+        )
+    return converted
+
+
+def _as_labels(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` as ``int64`` class indices, one per sample."""
+    if y.dtype.kind not in "iu" or y.shape != (n,):
+        raise ValueError(
+            f"y must be integer class labels of shape ({n},) (one per sample of X), "
+            f"got dtype {y.dtype} and shape {y.shape}"
+        )
+    if y.min() < 0 or y.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"y must hold labels >= 0, got values in [{y.min()}, {y.max()}]")
+    return y.astype(np.int64)

@@ -3,58 +3,91 @@
 A comparison is fair only if every optimizer starts from the same weights and sees the same
 minibatches in the same order. :func:`compare` builds a fresh model from one seed for every
 optimizer and draws minibatches from one seeded stream (:func:`kfqn_ref.data.minibatches`).
+
+:func:`run` is resumable: given an optimizer restored from a checkpoint (``step_count = k``) and
+the log written with it, it skips the first ``k`` minibatches of the same stream and continues, so
+the weights are bit-identical to those of an uninterrupted run (``docs/cli.md``, "Checkpoints").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import itertools
+import math
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from kfqn_ref import data as data_module
-from kfqn_ref.optim.base import NonFiniteError, Optimizer
+from kfqn_ref.optim import NonFiniteError, Optimizer
 
 #: Samples per chunk when the full-data-set loss is evaluated (bounds the memory of one pass).
 EVALUATION_CHUNK = 1000
 
 
+class Divergence(NamedTuple):
+    """Where a run stopped and why: the step index and the message of the refusal."""
+
+    step: int
+    reason: str
+
+
 @dataclasses.dataclass
 class RunLog:
-    """What one training run measured.
+    """What one training run measured (every number finite).
 
     Attributes
     ----------
     name:
         Label of the run (the optimizer's name in a comparison).
+    epoch_losses:
+        Mean loss over the training set at the initial weights and after each epoch.
+    test_accuracies:
+        Accuracy on the held-out set at the same moments (empty without a test set).
+    epoch_wall_seconds:
+        Wall-clock seconds since the run started (evaluations included) at the same moments.
     step_losses:
         Minibatch loss before each step, one per step.
     step_seconds:
         Wall-clock seconds of each ``optimizer.step`` call.
-    epoch_losses:
-        Mean loss over the whole data set at the initial weights and after each epoch.
+    prepass_seconds:
+        Seconds of K-BFGS's ``A`` pre-pass (0 for the other methods).
     diverged:
-        The message of the :class:`~kfqn_ref.optim.base.NonFiniteError` that stopped the run
-        (a step that overflowed was refused), or ``None`` if every step succeeded.
+        The :class:`Divergence` that ended the run, or ``None`` if every step succeeded.
+    elapsed:
+        Wall-clock seconds spent so far (carried over a resume).
     """
 
     name: str
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    test_accuracies: list[float] = dataclasses.field(default_factory=list)
+    epoch_wall_seconds: list[float] = dataclasses.field(default_factory=list)
     step_losses: list[float] = dataclasses.field(default_factory=list)
     step_seconds: list[float] = dataclasses.field(default_factory=list)
-    epoch_losses: list[float] = dataclasses.field(default_factory=list)
-    diverged: str | None = None
+    prepass_seconds: float = 0.0
+    diverged: Divergence | None = None
+    elapsed: float = 0.0
 
     @property
     def final_loss(self) -> float:
-        """Data-set loss after the last completed epoch (NaN for a run that diverged)."""
+        """Training-set loss after the last completed epoch (NaN for a run that diverged)."""
         return float("nan") if self.diverged else self.epoch_losses[-1]
 
     @property
     def mean_step_seconds(self) -> float:
-        """Mean wall-clock time of one step."""
-        return float(np.mean(self.step_seconds))
+        """Mean wall-clock time of one step (NaN before the first step)."""
+        return float(np.mean(self.step_seconds)) if self.step_seconds else float("nan")
+
+    @property
+    def median_step_seconds(self) -> float:
+        """Median wall-clock time of one step: robust to a machine busy with other work."""
+        return float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
+
+    def optimizer_seconds(self, steps_per_epoch: int) -> list[float]:
+        """Cumulative optimizer time (pre-pass + steps) at each entry of :attr:`epoch_losses`."""
+        cumulative = np.concatenate([[0.0], np.cumsum(self.step_seconds)]) + self.prepass_seconds
+        return [float(cumulative[e * steps_per_epoch]) for e in range(len(self.epoch_losses))]
 
 
 def dataset_loss(model, dataset: data_module.Dataset) -> float:
@@ -68,6 +101,15 @@ def dataset_loss(model, dataset: data_module.Dataset) -> float:
     return total / n
 
 
+def accuracy(model, dataset: data_module.Dataset) -> float:
+    """Fraction of samples whose largest output is the target class (``T`` class indices)."""
+    hits = 0
+    for start in range(0, dataset.X.shape[0], EVALUATION_CHUNK):
+        z = model.forward(dataset.X[start : start + EVALUATION_CHUNK])
+        hits += int(np.sum(np.argmax(z, axis=1) == dataset.T[start : start + EVALUATION_CHUNK]))
+    return hits / dataset.X.shape[0]
+
+
 def run(
     optimizer: Optimizer,
     dataset: data_module.Dataset,
@@ -76,55 +118,97 @@ def run(
     epochs: int,
     seed: int = 0,
     name: str | None = None,
-    on_step: Callable[[int, float], None] | None = None,
+    test: data_module.Dataset | None = None,
+    prepass: bool = False,
+    log: RunLog | None = None,
+    on_step: Callable[[RunLog], None] | None = None,
 ) -> RunLog:
     """Train ``optimizer.model`` for ``epochs`` epochs of seeded minibatches; return the log.
 
-    ``on_step(step_index, loss)`` is called after every step (for progress bars). A step that
-    overflows (:class:`~kfqn_ref.optim.base.NonFiniteError`) ends the run: the optimizer refused
-    it, so the model keeps the weights of the last good step, and the log records the message in
-    ``diverged``. Every other error propagates.
+    ``prepass`` runs :meth:`~kfqn_ref.optim.KBFGS.initialize_A` on the first epoch's minibatches
+    before step 0. ``test`` adds the test accuracy after every epoch. ``on_step(log)`` is called
+    after every step (and its end-of-epoch evaluation), e.g. for progress bars and checkpoints.
+    To resume, pass the restored optimizer and its ``log``: the first ``optimizer.step_count``
+    minibatches of the stream are skipped.
+
+    A step that overflows (:class:`~kfqn_ref.optim.NonFiniteError`) or whose linear algebra fails
+    (``numpy.linalg.LinAlgError``: a damped factor numerically singular) is refused by the
+    optimizer, so the model keeps the weights of the last good step; that, a pre-pass that
+    overflows, or an end-of-epoch loss that is not finite ends the run: ``log.diverged`` records
+    the step and the reason. Every other error propagates.
 
     Raises
     ------
     TypeError, ValueError
-        Before anything runs, if ``batch_size`` is not an integer in ``[1, n]`` (``n`` samples) or
-        ``epochs`` not an integer ``>= 1``.
+        Before anything runs, if ``batch_size`` is not an integer in ``[1, n]`` (``n`` samples),
+        ``epochs`` not an integer ``>= 1``, or ``log`` does not match ``optimizer.step_count``.
     """
-    steps_per_epoch = _steps_per_epoch(dataset, batch_size, epochs)
-    log = RunLog(name or type(optimizer).__name__)
-    log.epoch_losses.append(dataset_loss(optimizer.model, dataset))
     stream = data_module.minibatches(dataset, batch_size, seed=seed, epochs=epochs)
-    for step, (X, T) in enumerate(stream):
+    steps_per_epoch = len(dataset.X) // batch_size
+    first = optimizer.step_count
+    if log is None:
+        log = RunLog(name or type(optimizer).__name__)
+    elif len(log.step_losses) != first:
+        raise ValueError(
+            f"log holds {len(log.step_losses)} steps but the optimizer took {first}: "
+            "resume with the log saved together with the optimizer's state"
+        )
+    started = time.perf_counter() - log.elapsed
+    if first == 0 and not log.epoch_losses:
+        if prepass:
+            _prepass(optimizer, dataset, batch_size, seed, log)
+        if log.diverged is None:
+            _evaluate(optimizer.model, dataset, test, log, first, started)
+    if log.diverged is not None:
+        return log
+    for step, (X, T) in enumerate(itertools.islice(stream, first, None), start=first):
         start = time.perf_counter()
         try:
             loss = optimizer.step(X, T)
         except NonFiniteError as error:
-            log.diverged = f"step {step}: {error}"
+            log.diverged = Divergence(step, str(error))
+            break
+        except np.linalg.LinAlgError as error:  # a damped factor that is numerically singular
+            log.diverged = Divergence(step, f"linear algebra failed: {error}")
             break
         log.step_seconds.append(time.perf_counter() - start)
         log.step_losses.append(loss)
-        if on_step is not None:
-            on_step(step, loss)
         if (step + 1) % steps_per_epoch == 0:
-            log.epoch_losses.append(dataset_loss(optimizer.model, dataset))
+            _evaluate(optimizer.model, dataset, test, log, step + 1, started)
+            if log.diverged is not None:
+                break
+        log.elapsed = time.perf_counter() - started
+        if on_step is not None:
+            on_step(log)
     return log
 
 
-def _steps_per_epoch(dataset: data_module.Dataset, batch_size, epochs) -> int:
-    """``floor(n / batch_size)`` after checking both arguments as :func:`data.minibatches` does.
+def _prepass(optimizer, dataset, batch_size: int, seed: int, log: RunLog) -> None:
+    """K-BFGS's ``A`` pre-pass over one epoch of the stream, timed; an overflow ends the run."""
+    start = time.perf_counter()
+    try:
+        optimizer.initialize_A(
+            X for X, _ in data_module.minibatches(dataset, batch_size, seed=seed)
+        )
+    except NonFiniteError as error:
+        log.diverged = Divergence(0, f"A pre-pass: {error}")
+    log.prepass_seconds = time.perf_counter() - start
 
-    The minibatch stream is a generator, so its own checks run only at the first minibatch; these
-    run before the division and before the initial data-set loss is evaluated.
-    """
-    n = dataset.X.shape[0]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"batch_size must be an integer, got {type(batch_size).__name__}")
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must lie in [1, {n}] (the data set size), got {batch_size}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    return n // batch_size
+
+def _evaluate(model, dataset, test, log: RunLog, step: int, started: float) -> None:
+    """Append the training-set loss (and test accuracy) to ``log``, or record the divergence."""
+    try:
+        loss = dataset_loss(model, dataset)
+    except NonFiniteError as error:
+        log.diverged = Divergence(step, f"training-set loss: {error}")
+        return
+    if not math.isfinite(loss):
+        log.diverged = Divergence(step, f"training-set loss is {loss} (the loss overflowed)")
+        return
+    log.epoch_losses.append(loss)
+    if test is not None:
+        log.test_accuracies.append(accuracy(model, test))
+    log.epoch_wall_seconds.append(time.perf_counter() - started)
 
 
 def compare(
@@ -135,26 +219,22 @@ def compare(
     batch_size: int,
     epochs: int,
     seed: int = 0,
-    on_step: Callable[[str, int, float], None] | None = None,
+    on_step: Callable[[RunLog], None] | None = None,
 ) -> list[RunLog]:
     """Run every optimizer from the same initial weights on the same minibatch stream.
 
     ``make_model()`` must return a freshly initialised model with the same seed each call;
     ``make_optimizers`` maps a run's label to a function building its optimizer on a model.
     """
-    logs = []
-    for label, make_optimizer in make_optimizers.items():
-        optimizer = make_optimizer(make_model())
-        callback = None if on_step is None else functools.partial(on_step, label)
-        logs.append(
-            run(
-                optimizer,
-                dataset,
-                batch_size=batch_size,
-                epochs=epochs,
-                seed=seed,
-                name=label,
-                on_step=callback,
-            )
+    return [
+        run(
+            make_optimizer(make_model()),
+            dataset,
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            name=label,
+            on_step=on_step,
         )
-    return logs
+        for label, make_optimizer in make_optimizers.items()
+    ]

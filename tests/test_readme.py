@@ -4,6 +4,7 @@ import pathlib
 import re
 import runpy
 
+import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -27,9 +28,13 @@ def test_tour_runs_and_its_structure_formula_matches_autograd(tmp_path, monkeypa
     (tour,) = fenced_blocks("python")
     script = tmp_path / "tour.py"
     script.write_text(tour)
-    monkeypatch.chdir(tmp_path)  # the tour writes checkpoint.npz into the working directory
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
     namespace = runpy.run_path(str(script))
-    assert (tmp_path / "checkpoint.npz").is_file()
+    assert not any(working.iterdir()), "the tour writes nothing into the working directory"
+    saved = namespace["restored"]  # the checkpoint it wrote into a temporary folder, read back
+    assert all(np.array_equal(saved[k], v) for k, v in namespace["opt"].state_dict().items())
     # the last printed number is max |autograd block - structure formula|: exact in exact arithmetic
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(last_line) <= 1e-12 * float(abs(namespace["H"]).max())
@@ -37,7 +42,7 @@ def test_tour_runs_and_its_structure_formula_matches_autograd(tmp_path, monkeypa
 
 @pytest.mark.parametrize(
     "marker, ending",
-    [("main-command", "kfqn-ref demo --out runs/demo"), ("test-command", "-m pytest -q")],
+    [("main-command", "kfqn-ref compare --out runs/compare"), ("test-command", "-m pytest -q")],
 )
 def test_set_up_commands_create_a_fresh_environment(marker, ending):
     command = marked_command(marker)
