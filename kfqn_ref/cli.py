@@ -26,6 +26,7 @@ import sys
 import numpy as np
 
 from kfqn_ref import __version__, checkpoint, data, report, train
+from kfqn_ref.golden.cli import add_golden_command
 from kfqn_ref.methods import METHODS, Method, Setting
 from kfqn_ref.problems import EMBEDDED, PROBLEMS, Problem
 
@@ -100,13 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kfqn-ref",
         description="Kronecker-factored quasi-Newton methods (K-BFGS, K-BFGS(L)) and their "
-        "baselines in NumPy: compare them, train one, verify the derivations.",
+        "baselines in NumPy: compare them, train one, verify the derivations, check another "
+        "implementation against the golden files.",
     )
     parser.add_argument("--version", action="version", version=f"kfqn-ref {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(commands)
     _add_train(commands)
     _add_verify(commands)
+    add_golden_command(commands)
     return parser
 
 

@@ -293,3 +293,15 @@ def test_help_explains_every_option_with_its_default(command, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--seed" in text and "(default:" in text and "(default: None)" not in text
+
+
+def test_golden_is_a_command_of_kfqn_ref(capsys):
+    from kfqn_ref.golden import export
+
+    assert cli.main(["golden", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed == [name for name, _ in export.case_summaries()]
+    golden = os.path.join(ROOT, "tests", "golden")
+    # the committed golden files are a candidate that passes
+    arguments = ["golden", "check", "--golden", golden, "--candidate", golden, "--case", listed[0]]
+    assert cli.main(arguments) == 0
