@@ -105,12 +105,6 @@ def rearrange(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> A
             f"M must have shape (m1 m2, n1 n2) = {(m1 * m2, n1 * n2)} for factors of shapes "
             f"shape_A {shape_A} and shape_G {shape_G}, got {tuple(M.shape)}"
         )
-    return rearrange_unchecked(M, shape_A, shape_G)
-
-
-def rearrange_unchecked(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> Array:
-    """As :func:`rearrange`, without argument checks (for trusted callers)."""
-    (m1, n1), (m2, n2) = shape_A, shape_G
     blocks = M.reshape(m1, m2, n1, n2)  # blocks[i, k, j, l] = M[i m2 + k, j n2 + l]
     return blocks.transpose(2, 0, 3, 1).reshape(n1 * m1, n2 * m2)
 

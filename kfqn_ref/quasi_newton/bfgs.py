@@ -230,24 +230,10 @@ def bfgs_direct_update(
     :func:`bfgs_inverse_update`, and ``B+ = (H+)^{-1}`` when ``B = H^{-1}`` [QN-7].
     Shapes: ``B (d, d)`` SPD, ``s, y (d,)``. Returns ``DirectBFGSUpdate(B, updated, reason)``.
     """
-    check_curvature_pair(s, y)
-    check_spd("B", check_square_matrix("B", B, s.shape[0], dtype=s.dtype))
-    return bfgs_direct_update_unchecked(
-        B,
-        s,
-        y,
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-    )
-
-
-def bfgs_direct_update_unchecked(
-    B: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
-) -> DirectBFGSUpdate:
-    """As :func:`bfgs_direct_update`, without argument checks (for trusted callers)."""
-    reason = curvature_skip_reason_unchecked(
+    reason = curvature_skip_reason(  # checks s, y and the skip rule's parameters
         s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
+    check_spd("B", check_square_matrix("B", B, s.shape[0], dtype=s.dtype))
     if reason is not SkipReason.NONE:
         return DirectBFGSUpdate(B, False, reason)
     xp = xp_of(B, s, y)
