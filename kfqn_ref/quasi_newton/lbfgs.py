@@ -148,13 +148,11 @@ def lbfgs_append(
     """
     check_lbfgs_state(state)
     check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)
+    gbar_norm = check_non_negative("gbar_norm", gbar_norm)
+    relative_threshold = check_non_negative("relative_threshold", relative_threshold)
+    rule = check_choice("gamma_rule", gamma_rule, GammaRule)
     return lbfgs_append_unchecked(
-        state,
-        s,
-        y,
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
+        state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
     )
 
 
@@ -163,9 +161,9 @@ def lbfgs_append_unchecked(
     s: Array,
     y: Array,
     *,
-    gbar_norm: float,
-    relative_threshold: float,
-    gamma_rule: GammaRule,
+    gbar_norm: float = 0.0,
+    relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
+    gamma_rule: GammaRule = GammaRule.FIXED,
 ) -> LBFGSAppend:
     """As :func:`lbfgs_append`, without argument checks (for trusted callers)."""
     reason = curvature_skip_reason_unchecked(
@@ -290,14 +288,13 @@ def hessian_action_lbfgs_append(
     check_lbfgs_state(state)
     check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
     M = check_spd_operator("M", M, v.shape[0], v.dtype)
+    gbar_norm = check_non_negative("gbar_norm", gbar_norm)
+    relative_threshold = check_non_negative("relative_threshold", relative_threshold)
+    rule = check_choice("gamma_rule", gamma_rule, GammaRule)
     s = lbfgs_compact_apply_unchecked(state, v)
+    y = apply_operator(M, s)
     return lbfgs_append_unchecked(
-        state,
-        s,
-        apply_operator(M, s),
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
+        state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
     )
 
 
