@@ -62,8 +62,7 @@ def is_int(value) -> bool:
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` in ``[minimum, maximum]`` (either bound may be absent).
 
-    ``TypeError`` unless ``value`` is an integer (``2.0`` and ``True`` are not), ``ValueError``
-    outside the range.
+    ``2.0`` and ``True`` are not integers (``TypeError``).
     """
     if not is_int(value):
         raise TypeError(f"{name} must be an integer, got {describe(value)} {value!r}")
@@ -79,10 +78,9 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
 
 
 def check_real(name: str, value) -> float:
-    """Return ``value`` as a finite ``float``.
+    """Return ``value``, a real number but not a bool, as a finite ``float``.
 
-    ``TypeError`` unless a real number (not a bool); ``ValueError`` for NaN, Inf, or an integer
-    too large for a float.
+    NaN, Inf and an integer too large for a float are wrong values (``ValueError``).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {describe(value)} {value!r}")
@@ -173,10 +171,9 @@ def check_generator(name: str, rng) -> np.random.Generator:
 
 
 def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of ``length`` ints ``>= minimum``; ``form`` names the axes.
+    """Return ``value``, a tuple or list of ``length`` ints ``>= minimum``, as a tuple.
 
-    ``TypeError`` unless a tuple or list of integers, ``ValueError`` for the wrong length or an
-    entry below ``minimum``.
+    ``form`` names the axes in the message, e.g. ``"(rows, cols)"``.
     """
     if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
         raise TypeError(f"{name} must be a tuple {form} of ints, got {describe(value)} {value!r}")
@@ -212,14 +209,6 @@ def check_float_dtype(name: str, array, dtype=None):
     return array
 
 
-def check_finite(name: str, array):
-    """Return ``array`` if every entry is finite; else ``ValueError`` (one full scan)."""
-    module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
-    return array
-
-
 def check_float_array(name: str, array, dtype=None, ndim: int | None = None, shape=None):
     """Return an input array unchanged after checking kind, dtype, shape and finiteness.
 
@@ -229,7 +218,10 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None, sha
     """
     check_float_dtype(name, array, dtype)
     check_shape(name, array, ndim=ndim, shape=shape)
-    return check_finite(name, array)
+    module = xp_of(array)
+    if not bool(module.all(module.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    return array
 
 
 def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
@@ -244,7 +236,8 @@ def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
             want is None or want == got for want, got in zip(shape, array.shape, strict=False)
         )
         if not fits:
-            expected = "(" + ", ".join("any" if n is None else str(n) for n in shape) + ")"
+            entries = ["any" if n is None else str(n) for n in shape]
+            expected = f"({', '.join(entries)}{',' if len(entries) == 1 else ''})"  # (3,) as Python
             raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
 
 
@@ -287,7 +280,7 @@ def check_spd(name: str, A):
 def check_array_like(name: str, array):
     """Return ``array`` if it has ``shape`` and ``ndim`` (NumPy, CuPy or an autograd value).
 
-    ``TypeError`` for lists, tuples, scalars and ``None``: nothing is converted silently.
+    Lists, tuples, scalars and ``None`` are not converted silently (``TypeError``).
     """
     if not (hasattr(array, "shape") and hasattr(array, "ndim")):
         raise TypeError(
@@ -310,11 +303,7 @@ def check_computed_finite(name: str, array) -> None:
 
 
 def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair.
-
-    ``TypeError`` unless an integer or a tuple/list of integers, ``ValueError`` for a length other
-    than 2 or an entry below ``minimum``.
-    """
+    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair."""
     pair = (value, value) if is_int(value) else value
     form = f"an int >= {minimum} or a pair (h, w) of such ints"
     if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
