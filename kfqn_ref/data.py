@@ -146,13 +146,8 @@ def load_npz(
 
     Inputs are converted to ``dtype`` (float64 by default); integer targets (class indices) are
     kept as integers, floating targets converted to ``dtype``. Files are read with
-    ``allow_pickle=False``.
-
-    Raises
-    ------
-    ValueError
-        If the file cannot be read, a key is missing, the sample counts differ, or an entry is
-        not finite.
+    ``allow_pickle=False``. ``ValueError`` if the file cannot be read, a key is missing, the
+    sample counts differ, or an entry is not finite.
     """
     try:
         X, T = _read_npz_arrays(path, x_key, t_key)

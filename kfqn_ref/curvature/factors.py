@@ -208,23 +208,10 @@ def kfac_factors(
     (:class:`FisherType`). For ``TYPE2`` every column of ``loss.output_hessian_sqrt`` is propagated
     and their outer products are summed.
 
-    Parameters
-    ----------
-    model:
-        A :class:`kfqn_ref.nn.Sequential`.
-    forward_pass:
-        ``model.forward_pass(X)`` on the minibatch.
-    T:
-        The minibatch targets (used by ``EMPIRICAL`` and ``TYPE2``; ignored by ``MONTE_CARLO``).
-    fisher:
-        A :class:`FisherType` (or its value string).
-    rng:
-        ``numpy.random.Generator`` or integer seed; required for ``MONTE_CARLO``.
-
-    Returns
-    -------
-    One :class:`KroneckerFactors` per trainable layer, in network order.
-
+    ``forward_pass``: ``model.forward_pass(X)`` on the minibatch; ``T``: its targets (used by
+    ``EMPIRICAL`` and ``TYPE2``, ignored by ``MONTE_CARLO``); ``fisher``: a :class:`FisherType` or
+    its value; ``rng``: a ``numpy.random.Generator`` or an integer seed, required for
+    ``MONTE_CARLO``. Returns one :class:`KroneckerFactors` per trainable layer, in network order.
     """
     fisher = check_choice("fisher", fisher, FisherType)
     if fisher is FisherType.MONTE_CARLO:

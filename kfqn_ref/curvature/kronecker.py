@@ -112,20 +112,12 @@ def rearrange(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> A
 class NearestKronecker(NamedTuple):
     """Result of :func:`nearest_kronecker`.
 
-    Attributes
-    ----------
-    A, G:
-        The factors of the nearest Kronecker product ``A kron G`` in the Frobenius norm, scaled
-        so that ``||A||_F = ||G||_F`` and the entry of ``A`` largest in magnitude is positive.
-    relative_error:
-        ``||M - A kron G||_F / ||M||_F = sqrt(sum_{k>1} s_k^2 / sum_k s_k^2)`` (eq. 8); 0 for
-        ``M = 0``.
-    kronecker_rank:
-        The number of singular values of ``R(M)`` above ``rank_rtol * s_1``: the least number of
-        Kronecker products whose sum is ``M`` (to that tolerance).
-    singular_values:
-        All singular values ``s_1 >= s_2 >= ...`` of ``R(M)``.
-
+    ``A, G``: the factors of the nearest ``A kron G`` in the Frobenius norm, scaled so that
+    ``||A||_F = ||G||_F`` and the entry of ``A`` largest in magnitude is positive.
+    ``relative_error``: ``||M - A kron G||_F / ||M||_F = sqrt(sum_{k>1} s_k^2 / sum_k s_k^2)``
+    (eq. 8; 0 for ``M = 0``). ``kronecker_rank``: the number of singular values of ``R(M)`` above
+    ``rank_rtol * s_1``, the least number of Kronecker products whose sum is ``M`` (to that
+    tolerance). ``singular_values``: all of them, ``s_1 >= s_2 >= ...``.
     """
 
     A: np.ndarray
@@ -164,15 +156,9 @@ def nearest_kronecker(
     With the SVD ``R(M) = sum_k s_k u_k v_k^T`` of the rearrangement (eq. 7), the minimiser of
     ``||M - A kron G||_F`` is ``vec(A) = sqrt(s_1) u_1``, ``vec(G) = sqrt(s_1) v_1`` (eq. 8).
 
-    Parameters
-    ----------
-    M:
-        ``(m1 m2, n1 n2)`` matrix.
-    shape_A, shape_G:
-        ``(m1, n1)`` and ``(m2, n2)``, the shapes of the factors.
-    rank_rtol:
-        Relative tolerance for the Kronecker rank (singular values ``> rank_rtol * s_1`` count);
-        default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule.
+    ``M``: ``(m1 m2, n1 n2)``; ``shape_A, shape_G``: ``(m1, n1)`` and ``(m2, n2)``, the shapes of
+    the factors; ``rank_rtol``: singular values ``> rank_rtol * s_1`` count towards the Kronecker
+    rank (default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule).
     """
     R = rearrange(M, shape_A, shape_G)  # checks M, shape_A and shape_G
     shape_A, shape_G = tuple(shape_A), tuple(shape_G)

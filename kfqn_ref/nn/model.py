@@ -99,20 +99,13 @@ def _make_rng(seed) -> np.random.Generator:
 
 
 class Sequential:
-    """A chain of layers followed by a loss.
+    """A chain of layers, applied in order (at least one trainable), followed by a loss.
 
-    Parameters
-    ----------
-    layers : sequence of Layer
-        Applied in order; at least one must be trainable (``Dense`` or ``Conv2d``).
-    loss : Loss
-        Applied to the last layer's output ``z`` ``(N, d_out)``.
-    seed : int >= 0 or numpy.random.Generator
-        ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order, each ``W~`` by
-        ``layer.init_weight`` (``docs/nn.md`` §7). Same seed, same bits.
-    dtype : float64 (default) or float32
-        The dtype of the weights and of every array the model accepts (no silent casting).
-
+    ``loss`` is applied to the last layer's output ``z`` ``(N, d_out)``. ``seed`` (an int >= 0 or
+    a ``numpy.random.Generator``): ONE ``Generator(PCG64(seed))`` draws the layers' weights in
+    network order, each ``W~`` by ``layer.init_weight`` (``docs/nn.md`` §7); same seed, same bits.
+    ``dtype`` (float64, the default, or float32): that of the weights and of every array the
+    model accepts (no silent casting).
     """
 
     def __init__(

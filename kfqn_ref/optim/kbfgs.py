@@ -302,16 +302,10 @@ class _KroneckerBFGS(Optimizer):
         The mean is the authors' running mean ``A <- ((j-1)/j) A + (1/j) A_j``. Returns the number
         of minibatches used.
 
-        Raises
-        ------
-        TypeError
-            If ``inputs`` is one array rather than an iterable of minibatches.
-        ValueError
-            After the first step, with no minibatch, or when no layer keeps a running ``A``
-            (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action).
-        NonFiniteError
-            If a running ``A`` overflows (inputs too large for the dtype). As for a step, nothing
-            is changed: ``A`` and ``a_prepassed`` keep their values.
+        ``TypeError`` if ``inputs`` is one array rather than an iterable of minibatches;
+        ``ValueError`` after the first step, with no minibatch, or when no layer keeps a running
+        ``A`` (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action);
+        :class:`NonFiniteError` if a running ``A`` overflows. Nothing is changed when it raises.
         """
         if hasattr(inputs, "shape"):
             raise TypeError(
