@@ -154,10 +154,9 @@ def load_npz(
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
         raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
     resolved = backend.resolve_dtype(dtype)
-    if X.dtype.kind not in "fiu":
-        raise ValueError(f"{x_key} must hold numbers, got dtype {X.dtype}")
-    if T.dtype.kind not in "fiu":
-        raise ValueError(f"{t_key} must hold numbers, got dtype {T.dtype}")
+    for key, array in ((x_key, X), (t_key, T)):
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"{key} must hold numbers, got dtype {array.dtype}")
     if X.ndim < 2 or T.ndim < 1 or X.shape[0] != T.shape[0]:
         raise ValueError(
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "

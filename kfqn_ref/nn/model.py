@@ -173,16 +173,12 @@ class Sequential:
 
     def _check_weight_count(self, weights) -> None:
         """Check for a list or tuple (or autograd's box of one), one entry per trainable layer."""
+        count = len(self.trainable_indices)
+        expected = f"a list of {count} homogeneous matrices [W | b] (one per trainable layer)"
         if not hasattr(weights, "__len__") or hasattr(weights, "shape"):
-            raise TypeError(
-                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
-                f"[W | b] (one per trainable layer), got {type(weights).__name__}"
-            )
-        if len(weights) != len(self.trainable_indices):
-            raise ValueError(
-                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
-                f"[W | b] (one per trainable layer), got {len(weights)}"
-            )
+            raise TypeError(f"weights must be {expected}, got {type(weights).__name__}")
+        if len(weights) != count:
+            raise ValueError(f"weights must be {expected}, got {len(weights)}")
 
     def _check_weight_shapes(self, weights) -> None:
         """Check the shapes only (``weights`` may be autograd boxes); after the count check."""
@@ -264,13 +260,7 @@ class Sequential:
             x, cache = layer.forward_unchecked(*arguments)
             caches.append(cache)
         check_computed_finite("network output z", x)
-        return ForwardPass(
-            z=x,
-            caches=tuple(caches),
-            weights=weights,
-            trainable_indices=self.trainable_indices,
-            layers=self.layers,
-        )
+        return ForwardPass(x, tuple(caches), weights, self.trainable_indices, self.layers)
 
     def backward_pass(
         self, forward_pass: ForwardPass, output_gradients: Array, weight_gradients: bool = True
