@@ -49,9 +49,7 @@ AUTHORS_RELATIVE_THRESHOLD = 1e-4
 class SkipReason(enum.Enum):
     """Why a BFGS update (or an L-BFGS append) was skipped; ``NONE`` when it was applied.
 
-    The authors' ``get_BFGS_formula`` returns integer statuses; the correspondence is
-    ``0 -> NONE``, ``1 -> NON_POSITIVE_CURVATURE``, ``2 -> BELOW_RELATIVE_THRESHOLD``,
-    ``4 -> NON_FINITE_RESULT``.
+    The authors' integer statuses for the same cases: ``docs/derivations/quasi-newton.md`` [QN-5].
     """
 
     NONE = "none"

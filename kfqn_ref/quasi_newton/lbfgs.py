@@ -20,9 +20,8 @@ is applied three ways, kept together by the tests:
 ``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
 applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
 
-Every public function validates the store (:func:`check_lbfgs_state`: two full scans of ``S`` and
-``Y``) and its other arguments; the cores ``*_unchecked`` do not, for trusted callers such as
-K-BFGS(L), whose stores only ever come from :func:`lbfgs_init` and accepted appends.
+Every public function validates the store (:func:`check_lbfgs_state`: two full scans) and calls
+its core ``*_unchecked``, which trusted callers such as K-BFGS(L) use directly.
 """
 
 from __future__ import annotations
@@ -304,17 +303,10 @@ def hessian_action_lbfgs_append(
 def _representable(state: LBFGSState) -> bool:
     """Whether the store's matrix ``H`` and its three forms stay finite (the rule [QN-11b]).
 
-    Three finite quantities are required, at ``O(q^2 d + q^3)`` (the cost of the compact factors):
-
-    * ``rho_i^2 = 1 / (s_i^T y_i)^2`` for every pair: the coefficient of the dense form [QN-2]
-      (a pair with ``s^T y < ~1.5e-154`` is rejected here, as :func:`bfgs_inverse_update` rejects
-      it when it is the first pair);
-    * the middle matrix ``M`` of the compact form [QN-13] (``R^-1`` and
-      ``R^-T (D + gamma Y Y^T) R^-1``);
-    * ``gamma + ||M||_F max_j ||w_j||^2`` with ``w_j`` the ``j``-th column of ``[S; gamma Y]``: by
-      Cauchy–Schwarz it bounds every entry of ``H = gamma I + [S; gamma Y]^T M [S; gamma Y]``,
-      and (leading blocks of ``M``, partial sums of ``||w_j||^2``) of every matrix the dense form
-      passes through on the way.
+    Requires finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact form
+    [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
+    ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
+    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b].
     """
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
