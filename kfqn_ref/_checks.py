@@ -46,9 +46,7 @@ def describe(value) -> str:
     return f"{name} of dtype {dtype}" if dtype is not None else name
 
 
-# ---------------------------------------------------------------------------------------------
-# Numbers, flags and options
-# ---------------------------------------------------------------------------------------------
+# --- Numbers, flags and options ---
 
 
 def is_int(value) -> bool:
@@ -184,9 +182,7 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
     return tuple(int(v) for v in value)
 
 
-# ---------------------------------------------------------------------------------------------
-# Arrays
-# ---------------------------------------------------------------------------------------------
+# --- Arrays ---
 
 
 def check_float_dtype(name: str, array, dtype=None):

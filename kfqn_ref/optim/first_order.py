@@ -33,9 +33,7 @@ from kfqn_ref.optim.base import (
 )
 from kfqn_ref.optim.state_io import check_non_negative_entry
 
-# --------------------------------------------------------------------------------------------
-# Shared pieces.
-# --------------------------------------------------------------------------------------------
+# --- Shared pieces ---
 
 
 class MomentumForm(enum.Enum):
@@ -103,9 +101,7 @@ def zeros_like_weights(model) -> tuple[Array, ...]:
     return tuple(backend.xp_of(w).zeros_like(w) for w in model.weights())
 
 
-# --------------------------------------------------------------------------------------------
-# SGD with momentum.
-# --------------------------------------------------------------------------------------------
+# --- SGD with momentum ---
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +169,7 @@ class SGDMomentum(Optimizer):
         return loss, SGDMomentumState(velocity=velocity)
 
 
-# --------------------------------------------------------------------------------------------
-# Adam.
-# --------------------------------------------------------------------------------------------
+# --- Adam ---
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,9 +257,7 @@ def _adam_direction(m, v, cfg: AdamConfig, t: int):
     return m_hat / (xp.sqrt(v_hat) + cfg.eps)
 
 
-# --------------------------------------------------------------------------------------------
-# RMSprop.
-# --------------------------------------------------------------------------------------------
+# --- RMSprop ---
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,9 +112,7 @@ class PairDiagnostics(NamedTuple):
     a_update: SkipReason
 
 
-# ---------------------------------------------------------------------------------------------
-# Shapes and means
-# ---------------------------------------------------------------------------------------------
+# --- Shapes and means ---
 
 
 def position_count(a: Array) -> int:
@@ -127,9 +125,7 @@ def sample_position_mean(x: Array) -> Array:
     return x.reshape(-1, x.shape[-1]).mean(axis=0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Applying a factor (dense matrix or limited-memory store)
-# ---------------------------------------------------------------------------------------------
+# --- Applying a factor (dense matrix or limited-memory store) ---
 
 
 def apply_factor(H: Array | LBFGSState, V: Array) -> Array:
@@ -162,9 +158,7 @@ def precondition(H_g: Array | LBFGSState, M: Array, H_a: Array | LBFGSState) -> 
     return left @ H_a
 
 
-# ---------------------------------------------------------------------------------------------
-# The input-side (A) factor
-# ---------------------------------------------------------------------------------------------
+# --- The input-side (A) factor ---
 
 
 def ema_input_factor(A: Array, a_batch_factor: Array, decay: float) -> Array:
@@ -236,9 +230,7 @@ def update_input_factor(
     return result.H, s_a, y_a, result.reason
 
 
-# ---------------------------------------------------------------------------------------------
-# The output-side (G) factor
-# ---------------------------------------------------------------------------------------------
+# --- The output-side (G) factor ---
 
 
 def lost_positive_definiteness(H_g: Array | LBFGSState, y: Array) -> bool:

@@ -91,9 +91,7 @@ class CurvaturePair(NamedTuple):
     y: object
 
 
-# ---------------------------------------------------------------------------------------------
-# Skip rule
-# ---------------------------------------------------------------------------------------------
+# --- Skip rule ---
 
 
 def curvature_skip_reason(
@@ -140,9 +138,7 @@ def curvature_skip_reason_unchecked(
     return SkipReason.NONE
 
 
-# ---------------------------------------------------------------------------------------------
-# BFGS updates
-# ---------------------------------------------------------------------------------------------
+# --- BFGS updates ---
 
 
 def bfgs_inverse_formula(H: Array, s: Array, y: Array) -> Array:
@@ -243,9 +239,7 @@ def bfgs_direct_update(
     return DirectBFGSUpdate(B_new, True, SkipReason.NONE)
 
 
-# ---------------------------------------------------------------------------------------------
-# Hessian-action BFGS
-# ---------------------------------------------------------------------------------------------
+# --- Hessian-action BFGS ---
 
 
 def apply_operator(A: Array | Callable, u: Array) -> Array:
