@@ -11,10 +11,8 @@ Every message names the argument, the expected form and what was received. Each 
 the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
 public function reads ``lr = check_positive("lr", lr)`` and then computes.
 
-Where checks live: a public function ``foo`` checks its arguments once, at the edge, and calls its
-core ``foo_unchecked``; the internal calls between trusted pieces call the cores directly (as
-scipy's ``BFGS.update`` calls ``_update_inverse_hessian``). A computed quantity is checked for
-finiteness once per step, where it is produced. ``docs/architecture.md`` lists the edges.
+Where checks live (a public ``foo`` checks once, at the edge; its core ``foo_unchecked`` only
+computes): ``docs/architecture.md``, "Validation".
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 class NonFiniteError(ValueError):
-    """A computation on finite inputs produced NaN or Inf (an overflow).
+    """A computation on finite inputs (a forward pass, a loss, a gradient, new weights) overflowed.
 
-    The computation is a forward pass, a loss, a gradient or an optimizer's new weights.
     An optimizer step that raises it is refused and changes nothing.
     """
 
@@ -50,10 +47,7 @@ def describe(value) -> str:
 
 
 def is_int(value) -> bool:
-    """Whether ``value`` is an integer argument: a Python or NumPy integer, but not a ``bool``.
-
-    ``bool`` is an ``int`` subclass in Python; ``True`` as a size or an index is a mistake, not a 1.
-    """
+    """Whether ``value`` is a Python or NumPy integer but not a ``bool`` (``True`` is no size)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -116,11 +110,7 @@ def check_in_interval(
     closed_low: bool = False,
     closed_high: bool = False,
 ) -> float:
-    """Return ``value`` as a float after checking it lies in the interval from ``low`` to ``high``.
-
-    The ends are open unless ``closed_low`` / ``closed_high``; the message writes the interval in
-    the usual bracket notation, e.g. ``(0, 1]``.
-    """
+    """Return ``value`` as a float in the interval ``low .. high``, open unless ``closed_*``."""
     number = check_real(name, value)
     above = number >= low if closed_low else number > low
     below = number <= high if closed_high else number < high
@@ -138,11 +128,10 @@ def check_bool(name: str, value) -> bool:
 
 
 def check_choice(name: str, value, choices: type[E]) -> E:
-    """Return the member of the enum ``choices`` that ``value`` names.
+    """Return the member of the enum ``choices`` that ``value`` names: itself or its value string.
 
-    ``value`` may be the member itself or its value as a string (``"2020"`` for
-    ``KBFGSVariant.AUTHORS_2020``), so a configuration written to JSON can be fed back. An unknown
-    string raises ``ValueError`` listing the valid ones; anything else raises ``TypeError``.
+    ``"2020"`` names ``KBFGSVariant.AUTHORS_2020``, so a configuration written to JSON can be fed
+    back; an unknown string raises ``ValueError`` listing the valid ones.
     """
     if isinstance(value, choices):
         return value
@@ -186,11 +175,10 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
 
 
 def check_float_dtype(name: str, array, dtype=None):
-    """Return ``array`` after O(1) checks of its kind and dtype (no entry is read).
+    """Return ``array`` after O(1) checks (no entry read): a float64/float32 plain ndarray.
 
-    ``TypeError`` naming ``name`` unless ``array`` is a plain ndarray (not ``numpy.matrix`` or a
-    masked array, whose operators mean other things) of float64 or float32 and, when ``dtype``
-    is given, of exactly that dtype: nothing is cast silently.
+    Not ``numpy.matrix`` or a masked array, whose operators mean other things; of exactly
+    ``dtype`` when given (nothing is cast silently). Every failure is a ``TypeError``.
     """
     module = xp_of(array)
     if type(array) is not module.ndarray:
@@ -208,9 +196,7 @@ def check_float_dtype(name: str, array, dtype=None):
 def check_float_array(name: str, array, dtype=None, ndim: int | None = None, shape=None):
     """Return an input array unchanged after checking kind, dtype, shape and finiteness.
 
-    In order: kind and dtype as :func:`check_float_dtype` (``TypeError``); ``ndim`` dimensions and
-    ``shape`` when given (``ValueError``; ``None`` in ``shape`` matches any length); every entry
-    finite (``ValueError``, the one O(n) check).
+    :func:`check_float_dtype`, :func:`check_shape`, then every entry finite (the one O(n) scan).
     """
     check_float_dtype(name, array, dtype)
     check_shape(name, array, ndim=ndim, shape=shape)
@@ -221,10 +207,7 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None, sha
 
 
 def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
-    """``ValueError`` naming ``name`` unless ``array`` has ``ndim`` dimensions and ``shape``.
-
-    ``None`` as an entry of ``shape`` matches any length on that axis.
-    """
+    """``ValueError`` unless ``array`` has ``ndim`` dimensions and ``shape`` (``None``: any)."""
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
     if shape is not None:
@@ -340,19 +323,17 @@ def check_instance(name: str, value, cls: type):
 def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
     """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype.
 
-    The length is ``dim`` and the dtype ``dtype`` when given (e.g. those of an L-BFGS store).
+    Of length ``dim`` and dtype ``dtype`` when given (e.g. those of an L-BFGS store).
     """
     check_vector("s", s, dim=dim, dtype=dtype)
     check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
 
 
 def check_spd_operator(name: str, A, dim: int, dtype):
-    """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` checked.
+    """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` wrapped.
 
-    A matrix is checked once (:func:`check_square_matrix`, :func:`check_spd`) and returned. A
-    callable is wrapped so that each result is checked as a finite vector of length ``dim`` and
-    dtype ``dtype`` (``"{name} applied to a vector"``); its positive definiteness cannot be
-    checked here.
+    The wrapper checks each result as a finite vector of length ``dim`` and dtype ``dtype``
+    (``"{name} applied to a vector"``); a callable's positive definiteness cannot be checked.
     """
     if not callable(A):
         return check_spd(name, check_square_matrix(name, A, dim, dtype=dtype))

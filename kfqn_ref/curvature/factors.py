@@ -19,10 +19,7 @@ and KFC (Grosse & Martens 2016, §3.1, ``Omega kron Gamma``) a conv layer's bloc
 Only the product ``A kron G`` is determined by the method; the split of the factor ``1/P`` between
 ``A`` and ``G`` is this module's (and KFC's) choice. curvlinops' "expand" puts it on ``A`` instead
 (eq. 15, ``tests/curvature/test_reference_replay.py``).
-
-Inputs must be arrays (NumPy, CuPy; anything with ``shape`` and ``ndim``): a list is refused with
-a ``TypeError`` naming the argument, not converted (the same rule as
-:mod:`kfqn_ref.curvature.kronecker`). Records must hold at least one sample (``N >= 1``).
+Records must be arrays (a list is refused, not converted) holding at least one sample.
 """
 
 from __future__ import annotations

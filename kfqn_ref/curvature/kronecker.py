@@ -14,11 +14,8 @@ linear re-indexing of the entries of ``M`` with
     R(A kron G) = vec(A) vec(G)^T,   ||R(M)||_F = ||M||_F        (hessian-structure.md, eq. 7)
 
 so ``min ||M - A kron G||_F`` is a rank-one approximation problem for ``R(M)``, solved by its SVD.
-
-Inputs: matrices and vectors must be arrays (NumPy, CuPy or ``autograd.numpy`` values, anything
-with ``shape`` and ``ndim``); a list is refused with a ``TypeError`` naming the argument, not
-converted (conversion would pick a dtype and a device for the caller). Shapes ``shape_A``,
-``shape_G`` and the ``shape`` of :func:`unvec` are tuples ``(rows, cols)`` of positive ints.
+Matrices and vectors must be arrays (NumPy, CuPy or ``autograd.numpy`` values; a list is refused,
+not converted); ``shape_A``, ``shape_G`` and ``shape`` are tuples ``(rows, cols)`` of positive ints.
 """
 
 from __future__ import annotations

@@ -24,10 +24,8 @@ with per-sample output gradients ``g_n = dl_n/dh_n``:
 
     dl_n/da_n = W^T g_n,          df/dW~ = (1/N) sum_n g_n a~_n^T          (f = (1/N) sum_n l_n).
 
-A direct ``forward`` checks, in O(1), that ``x`` is a float64/float32 array whose shape fits the
-layer (and a trainable layer's weight: ``weight_shape``, ``x``'s dtype), then calls
-``forward_unchecked``, the core that ``Sequential`` calls after checking ``X`` once per pass.
-Entries are never read here. Errors name the layer, the expected and the received form.
+A direct ``forward`` checks kind, dtype and shape of ``x`` (and of a trainable layer's weight) in
+O(1), never reading an entry, then calls ``forward_unchecked``, the core ``Sequential`` calls.
 
 Equations, shapes and the tests that check them: ``docs/nn.md``.
 """
