@@ -1,10 +1,8 @@
 """K-BFGS and K-BFGS(L): Kronecker-factored quasi-Newton methods for Dense and Conv2d layers.
 
-Sources: Goldfarb, Ren & Bahamou (2020), *Practical Quasi-Newton Methods for Training Deep Neural
-Networks* (arXiv 2006.08877) and their public code [code-2020]; Ren, Bahamou & Goldfarb (2022),
-*Kronecker-factored Quasi-Newton Methods for Deep Learning* (arXiv 2102.06737), their KF-QN-CNN
-configuration [code-cnn] and the ``asdl`` package [asdl]. ``docs/optimizers/kbfgs.md`` writes every
-variant out as equations, names each equation's test and gives every option's source.
+Goldfarb, Ren & Bahamou (2020) and Ren, Bahamou & Goldfarb (2022). ``docs/optimizers/kbfgs.md``
+writes every variant out as equations, names each equation's test and gives the sources
+([code-2020], [code-cnn], [asdl]) of every option.
 
 Per trainable layer (``W~`` of shape ``(d_out, D1)``, records ``a~``, ``h``, ``g``) and step ``k``::
 

@@ -2,11 +2,9 @@
 
 Equations are cited as ``[QN-n]`` from ``docs/derivations/quasi-newton.md`` section 4.
 
-The state is an :class:`LBFGSState` of plain arrays and numbers (ready for a ``state_dict``):
-``S`` and ``Y`` of shape ``(p, d)`` hold the pairs as ROWS, OLDEST FIRST, in rows
-``0 .. count-1``; the remaining rows are zero. The memory size ``p`` is ``S.shape[0]``. When the
-memory is full, appending drops the oldest pair (a sliding window: the first row leaves, the new
-pair becomes the last row).
+The state is an :class:`LBFGSState` of plain arrays and numbers: the pairs are the ROWS
+``0 .. count-1`` of ``S`` and ``Y`` ``(p, d)``, OLDEST FIRST. When the memory ``p`` is full,
+appending drops the oldest pair (a sliding window).
 
 The same matrix ``H`` (the BFGS matrix obtained from ``gamma I`` by the stored pairs, oldest first)
 is applied three ways, kept together by the tests:
