@@ -11,10 +11,8 @@ Every message names the argument, the expected form and what was received. Each 
 the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
 public function reads ``lr = check_positive("lr", lr)`` and then computes.
 
-Where checks live: a public function ``foo`` checks its arguments once, at the edge, and calls its
-core ``foo_unchecked``; the internal calls between trusted pieces call the cores directly (as
-scipy's ``BFGS.update`` calls ``_update_inverse_hessian``). A computed quantity is checked for
-finiteness once per step, where it is produced. ``docs/architecture.md`` lists the edges.
+Where checks live (a public ``foo`` checks once, at the edge; its core ``foo_unchecked`` only
+computes): ``docs/architecture.md``, "Validation".
 """
 
 from __future__ import annotations
@@ -32,9 +30,8 @@ E = TypeVar("E", bound=enum.Enum)
 
 
 class NonFiniteError(ValueError):
-    """A computation on finite inputs produced NaN or Inf (an overflow).
+    """A computation on finite inputs (a forward pass, a loss, a gradient, new weights) overflowed.
 
-    The computation is a forward pass, a loss, a gradient or an optimizer's new weights.
     An optimizer step that raises it is refused and changes nothing.
     """
 
@@ -46,24 +43,18 @@ def describe(value) -> str:
     return f"{name} of dtype {dtype}" if dtype is not None else name
 
 
-# ---------------------------------------------------------------------------------------------
-# Numbers, flags and options
-# ---------------------------------------------------------------------------------------------
+# --- Numbers, flags and options ---
 
 
 def is_int(value) -> bool:
-    """Whether ``value`` is an integer argument: a Python or NumPy integer, but not a ``bool``.
-
-    ``bool`` is an ``int`` subclass in Python; ``True`` as a size or an index is a mistake, not a 1.
-    """
+    """Whether ``value`` is a Python or NumPy integer but not a ``bool`` (``True`` is no size)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` in ``[minimum, maximum]`` (either bound may be absent).
 
-    ``TypeError`` unless ``value`` is an integer (``2.0`` and ``True`` are not), ``ValueError``
-    outside the range.
+    ``2.0`` and ``True`` are not integers (``TypeError``).
     """
     if not is_int(value):
         raise TypeError(f"{name} must be an integer, got {describe(value)} {value!r}")
@@ -79,10 +70,9 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
 
 
 def check_real(name: str, value) -> float:
-    """Return ``value`` as a finite ``float``.
+    """Return ``value``, a real number but not a bool, as a finite ``float``.
 
-    ``TypeError`` unless a real number (not a bool); ``ValueError`` for NaN, Inf, or an integer
-    too large for a float.
+    NaN, Inf and an integer too large for a float are wrong values (``ValueError``).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {describe(value)} {value!r}")
@@ -120,11 +110,7 @@ def check_in_interval(
     closed_low: bool = False,
     closed_high: bool = False,
 ) -> float:
-    """Return ``value`` as a float after checking it lies in the interval from ``low`` to ``high``.
-
-    The ends are open unless ``closed_low`` / ``closed_high``; the message writes the interval in
-    the usual bracket notation, e.g. ``(0, 1]``.
-    """
+    """Return ``value`` as a float in the interval ``low .. high``, open unless ``closed_*``."""
     number = check_real(name, value)
     above = number >= low if closed_low else number > low
     below = number <= high if closed_high else number < high
@@ -142,11 +128,10 @@ def check_bool(name: str, value) -> bool:
 
 
 def check_choice(name: str, value, choices: type[E]) -> E:
-    """Return the member of the enum ``choices`` that ``value`` names.
+    """Return the member of the enum ``choices`` that ``value`` names: itself or its value string.
 
-    ``value`` may be the member itself or its value as a string (``"2020"`` for
-    ``KBFGSVariant.AUTHORS_2020``), so a configuration written to JSON can be fed back. An unknown
-    string raises ``ValueError`` listing the valid ones; anything else raises ``TypeError``.
+    ``"2020"`` names ``KBFGSVariant.AUTHORS_2020``, so a configuration written to JSON can be fed
+    back; an unknown string raises ``ValueError`` listing the valid ones.
     """
     if isinstance(value, choices):
         return value
@@ -173,10 +158,9 @@ def check_generator(name: str, rng) -> np.random.Generator:
 
 
 def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of ``length`` ints ``>= minimum``; ``form`` names the axes.
+    """Return ``value``, a tuple or list of ``length`` ints ``>= minimum``, as a tuple.
 
-    ``TypeError`` unless a tuple or list of integers, ``ValueError`` for the wrong length or an
-    entry below ``minimum``.
+    ``form`` names the axes in the message, e.g. ``"(rows, cols)"``.
     """
     if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
         raise TypeError(f"{name} must be a tuple {form} of ints, got {describe(value)} {value!r}")
@@ -187,17 +171,14 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
     return tuple(int(v) for v in value)
 
 
-# ---------------------------------------------------------------------------------------------
-# Arrays
-# ---------------------------------------------------------------------------------------------
+# --- Arrays ---
 
 
 def check_float_dtype(name: str, array, dtype=None):
-    """Return ``array`` after O(1) checks of its kind and dtype (no entry is read).
+    """Return ``array`` after O(1) checks (no entry read): a float64/float32 plain ndarray.
 
-    ``TypeError`` naming ``name`` unless ``array`` is a plain ndarray (not ``numpy.matrix`` or a
-    masked array, whose operators mean other things) of float64 or float32 and, when ``dtype``
-    is given, of exactly that dtype: nothing is cast silently.
+    Not ``numpy.matrix`` or a masked array, whose operators mean other things; of exactly
+    ``dtype`` when given (nothing is cast silently). Every failure is a ``TypeError``.
     """
     module = xp_of(array)
     if type(array) is not module.ndarray:
@@ -212,31 +193,21 @@ def check_float_dtype(name: str, array, dtype=None):
     return array
 
 
-def check_finite(name: str, array):
-    """Return ``array`` if every entry is finite; else ``ValueError`` (one full scan)."""
+def check_float_array(name: str, array, dtype=None, ndim: int | None = None, shape=None):
+    """Return an input array unchanged after checking kind, dtype, shape and finiteness.
+
+    :func:`check_float_dtype`, :func:`check_shape`, then every entry finite (the one O(n) scan).
+    """
+    check_float_dtype(name, array, dtype)
+    check_shape(name, array, ndim=ndim, shape=shape)
     module = xp_of(array)
     if not bool(module.all(module.isfinite(array))):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
     return array
 
 
-def check_float_array(name: str, array, dtype=None, ndim: int | None = None, shape=None):
-    """Return an input array unchanged after checking kind, dtype, shape and finiteness.
-
-    In order: kind and dtype as :func:`check_float_dtype` (``TypeError``); ``ndim`` dimensions and
-    ``shape`` when given (``ValueError``; ``None`` in ``shape`` matches any length); every entry
-    finite (``ValueError``, the one O(n) check).
-    """
-    check_float_dtype(name, array, dtype)
-    check_shape(name, array, ndim=ndim, shape=shape)
-    return check_finite(name, array)
-
-
 def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
-    """``ValueError`` naming ``name`` unless ``array`` has ``ndim`` dimensions and ``shape``.
-
-    ``None`` as an entry of ``shape`` matches any length on that axis.
-    """
+    """``ValueError`` unless ``array`` has ``ndim`` dimensions and ``shape`` (``None``: any)."""
     if ndim is not None and array.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
     if shape is not None:
@@ -244,7 +215,8 @@ def check_shape(name: str, array, ndim: int | None = None, shape=None) -> None:
             want is None or want == got for want, got in zip(shape, array.shape, strict=False)
         )
         if not fits:
-            expected = "(" + ", ".join("any" if n is None else str(n) for n in shape) + ")"
+            entries = ["any" if n is None else str(n) for n in shape]
+            expected = f"({', '.join(entries)}{',' if len(entries) == 1 else ''})"  # (3,) as Python
             raise ValueError(f"{name} must have shape {expected}, got {tuple(array.shape)}")
 
 
@@ -287,7 +259,7 @@ def check_spd(name: str, A):
 def check_array_like(name: str, array):
     """Return ``array`` if it has ``shape`` and ``ndim`` (NumPy, CuPy or an autograd value).
 
-    ``TypeError`` for lists, tuples, scalars and ``None``: nothing is converted silently.
+    Lists, tuples, scalars and ``None`` are not converted silently (``TypeError``).
     """
     if not (hasattr(array, "shape") and hasattr(array, "ndim")):
         raise TypeError(
@@ -310,11 +282,7 @@ def check_computed_finite(name: str, array) -> None:
 
 
 def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair.
-
-    ``TypeError`` unless an integer or a tuple/list of integers, ``ValueError`` for a length other
-    than 2 or an entry below ``minimum``.
-    """
+    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair."""
     pair = (value, value) if is_int(value) else value
     form = f"an int >= {minimum} or a pair (h, w) of such ints"
     if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
@@ -355,19 +323,17 @@ def check_instance(name: str, value, cls: type):
 def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
     """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype.
 
-    The length is ``dim`` and the dtype ``dtype`` when given (e.g. those of an L-BFGS store).
+    Of length ``dim`` and dtype ``dtype`` when given (e.g. those of an L-BFGS store).
     """
     check_vector("s", s, dim=dim, dtype=dtype)
     check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
 
 
 def check_spd_operator(name: str, A, dim: int, dtype):
-    """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` checked.
+    """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` wrapped.
 
-    A matrix is checked once (:func:`check_square_matrix`, :func:`check_spd`) and returned. A
-    callable is wrapped so that each result is checked as a finite vector of length ``dim`` and
-    dtype ``dtype`` (``"{name} applied to a vector"``); its positive definiteness cannot be
-    checked here.
+    The wrapper checks each result as a finite vector of length ``dim`` and dtype ``dtype``
+    (``"{name} applied to a vector"``); a callable's positive definiteness cannot be checked.
     """
     if not callable(A):
         return check_spd(name, check_square_matrix(name, A, dim, dtype=dtype))

@@ -54,10 +54,8 @@ def use_numpy() -> None:
 def use_cupy() -> None:
     """Select CuPy as the array module.
 
-    Raises
-    ------
-    ImportError
-        If CuPy is not installed (``pip install 'kfqn-ref[cupy]'``) or no CUDA device is usable.
+    ``ImportError`` if CuPy is not installed (``pip install 'kfqn-ref[cupy]'``) or no CUDA device
+    is usable.
     """
     global _current_module
     try:
@@ -109,14 +107,8 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     The file is opened here and closed on every path, also when it is not a valid archive
     (``np.load`` given a path leaks its handle then); ``archive[key]`` reads the whole member, so
-    the returned arrays do not depend on the closed file.
-
-    Raises
-    ------
-    ValueError
-        If the file holds a single ``.npy`` array, an object array, or is not a valid archive.
-    OSError
-        If the file cannot be opened.
+    the returned arrays do not depend on the closed file. ``ValueError`` if the file holds a single
+    ``.npy`` array, an object array, or is not a valid archive; ``OSError`` if it cannot be opened.
     """
     with open(path, "rb") as file:
         archive = np.load(file, allow_pickle=False)
@@ -127,12 +119,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def resolve_dtype(dtype: DTypeLike = None) -> np.dtype:
-    """Return the validated floating dtype; ``None`` means the default, float64.
+    """Return the validated floating dtype (float64 or float32, else ``TypeError``).
 
-    Raises
-    ------
-    TypeError
-        If ``dtype`` is not float64 or float32.
+    ``None`` means the default, float64.
     """
     if dtype is None:
         return DEFAULT_DTYPE

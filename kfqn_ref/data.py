@@ -146,23 +146,17 @@ def load_npz(
 
     Inputs are converted to ``dtype`` (float64 by default); integer targets (class indices) are
     kept as integers, floating targets converted to ``dtype``. Files are read with
-    ``allow_pickle=False``.
-
-    Raises
-    ------
-    ValueError
-        If the file cannot be read, a key is missing, the sample counts differ, or an entry is
-        not finite.
+    ``allow_pickle=False``. ``ValueError`` if the file cannot be read, a key is missing, the
+    sample counts differ, or an entry is not finite.
     """
     try:
         X, T = _read_npz_arrays(path, x_key, t_key)
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
         raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
     resolved = backend.resolve_dtype(dtype)
-    if X.dtype.kind not in "fiu":
-        raise ValueError(f"{x_key} must hold numbers, got dtype {X.dtype}")
-    if T.dtype.kind not in "fiu":
-        raise ValueError(f"{t_key} must hold numbers, got dtype {T.dtype}")
+    for key, array in ((x_key, X), (t_key, T)):
+        if array.dtype.kind not in "fiu":
+            raise ValueError(f"{key} must hold numbers, got dtype {array.dtype}")
     if X.ndim < 2 or T.ndim < 1 or X.shape[0] != T.shape[0]:
         raise ValueError(
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "

@@ -19,10 +19,7 @@ and KFC (Grosse & Martens 2016, §3.1, ``Omega kron Gamma``) a conv layer's bloc
 Only the product ``A kron G`` is determined by the method; the split of the factor ``1/P`` between
 ``A`` and ``G`` is this module's (and KFC's) choice. curvlinops' "expand" puts it on ``A`` instead
 (eq. 15, ``tests/curvature/test_reference_replay.py``).
-
-Inputs must be arrays (NumPy, CuPy; anything with ``shape`` and ``ndim``): a list is refused with
-a ``TypeError`` naming the argument, not converted (the same rule as
-:mod:`kfqn_ref.curvature.kronecker`). Records must hold at least one sample (``N >= 1``).
+Records must be arrays (a list is refused, not converted) holding at least one sample.
 """
 
 from __future__ import annotations
@@ -208,23 +205,10 @@ def kfac_factors(
     (:class:`FisherType`). For ``TYPE2`` every column of ``loss.output_hessian_sqrt`` is propagated
     and their outer products are summed.
 
-    Parameters
-    ----------
-    model:
-        A :class:`kfqn_ref.nn.Sequential`.
-    forward_pass:
-        ``model.forward_pass(X)`` on the minibatch.
-    T:
-        The minibatch targets (used by ``EMPIRICAL`` and ``TYPE2``; ignored by ``MONTE_CARLO``).
-    fisher:
-        A :class:`FisherType` (or its value string).
-    rng:
-        ``numpy.random.Generator`` or integer seed; required for ``MONTE_CARLO``.
-
-    Returns
-    -------
-    One :class:`KroneckerFactors` per trainable layer, in network order.
-
+    ``forward_pass``: ``model.forward_pass(X)`` on the minibatch; ``T``: its targets (used by
+    ``EMPIRICAL`` and ``TYPE2``, ignored by ``MONTE_CARLO``); ``fisher``: a :class:`FisherType` or
+    its value; ``rng``: a ``numpy.random.Generator`` or an integer seed, required for
+    ``MONTE_CARLO``. Returns one :class:`KroneckerFactors` per trainable layer, in network order.
     """
     fisher = check_choice("fisher", fisher, FisherType)
     if fisher is FisherType.MONTE_CARLO:

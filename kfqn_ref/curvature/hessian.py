@@ -18,11 +18,7 @@ conv ``h_n`` as in the records, ``(P, c_out)`` (``P`` output positions) flattene
 index ``p c_out + c`` for position ``p`` (``p = i W_out + j``) and channel ``c``. Block
 ``(p, p')`` of size ``c_out x c_out`` is ``d2 l_n / dh_{n,p} dh_{n,p'}``.
 
-Size limit
-----------
-An explicit ``n x n`` Hessian needs ``n^2`` floats and ``n`` reverse passes through the gradient's
-graph; every routine refuses a matrix side above :data:`MAX_EXPLICIT_PARAMETERS` with a
-``ValueError`` that says to use Hessian-vector products or the Kronecker factors instead.
+Every routine refuses a matrix side above :data:`MAX_EXPLICIT_PARAMETERS` (``ValueError``).
 
 ``layer`` arguments index ``model.layers`` (every entry, trainable or not) and must name a
 trainable layer (:func:`trainable_position`).

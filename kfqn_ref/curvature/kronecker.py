@@ -14,11 +14,8 @@ linear re-indexing of the entries of ``M`` with
     R(A kron G) = vec(A) vec(G)^T,   ||R(M)||_F = ||M||_F        (hessian-structure.md, eq. 7)
 
 so ``min ||M - A kron G||_F`` is a rank-one approximation problem for ``R(M)``, solved by its SVD.
-
-Inputs: matrices and vectors must be arrays (NumPy, CuPy or ``autograd.numpy`` values, anything
-with ``shape`` and ``ndim``); a list is refused with a ``TypeError`` naming the argument, not
-converted (conversion would pick a dtype and a device for the caller). Shapes ``shape_A``,
-``shape_G`` and the ``shape`` of :func:`unvec` are tuples ``(rows, cols)`` of positive ints.
+Matrices and vectors must be arrays (NumPy, CuPy or ``autograd.numpy`` values; a list is refused,
+not converted); ``shape_A``, ``shape_G`` and ``shape`` are tuples ``(rows, cols)`` of positive ints.
 """
 
 from __future__ import annotations
@@ -105,12 +102,6 @@ def rearrange(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> A
             f"M must have shape (m1 m2, n1 n2) = {(m1 * m2, n1 * n2)} for factors of shapes "
             f"shape_A {shape_A} and shape_G {shape_G}, got {tuple(M.shape)}"
         )
-    return rearrange_unchecked(M, shape_A, shape_G)
-
-
-def rearrange_unchecked(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> Array:
-    """As :func:`rearrange`, without argument checks (for trusted callers)."""
-    (m1, n1), (m2, n2) = shape_A, shape_G
     blocks = M.reshape(m1, m2, n1, n2)  # blocks[i, k, j, l] = M[i m2 + k, j n2 + l]
     return blocks.transpose(2, 0, 3, 1).reshape(n1 * m1, n2 * m2)
 
@@ -118,20 +109,12 @@ def rearrange_unchecked(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, 
 class NearestKronecker(NamedTuple):
     """Result of :func:`nearest_kronecker`.
 
-    Attributes
-    ----------
-    A, G:
-        The factors of the nearest Kronecker product ``A kron G`` in the Frobenius norm, scaled
-        so that ``||A||_F = ||G||_F`` and the entry of ``A`` largest in magnitude is positive.
-    relative_error:
-        ``||M - A kron G||_F / ||M||_F = sqrt(sum_{k>1} s_k^2 / sum_k s_k^2)`` (eq. 8); 0 for
-        ``M = 0``.
-    kronecker_rank:
-        The number of singular values of ``R(M)`` above ``rank_rtol * s_1``: the least number of
-        Kronecker products whose sum is ``M`` (to that tolerance).
-    singular_values:
-        All singular values ``s_1 >= s_2 >= ...`` of ``R(M)``.
-
+    ``A, G``: the factors of the nearest ``A kron G`` in the Frobenius norm, scaled so that
+    ``||A||_F = ||G||_F`` and the entry of ``A`` largest in magnitude is positive.
+    ``relative_error``: ``||M - A kron G||_F / ||M||_F = sqrt(sum_{k>1} s_k^2 / sum_k s_k^2)``
+    (eq. 8; 0 for ``M = 0``). ``kronecker_rank``: the number of singular values of ``R(M)`` above
+    ``rank_rtol * s_1``, the least number of Kronecker products whose sum is ``M`` (to that
+    tolerance). ``singular_values``: all of them, ``s_1 >= s_2 >= ...``.
     """
 
     A: np.ndarray
@@ -170,15 +153,9 @@ def nearest_kronecker(
     With the SVD ``R(M) = sum_k s_k u_k v_k^T`` of the rearrangement (eq. 7), the minimiser of
     ``||M - A kron G||_F`` is ``vec(A) = sqrt(s_1) u_1``, ``vec(G) = sqrt(s_1) v_1`` (eq. 8).
 
-    Parameters
-    ----------
-    M:
-        ``(m1 m2, n1 n2)`` matrix.
-    shape_A, shape_G:
-        ``(m1, n1)`` and ``(m2, n2)``, the shapes of the factors.
-    rank_rtol:
-        Relative tolerance for the Kronecker rank (singular values ``> rank_rtol * s_1`` count);
-        default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule.
+    ``M``: ``(m1 m2, n1 n2)``; ``shape_A, shape_G``: ``(m1, n1)`` and ``(m2, n2)``, the shapes of
+    the factors; ``rank_rtol``: singular values ``> rank_rtol * s_1`` count towards the Kronecker
+    rank (default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule).
     """
     R = rearrange(M, shape_A, shape_G)  # checks M, shape_A and shape_G
     shape_A, shape_G = tuple(shape_A), tuple(shape_G)

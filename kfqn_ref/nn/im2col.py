@@ -82,12 +82,8 @@ class PatchGeometry:
     def output_size(self, height: int, width: int, where: str | None = None) -> tuple[int, int]:
         """``(H_out, W_out)`` with ``H_out = floor((H + 2 p - d (k - 1) - 1) / s) + 1``.
 
-        Raises
-        ------
-        ValueError
-            If the (dilated) kernel is larger than the padded input; the message names ``where``
-            (default: :attr:`owner`).
-
+        ``ValueError`` naming ``where`` (default: :attr:`owner`) if the (dilated) kernel is larger
+        than the padded input.
         """
         padded = (height + 2 * self.padding[0], width + 2 * self.padding[1])
         span = self.effective_kernel()

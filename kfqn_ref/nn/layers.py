@@ -24,10 +24,8 @@ with per-sample output gradients ``g_n = dl_n/dh_n``:
 
     dl_n/da_n = W^T g_n,          df/dW~ = (1/N) sum_n g_n a~_n^T          (f = (1/N) sum_n l_n).
 
-A direct ``forward`` checks, in O(1), that ``x`` is a float64/float32 array whose shape fits the
-layer (and a trainable layer's weight: ``weight_shape``, ``x``'s dtype), then calls
-``forward_unchecked``, the core that ``Sequential`` calls after checking ``X`` once per pass.
-Entries are never read here. Errors name the layer, the expected and the received form.
+A direct ``forward`` checks kind, dtype and shape of ``x`` (and of a trainable layer's weight) in
+O(1), never reading an entry, then calls ``forward_unchecked``, the core ``Sequential`` calls.
 
 Equations, shapes and the tests that check them: ``docs/nn.md``.
 """
@@ -82,9 +80,7 @@ def sigmoid(x: Array, xp=None) -> Array:
     return sigmoid_pair(x, xp)[0]
 
 
-# --------------------------------------------------------------------------------------------------
-# Base classes
-# --------------------------------------------------------------------------------------------------
+# --- Base classes ---
 
 
 class Layer:
@@ -236,9 +232,7 @@ class TrainableLayer(Layer):
         return AffineBackward(input_gradient=dx, g=g, grad=grad)
 
 
-# --------------------------------------------------------------------------------------------------
-# Dense
-# --------------------------------------------------------------------------------------------------
+# --- Dense ---
 
 
 class Dense(TrainableLayer):
@@ -289,9 +283,7 @@ class Dense(TrainableLayer):
         return rows
 
 
-# --------------------------------------------------------------------------------------------------
-# Conv2d
-# --------------------------------------------------------------------------------------------------
+# --- Conv2d ---
 
 
 class Conv2d(TrainableLayer):
@@ -385,9 +377,7 @@ class Conv2d(TrainableLayer):
         return fold_patches(patches, input_shape, self.geometry)
 
 
-# --------------------------------------------------------------------------------------------------
-# Flatten and pooling
-# --------------------------------------------------------------------------------------------------
+# --- Flatten and pooling ---
 
 
 class Flatten(Layer):
@@ -514,9 +504,7 @@ class AvgPool2d(_Pool2d):
         return fold_patches(d_windows, cache, self.geometry)
 
 
-# --------------------------------------------------------------------------------------------------
-# Activations (elementwise, any shape)
-# --------------------------------------------------------------------------------------------------
+# --- Activations (elementwise, any shape) ---
 
 
 class Activation(Layer):

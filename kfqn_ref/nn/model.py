@@ -99,20 +99,13 @@ def _make_rng(seed) -> np.random.Generator:
 
 
 class Sequential:
-    """A chain of layers followed by a loss.
+    """A chain of layers, applied in order (at least one trainable), followed by a loss.
 
-    Parameters
-    ----------
-    layers : sequence of Layer
-        Applied in order; at least one must be trainable (``Dense`` or ``Conv2d``).
-    loss : Loss
-        Applied to the last layer's output ``z`` ``(N, d_out)``.
-    seed : int >= 0 or numpy.random.Generator
-        ONE ``Generator(PCG64(seed))`` draws the layers' weights in network order, each ``W~`` by
-        ``layer.init_weight`` (``docs/nn.md`` §7). Same seed, same bits.
-    dtype : float64 (default) or float32
-        The dtype of the weights and of every array the model accepts (no silent casting).
-
+    ``loss`` is applied to the last layer's output ``z`` ``(N, d_out)``. ``seed`` (an int >= 0 or
+    a ``numpy.random.Generator``): ONE ``Generator(PCG64(seed))`` draws the layers' weights in
+    network order, each ``W~`` by ``layer.init_weight`` (``docs/nn.md`` §7); same seed, same bits.
+    ``dtype`` (float64, the default, or float32): that of the weights and of every array the
+    model accepts (no silent casting).
     """
 
     def __init__(
@@ -180,16 +173,12 @@ class Sequential:
 
     def _check_weight_count(self, weights) -> None:
         """Check for a list or tuple (or autograd's box of one), one entry per trainable layer."""
+        count = len(self.trainable_indices)
+        expected = f"a list of {count} homogeneous matrices [W | b] (one per trainable layer)"
         if not hasattr(weights, "__len__") or hasattr(weights, "shape"):
-            raise TypeError(
-                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
-                f"[W | b] (one per trainable layer), got {type(weights).__name__}"
-            )
-        if len(weights) != len(self.trainable_indices):
-            raise ValueError(
-                f"weights must be a list of {len(self.trainable_indices)} homogeneous matrices "
-                f"[W | b] (one per trainable layer), got {len(weights)}"
-            )
+            raise TypeError(f"weights must be {expected}, got {type(weights).__name__}")
+        if len(weights) != count:
+            raise ValueError(f"weights must be {expected}, got {len(weights)}")
 
     def _check_weight_shapes(self, weights) -> None:
         """Check the shapes only (``weights`` may be autograd boxes); after the count check."""
@@ -271,13 +260,7 @@ class Sequential:
             x, cache = layer.forward_unchecked(*arguments)
             caches.append(cache)
         check_computed_finite("network output z", x)
-        return ForwardPass(
-            z=x,
-            caches=tuple(caches),
-            weights=weights,
-            trainable_indices=self.trainable_indices,
-            layers=self.layers,
-        )
+        return ForwardPass(x, tuple(caches), weights, self.trainable_indices, self.layers)
 
     def backward_pass(
         self, forward_pass: ForwardPass, output_gradients: Array, weight_gradients: bool = True

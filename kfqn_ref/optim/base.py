@@ -131,14 +131,10 @@ class Optimizer(abc.ABC):
     def step(self, X: Array, T: Array) -> float:
         """Take one optimisation step on the minibatch ``(X, T)``; return the loss before it.
 
-        Raises
-        ------
-        ValueError, TypeError
-            For a minibatch the model rejects (shapes, dtypes, NaN/Inf, targets outside the
-            loss's domain), or if ``X`` and ``T`` hold different numbers of samples.
-        NonFiniteError
-            If the loss, a gradient, the new weights or a new state array are not finite.
-            Weights and state are then unchanged.
+        ``ValueError`` / ``TypeError`` for a minibatch the model rejects (shapes, dtypes, NaN/Inf,
+        targets outside the loss's domain, different sample counts in ``X`` and ``T``);
+        :class:`NonFiniteError` if the loss, a gradient, the new weights or a new state array are
+        not finite. Weights and state are unchanged whenever it raises.
         """
         _check_batch(X, T)
         saved_weights = self.model.weights()
@@ -163,16 +159,11 @@ class Optimizer(abc.ABC):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore a :meth:`state_dict`; validate everything before changing anything.
 
-        Raises
-        ------
-        TypeError
-            If ``state`` is not a dict.
-        ValueError
-            If the dict comes from another optimizer class, configuration or model shape, misses
-            entries or holds entries this optimizer does not have, holds non-finite numbers, a
-            negative ``step_count``, or a value outside the range its state class declares
-            (``check_loaded``, e.g. an L-BFGS ``count`` above the memory or a ``gamma <= 0``).
-            The message names the entry; nothing is changed.
+        ``TypeError`` if ``state`` is not a dict; ``ValueError``, naming the entry, if it comes
+        from another optimizer class, configuration or model shape, misses entries or holds ones
+        this optimizer does not have, holds non-finite numbers, a negative ``step_count``, or a
+        value outside the range its state class declares (``check_loaded``, e.g. an L-BFGS
+        ``count`` above the memory or a ``gamma <= 0``). A rejected dict changes nothing.
         """
         weights, new_state, step_count = state_io.read_optimizer_state(self, state)
         self.model.set_weights(weights)

@@ -11,19 +11,8 @@ per layer and elementwise; squares, square roots and divisions of matrices are e
 
 The helpers :class:`MomentumForm`, :func:`momentum_update`, :func:`regularised_gradients` and
 :func:`apply_steps` are shared with the Kronecker-factored baselines (``kfac.py``, ``shampoo.py``).
-
-References
-----------
-* Polyak (1964), "Some methods of speeding up the convergence of iteration methods" — heavy ball.
-* Sutskever, Martens, Dahl & Hinton (2013), "On the importance of initialization and momentum in
-  deep learning", ICML — momentum 0.9, Nesterov's accelerated gradient as a momentum method.
-* Kingma & Ba (2015), "Adam: A method for stochastic optimization", ICLR — Algorithm 1 and its
-  defaults.
-* Tieleman & Hinton (2012), COURSERA "Neural Networks for Machine Learning", lecture 6.5 — RMSprop.
-* ``torch.optim.SGD`` / ``torch.optim.RMSprop`` (PyTorch 2.x) — the formulation and defaults used
-  for SGD and RMSprop, so that runs are comparable with the usual PyTorch baselines.
-* [code-2020]: github renyiryry/kbfgs_neurips2020_public, ``training_function.py``.
-
+Each option's default and its source, the references and the tests of every equation:
+``docs/optimizers/baselines.md``.
 """
 
 from __future__ import annotations
@@ -44,9 +33,7 @@ from kfqn_ref.optim.base import (
 )
 from kfqn_ref.optim.state_io import check_non_negative_entry
 
-# --------------------------------------------------------------------------------------------
-# Shared pieces.
-# --------------------------------------------------------------------------------------------
+# --- Shared pieces ---
 
 
 class MomentumForm(enum.Enum):
@@ -114,25 +101,15 @@ def zeros_like_weights(model) -> tuple[Array, ...]:
     return tuple(backend.xp_of(w).zeros_like(w) for w in model.weights())
 
 
-# --------------------------------------------------------------------------------------------
-# SGD with momentum.
-# --------------------------------------------------------------------------------------------
+# --- SGD with momentum ---
 
 
 @dataclasses.dataclass(frozen=True)
 class SGDMomentumConfig:
-    """Options of :class:`SGDMomentum` (defaults and their sources).
+    """Options of :class:`SGDMomentum` (defaults and sources: ``docs/optimizers/baselines.md``).
 
-    lr : float > 0
-        Learning rate ``alpha``; 1e-3 is the ``torch.optim.SGD`` default.
-    momentum : float in [0, 1)
-        ``mu``; 0.9 as in Sutskever et al. (2013) and the K-BFGS papers' baselines.
-    weight_decay : float >= 0
-        ``tau`` of the coupled L2 term; 0 (``torch.optim.SGD``).
-    nesterov : bool
-        Use Nesterov's look-ahead (Sutskever et al. 2013); False (``torch.optim.SGD``).
-    form : MomentumForm
-        How the buffer accumulates; ``HEAVY_BALL`` (``torch.optim.SGD``, ``dampening=0``).
+    ``lr > 0`` (``alpha``), ``momentum`` in ``[0, 1)`` (``mu``), ``weight_decay >= 0`` (``tau``),
+    ``nesterov`` (Nesterov's look-ahead), ``form`` (how the buffer accumulates).
     """
 
     lr: float = 1e-3
@@ -192,23 +169,15 @@ class SGDMomentum(Optimizer):
         return loss, SGDMomentumState(velocity=velocity)
 
 
-# --------------------------------------------------------------------------------------------
-# Adam.
-# --------------------------------------------------------------------------------------------
+# --- Adam ---
 
 
 @dataclasses.dataclass(frozen=True)
 class AdamConfig:
-    """Options of :class:`Adam`; defaults: Kingma & Ba (2015), Algorithm 1, "good default settings".
+    """Options of :class:`Adam` (defaults and sources: ``docs/optimizers/baselines.md``).
 
-    lr : float > 0
-        Step size ``alpha`` = 1e-3.
-    beta1, beta2 : float in [0, 1)
-        Decay rates of the first and second moment estimates, 0.9 and 0.999.
-    eps : float > 0
-        ``epsilon`` = 1e-8, added to ``sqrt(v_hat)``.
-    weight_decay : float >= 0
-        ``tau`` of the coupled L2 term (``torch.optim.Adam``); 0.
+    ``lr > 0`` (``alpha``); ``beta1, beta2`` in ``[0, 1)``, the decay rates of the two moment
+    estimates; ``eps > 0``, added to ``sqrt(v_hat)``; ``weight_decay >= 0`` (``tau``).
     """
 
     lr: float = 1e-3
@@ -288,25 +257,16 @@ def _adam_direction(m, v, cfg: AdamConfig, t: int):
     return m_hat / (xp.sqrt(v_hat) + cfg.eps)
 
 
-# --------------------------------------------------------------------------------------------
-# RMSprop.
-# --------------------------------------------------------------------------------------------
+# --- RMSprop ---
 
 
 @dataclasses.dataclass(frozen=True)
 class RMSpropConfig:
-    """Options of :class:`RMSprop`; defaults are those of ``torch.optim.RMSprop``.
+    """Options of :class:`RMSprop` (defaults and sources: ``docs/optimizers/baselines.md``).
 
-    lr : float > 0
-        Learning rate ``alpha`` = 1e-2.
-    decay : float in [0, 1)
-        ``rho``, the decay of the running mean square (``alpha`` in PyTorch) = 0.99.
-    eps : float > 0
-        Added to the root mean square, 1e-8.
-    momentum : float in [0, 1)
-        ``mu`` of the heavy-ball buffer on the scaled gradient, 0.
-    weight_decay : float >= 0
-        ``tau`` of the coupled L2 term, 0.
+    ``lr > 0`` (``alpha``); ``decay`` in ``[0, 1)``, ``rho`` of the running mean square;
+    ``eps > 0``, added to its root; ``momentum`` in ``[0, 1)``, ``mu`` of the heavy-ball buffer on
+    the scaled gradient; ``weight_decay >= 0`` (``tau``).
     """
 
     lr: float = 1e-2

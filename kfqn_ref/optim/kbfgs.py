@@ -1,10 +1,8 @@
 """K-BFGS and K-BFGS(L): Kronecker-factored quasi-Newton methods for Dense and Conv2d layers.
 
-Sources: Goldfarb, Ren & Bahamou (2020), *Practical Quasi-Newton Methods for Training Deep Neural
-Networks* (arXiv 2006.08877) and their public code [code-2020]; Ren, Bahamou & Goldfarb (2022),
-*Kronecker-factored Quasi-Newton Methods for Deep Learning* (arXiv 2102.06737), their KF-QN-CNN
-configuration [code-cnn] and the ``asdl`` package [asdl]. ``docs/optimizers/kbfgs.md`` writes every
-variant out as equations, names each equation's test and gives every option's source.
+Goldfarb, Ren & Bahamou (2020) and Ren, Bahamou & Goldfarb (2022). ``docs/optimizers/kbfgs.md``
+writes every variant out as equations, names each equation's test and gives the sources
+([code-2020], [code-cnn], [asdl]) of every option.
 
 Per trainable layer (``W~`` of shape ``(d_out, D1)``, records ``a~``, ``h``, ``g``) and step ``k``::
 
@@ -302,16 +300,10 @@ class _KroneckerBFGS(Optimizer):
         The mean is the authors' running mean ``A <- ((j-1)/j) A + (1/j) A_j``. Returns the number
         of minibatches used.
 
-        Raises
-        ------
-        TypeError
-            If ``inputs`` is one array rather than an iterable of minibatches.
-        ValueError
-            After the first step, with no minibatch, or when no layer keeps a running ``A``
-            (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action).
-        NonFiniteError
-            If a running ``A`` overflows (inputs too large for the dtype). As for a step, nothing
-            is changed: ``A`` and ``a_prepassed`` keep their values.
+        ``TypeError`` if ``inputs`` is one array rather than an iterable of minibatches;
+        ``ValueError`` after the first step, with no minibatch, or when no layer keeps a running
+        ``A`` (memory-light, convergent, and Conv2d layers in 2022 use the minibatch action);
+        :class:`NonFiniteError` if a running ``A`` overflows. Nothing is changed when it raises.
         """
         if hasattr(inputs, "shape"):
             raise TypeError(

@@ -22,7 +22,7 @@ from kfqn_ref import backend, quasi_newton
 from kfqn_ref.backend import Array
 from kfqn_ref.curvature.factors import kbfgs_minibatch_action_unchecked
 from kfqn_ref.optim.state_io import check_loaded_store
-from kfqn_ref.quasi_newton import GammaRule, LBFGSState, SkipReason
+from kfqn_ref.quasi_newton import LBFGSState, SkipReason
 from kfqn_ref.quasi_newton.bfgs import bfgs_inverse_update_unchecked, hessian_action_pair_unchecked
 from kfqn_ref.quasi_newton.convergent import convergent_damping_unchecked
 from kfqn_ref.quasi_newton.damping import (
@@ -112,9 +112,7 @@ class PairDiagnostics(NamedTuple):
     a_update: SkipReason
 
 
-# ---------------------------------------------------------------------------------------------
-# Shapes and means
-# ---------------------------------------------------------------------------------------------
+# --- Shapes and means ---
 
 
 def position_count(a: Array) -> int:
@@ -127,9 +125,7 @@ def sample_position_mean(x: Array) -> Array:
     return x.reshape(-1, x.shape[-1]).mean(axis=0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Applying a factor (dense matrix or limited-memory store)
-# ---------------------------------------------------------------------------------------------
+# --- Applying a factor (dense matrix or limited-memory store) ---
 
 
 def apply_factor(H: Array | LBFGSState, V: Array) -> Array:
@@ -162,9 +158,7 @@ def precondition(H_g: Array | LBFGSState, M: Array, H_a: Array | LBFGSState) -> 
     return left @ H_a
 
 
-# ---------------------------------------------------------------------------------------------
-# The input-side (A) factor
-# ---------------------------------------------------------------------------------------------
+# --- The input-side (A) factor ---
 
 
 def ema_input_factor(A: Array, a_batch_factor: Array, decay: float) -> Array:
@@ -222,14 +216,8 @@ def update_input_factor(
         damped = convergent_damping_unchecked(s_a, y_a, gamma=H_a.gamma, mu1=mu1, mu2=lambda_A)
         s_a, y_a = damped.s, damped.y
     if isinstance(H_a, LBFGSState):
-        result = lbfgs_append_unchecked(
-            H_a,
-            s_a,
-            y_a,
-            gbar_norm=0.0,
-            relative_threshold=skip_threshold,
-            gamma_rule=GammaRule.FIXED,
-        )
+        # gbar_norm = 0 (accepted iff s^T y > 0) and a fixed gamma: the core's defaults
+        result = lbfgs_append_unchecked(H_a, s_a, y_a, relative_threshold=skip_threshold)
         return result.state, s_a, y_a, result.reason
     xp = backend.xp_of(abar)
     result = bfgs_inverse_update_unchecked(
@@ -242,9 +230,7 @@ def update_input_factor(
     return result.H, s_a, y_a, result.reason
 
 
-# ---------------------------------------------------------------------------------------------
-# The output-side (G) factor
-# ---------------------------------------------------------------------------------------------
+# --- The output-side (G) factor ---
 
 
 def lost_positive_definiteness(H_g: Array | LBFGSState, y: Array) -> bool:
@@ -299,13 +285,8 @@ def update_output_factor(
     xp = backend.xp_of(gbar)
     gbar_norm = 0.0 if variant is KBFGSVariant.CONVERGENT else float(xp.linalg.norm(gbar))
     if isinstance(H_g, LBFGSState):
-        result = lbfgs_append_unchecked(
-            H_g,
-            s,
-            y,
-            gbar_norm=gbar_norm,
-            relative_threshold=skip_threshold,
-            gamma_rule=GammaRule.FIXED,
+        result = lbfgs_append_unchecked(  # gamma stays fixed (the core's default)
+            H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold
         )
         return result.state, result.reason
     result = bfgs_inverse_update_unchecked(

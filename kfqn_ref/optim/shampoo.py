@@ -5,17 +5,8 @@ columns, each the sum of the gradient's outer products, and preconditions the gr
 sides with their inverse fourth roots (Gupta et al. 2018, Algorithm 1). Here each trainable layer's
 parameter is ``W~ = [W | b]`` (``docs/conventions.md`` §3): ``(d_out, d_in + 1)`` for Dense and
 ``(c_out, c_in k_h k_w + 1)`` for Conv2d (the kernel flattened to a matrix, the K-BFGS authors'
-"filterFlattening" Shampoo baseline).
-
-References
-----------
-* Gupta, Koren & Singer (2018), "Shampoo: Preconditioned stochastic tensor optimization", ICML,
-  Algorithm 1 (matrix case: ``L_0 = eps I``, ``R_0 = eps I``, exponent ``-1/4``).
-* Anil, Gupta, Koren, Regan & Singer (2020), "Scalable second order optimization for deep
-  learning", arXiv 2002.09018 — computing the roots only every few steps.
-* moskomule/shampoo.pytorch (the widely used PyTorch port): defaults ``lr = 0.1``,
-  ``epsilon = 1e-4``, ``momentum = 0``, ``update_freq = 1``; roots from a matrix decomposition.
-
+"filterFlattening" Shampoo baseline). The defaults and their sources, the references and the
+test: ``docs/optimizers/baselines.md``, Shampoo.
 """
 
 from __future__ import annotations
@@ -43,23 +34,11 @@ MATRIX_ROOT = 4
 
 @dataclasses.dataclass(frozen=True)
 class ShampooConfig:
-    """Options of :class:`Shampoo` (defaults and their sources).
+    """Options of :class:`Shampoo` (defaults and sources: ``docs/optimizers/baselines.md``).
 
-    lr : float > 0
-        Learning rate ``eta``; 0.1 (moskomule/shampoo.pytorch).
-    eps : float > 0
-        ``L_0 = eps I``, ``R_0 = eps I`` (Gupta et al. 2018, Algorithm 1); 1e-4
-        (moskomule/shampoo.pytorch).
-    root_interval : int >= 1
-        The inverse roots are recomputed every ``root_interval`` steps; 1 (Algorithm 1 recomputes
-        them at every step; Anil et al. 2020 amortise them).
-    momentum : float in [0, 1)
-        ``mu`` of the momentum on the gradient; 0 (Algorithm 1 has none).
-    momentum_form : MomentumForm
-        ``AVERAGE`` (``m <- mu m + (1 - mu) d``), the K-BFGS authors' convention for the momentum
-        of their preconditioned baselines [code-2020].
-    weight_decay : float >= 0
-        ``tau`` of the coupled L2 term; 0.
+    ``lr > 0`` (``eta``); ``eps > 0`` (``L_0 = R_0 = eps I``); ``root_interval >= 1``, the steps
+    between recomputations of the inverse roots; ``momentum`` in ``[0, 1)`` (``mu``) and
+    ``momentum_form``, the momentum on the gradient; ``weight_decay >= 0`` (``tau``).
     """
 
     lr: float = 0.1

@@ -71,28 +71,27 @@ def _rebuild(node, values: list):
     return list(values)
 
 
+#: Scalar leaves: (template types, accepted dtype kinds, how a message names them, conversion).
+#: ``bool`` comes first: it is an ``int`` subclass.
+_SCALAR_LEAVES = (
+    (bool | np.bool_, "b", "a boolean", bool),
+    (int | np.integer, "iu", "an integer", int),
+    (float | np.floating, "f", "a float", float),
+)
+
+
 def _leaf_like(template, stored: np.ndarray, key: str):
-    """Convert a stored array to the template leaf's type, checking shape and dtype."""
-    if isinstance(template, bool | np.bool_):
-        if stored.shape != () or stored.dtype.kind != "b":
-            raise ValueError(
-                f"state entry {key!r} must be a boolean scalar, got {stored.dtype}{stored.shape}"
-            )
-        return bool(stored)
-    if isinstance(template, int | np.integer):
-        if stored.shape != () or stored.dtype.kind not in "iu":
-            raise ValueError(
-                f"state entry {key!r} must be an integer scalar, got {stored.dtype}{stored.shape}"
-            )
-        return int(stored)
-    if isinstance(template, float | np.floating):
-        if stored.shape != () or stored.dtype.kind != "f":
-            raise ValueError(
-                f"state entry {key!r} must be a float scalar, got {stored.dtype}{stored.shape}"
-            )
-        if not np.isfinite(stored):
-            raise ValueError(f"state entry {key!r} must be finite, got {stored}")
-        return float(stored)
+    """Convert a stored array to the template leaf's type, checking shape, dtype, finiteness."""
+    for types, kinds, kind_name, convert in _SCALAR_LEAVES:
+        if isinstance(template, types):
+            if stored.shape != () or stored.dtype.kind not in kinds:
+                raise ValueError(
+                    f"state entry {key!r} must be {kind_name} scalar, "
+                    f"got {stored.dtype}{stored.shape}"
+                )
+            if kinds == "f" and not np.isfinite(stored):
+                raise ValueError(f"state entry {key!r} must be finite, got {stored}")
+            return convert(stored)
     template_shape = tuple(template.shape)
     if stored.shape != template_shape or stored.dtype != template.dtype:
         raise ValueError(

@@ -49,9 +49,7 @@ AUTHORS_RELATIVE_THRESHOLD = 1e-4
 class SkipReason(enum.Enum):
     """Why a BFGS update (or an L-BFGS append) was skipped; ``NONE`` when it was applied.
 
-    The authors' ``get_BFGS_formula`` returns integer statuses; the correspondence is
-    ``0 -> NONE``, ``1 -> NON_POSITIVE_CURVATURE``, ``2 -> BELOW_RELATIVE_THRESHOLD``,
-    ``4 -> NON_FINITE_RESULT``.
+    The authors' integer statuses for the same cases: ``docs/derivations/quasi-newton.md`` [QN-5].
     """
 
     NONE = "none"
@@ -93,9 +91,7 @@ class CurvaturePair(NamedTuple):
     y: object
 
 
-# ---------------------------------------------------------------------------------------------
-# Skip rule
-# ---------------------------------------------------------------------------------------------
+# --- Skip rule ---
 
 
 def curvature_skip_reason(
@@ -142,9 +138,7 @@ def curvature_skip_reason_unchecked(
     return SkipReason.NONE
 
 
-# ---------------------------------------------------------------------------------------------
-# BFGS updates
-# ---------------------------------------------------------------------------------------------
+# --- BFGS updates ---
 
 
 def bfgs_inverse_formula(H: Array, s: Array, y: Array) -> Array:
@@ -230,24 +224,10 @@ def bfgs_direct_update(
     :func:`bfgs_inverse_update`, and ``B+ = (H+)^{-1}`` when ``B = H^{-1}`` [QN-7].
     Shapes: ``B (d, d)`` SPD, ``s, y (d,)``. Returns ``DirectBFGSUpdate(B, updated, reason)``.
     """
-    check_curvature_pair(s, y)
-    check_spd("B", check_square_matrix("B", B, s.shape[0], dtype=s.dtype))
-    return bfgs_direct_update_unchecked(
-        B,
-        s,
-        y,
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-    )
-
-
-def bfgs_direct_update_unchecked(
-    B: Array, s: Array, y: Array, *, gbar_norm: float, relative_threshold: float
-) -> DirectBFGSUpdate:
-    """As :func:`bfgs_direct_update`, without argument checks (for trusted callers)."""
-    reason = curvature_skip_reason_unchecked(
+    reason = curvature_skip_reason(  # checks s, y and the skip rule's parameters
         s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold
     )
+    check_spd("B", check_square_matrix("B", B, s.shape[0], dtype=s.dtype))
     if reason is not SkipReason.NONE:
         return DirectBFGSUpdate(B, False, reason)
     xp = xp_of(B, s, y)
@@ -259,9 +239,7 @@ def bfgs_direct_update_unchecked(
     return DirectBFGSUpdate(B_new, True, SkipReason.NONE)
 
 
-# ---------------------------------------------------------------------------------------------
-# Hessian-action BFGS
-# ---------------------------------------------------------------------------------------------
+# --- Hessian-action BFGS ---
 
 
 def apply_operator(A: Array | Callable, u: Array) -> Array:

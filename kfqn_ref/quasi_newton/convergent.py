@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 from kfqn_ref._checks import check_curvature_pair, check_in_interval, check_int, check_positive
 from kfqn_ref.backend import Array
-from kfqn_ref.quasi_newton.bfgs import AUTHORS_RELATIVE_THRESHOLD
 from kfqn_ref.quasi_newton.damping import (
     AUTHORS_MU1,
     DoubleDampedPair,
@@ -31,7 +30,6 @@ from kfqn_ref.quasi_newton.damping import (
     powell_damping_unchecked,
 )
 from kfqn_ref.quasi_newton.lbfgs import (
-    GammaRule,
     LBFGSAppend,
     LBFGSState,
     check_lbfgs_state,
@@ -114,13 +112,10 @@ def convergent_damping(
     LM step acted, always).
     """
     check_curvature_pair(s, y)
-    return convergent_damping_unchecked(
-        s,
-        y,
-        gamma=check_positive("gamma", gamma),
-        mu2=check_positive("mu2", mu2),
-        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
-    )
+    gamma = check_positive("gamma", gamma)
+    mu2 = check_positive("mu2", mu2)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    return convergent_damping_unchecked(s, y, gamma=gamma, mu2=mu2, mu1=mu1)
 
 
 def convergent_damping_unchecked(
@@ -142,21 +137,10 @@ def convergent_lbfgs_append(
     """
     check_lbfgs_state(state)
     check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)
-    pair = convergent_damping_unchecked(
-        s,
-        y,
-        gamma=state.gamma,
-        mu2=check_positive("mu2", mu2),
-        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
-    )
-    return lbfgs_append_unchecked(
-        state,
-        pair.s,
-        pair.y,
-        gbar_norm=0.0,
-        relative_threshold=AUTHORS_RELATIVE_THRESHOLD,
-        gamma_rule=GammaRule.FIXED,
-    )
+    mu2 = check_positive("mu2", mu2)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    pair = convergent_damping_unchecked(s, y, gamma=state.gamma, mu2=mu2, mu1=mu1)
+    return lbfgs_append_unchecked(state, pair.s, pair.y)  # s^T y > 0, gamma fixed
 
 
 def _inverse_product(a: float, b: float) -> float:

@@ -190,13 +190,10 @@ def double_damping_2020(
     ``DoubleDampedPair(s, y, powell_damped, second_damped)``.
     """
     check_curvature_pair(s, y)
-    return double_damping_2020_unchecked(
-        s,
-        y,
-        check_spd_operator("H", H, s.shape[0], s.dtype),
-        eps=check_in_interval("eps", eps, 0.0, 1.0, closed_high=True),
-        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
-    )
+    H = check_spd_operator("H", H, s.shape[0], s.dtype)
+    eps = check_in_interval("eps", eps, 0.0, 1.0, closed_high=True)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    return double_damping_2020_unchecked(s, y, H, eps=eps, mu1=mu1)
 
 
 def double_damping_2020_unchecked(
@@ -220,13 +217,10 @@ def double_damping_2022(
     ``DoubleDampedPair(s, y, powell_damped, second_damped=True)`` (the LM step always acts).
     """
     check_curvature_pair(s, y)
-    return double_damping_2022_unchecked(
-        s,
-        y,
-        check_spd_operator("H", H, s.shape[0], s.dtype),
-        mu2=check_positive("mu2", mu2),
-        mu1=check_in_interval("mu1", mu1, 0.0, 1.0),
-    )
+    H = check_spd_operator("H", H, s.shape[0], s.dtype)
+    mu2 = check_positive("mu2", mu2)
+    mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
+    return double_damping_2022_unchecked(s, y, H, mu2=mu2, mu1=mu1)
 
 
 def double_damping_2022_unchecked(

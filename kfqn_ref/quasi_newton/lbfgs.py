@@ -2,11 +2,9 @@
 
 Equations are cited as ``[QN-n]`` from ``docs/derivations/quasi-newton.md`` section 4.
 
-The state is an :class:`LBFGSState` of plain arrays and numbers (ready for a ``state_dict``):
-``S`` and ``Y`` of shape ``(p, d)`` hold the pairs as ROWS, OLDEST FIRST, in rows
-``0 .. count-1``; the remaining rows are zero. The memory size ``p`` is ``S.shape[0]``. When the
-memory is full, appending drops the oldest pair (a sliding window: the first row leaves, the new
-pair becomes the last row).
+The state is an :class:`LBFGSState` of plain arrays and numbers: the pairs are the ROWS
+``0 .. count-1`` of ``S`` and ``Y`` ``(p, d)``, OLDEST FIRST. When the memory ``p`` is full,
+appending drops the oldest pair (a sliding window).
 
 The same matrix ``H`` (the BFGS matrix obtained from ``gamma I`` by the stored pairs, oldest first)
 is applied three ways, kept together by the tests:
@@ -20,9 +18,8 @@ is applied three ways, kept together by the tests:
 ``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
 applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
 
-Every public function validates the store (:func:`check_lbfgs_state`: two full scans of ``S`` and
-``Y``) and its other arguments; the cores ``*_unchecked`` do not, for trusted callers such as
-K-BFGS(L), whose stores only ever come from :func:`lbfgs_init` and accepted appends.
+Every public function validates the store (:func:`check_lbfgs_state`: two full scans) and calls
+its core ``*_unchecked``, which trusted callers such as K-BFGS(L) use directly.
 """
 
 from __future__ import annotations
@@ -148,13 +145,11 @@ def lbfgs_append(
     """
     check_lbfgs_state(state)
     check_curvature_pair(s, y, dim=state.S.shape[1], dtype=state.S.dtype)
+    gbar_norm = check_non_negative("gbar_norm", gbar_norm)
+    relative_threshold = check_non_negative("relative_threshold", relative_threshold)
+    rule = check_choice("gamma_rule", gamma_rule, GammaRule)
     return lbfgs_append_unchecked(
-        state,
-        s,
-        y,
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
+        state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
     )
 
 
@@ -163,9 +158,9 @@ def lbfgs_append_unchecked(
     s: Array,
     y: Array,
     *,
-    gbar_norm: float,
-    relative_threshold: float,
-    gamma_rule: GammaRule,
+    gbar_norm: float = 0.0,
+    relative_threshold: float = AUTHORS_RELATIVE_THRESHOLD,
+    gamma_rule: GammaRule = GammaRule.FIXED,
 ) -> LBFGSAppend:
     """As :func:`lbfgs_append`, without argument checks (for trusted callers)."""
     reason = curvature_skip_reason_unchecked(
@@ -290,14 +285,13 @@ def hessian_action_lbfgs_append(
     check_lbfgs_state(state)
     check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
     M = check_spd_operator("M", M, v.shape[0], v.dtype)
+    gbar_norm = check_non_negative("gbar_norm", gbar_norm)
+    relative_threshold = check_non_negative("relative_threshold", relative_threshold)
+    rule = check_choice("gamma_rule", gamma_rule, GammaRule)
     s = lbfgs_compact_apply_unchecked(state, v)
+    y = apply_operator(M, s)
     return lbfgs_append_unchecked(
-        state,
-        s,
-        apply_operator(M, s),
-        gbar_norm=check_non_negative("gbar_norm", gbar_norm),
-        relative_threshold=check_non_negative("relative_threshold", relative_threshold),
-        gamma_rule=check_choice("gamma_rule", gamma_rule, GammaRule),
+        state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
     )
 
 
@@ -307,17 +301,10 @@ def hessian_action_lbfgs_append(
 def _representable(state: LBFGSState) -> bool:
     """Whether the store's matrix ``H`` and its three forms stay finite (the rule [QN-11b]).
 
-    Three finite quantities are required, at ``O(q^2 d + q^3)`` (the cost of the compact factors):
-
-    * ``rho_i^2 = 1 / (s_i^T y_i)^2`` for every pair: the coefficient of the dense form [QN-2]
-      (a pair with ``s^T y < ~1.5e-154`` is rejected here, as :func:`bfgs_inverse_update` rejects
-      it when it is the first pair);
-    * the middle matrix ``M`` of the compact form [QN-13] (``R^-1`` and
-      ``R^-T (D + gamma Y Y^T) R^-1``);
-    * ``gamma + ||M||_F max_j ||w_j||^2`` with ``w_j`` the ``j``-th column of ``[S; gamma Y]``: by
-      Cauchy–Schwarz it bounds every entry of ``H = gamma I + [S; gamma Y]^T M [S; gamma Y]``,
-      and (leading blocks of ``M``, partial sums of ``||w_j||^2``) of every matrix the dense form
-      passes through on the way.
+    Requires finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact form
+    [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
+    ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
+    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b].
     """
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)

@@ -135,7 +135,7 @@ ROWS = [
         "action-pair-callable-wrong-length",
         lambda: hessian_action_pair(H, S, lambda u: u[:2]),
         ValueError,
-        r"M applied to a vector must have shape \(3\)",
+        r"M applied to a vector must have shape \(3,\)",
     ),
     Row(
         "powell-callable-non-finite",
@@ -161,13 +161,13 @@ ROWS = [
         "append-s-length",
         lambda: lbfgs_append(STATE, S[:2], Y[:2]),
         ValueError,
-        r"s must have shape \(3\)",
+        r"s must have shape \(3,\)",
     ),
     Row(
         "convergent-append-s-length",
         lambda: convergent_lbfgs_append(STATE, S[:2], Y[:2], mu2=0.5),
         ValueError,
-        r"s must have shape \(3\)",
+        r"s must have shape \(3,\)",
     ),
     Row(
         "two-loop-V-length",
@@ -185,7 +185,7 @@ ROWS = [
         "action-append-v-length",
         lambda: hessian_action_lbfgs_append(STATE, np.ones(2), H),
         ValueError,
-        r"v must have shape \(3\)",
+        r"v must have shape \(3,\)",
     ),
     Row("action-pair-v-list", lambda: hessian_action_pair(H, [1.0, 2.0], H), TypeError, "v must"),
     # --- non-finite s, y, H ---

@@ -31,7 +31,6 @@ from kfqn_ref.quasi_newton import (
 )
 from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
-    bfgs_direct_update_unchecked,
     bfgs_inverse_update_unchecked,
 )
 from kfqn_ref.quasi_newton.damping import (
@@ -60,7 +59,7 @@ def direct_matrix(state):
     to lambda_min(H) = 1 / lambda_max(B), accurate where eigvalsh(H)[0] is not)."""
     B = np.eye(state.S.shape[1]) / state.gamma
     for s, y in zip(*lbfgs_pairs(state), strict=True):
-        B = bfgs_direct_update_unchecked(B, s, y, **DEFAULT_SKIP_RULE).B
+        B = bfgs_direct_update(B, s, y).B
     return B
 
 
