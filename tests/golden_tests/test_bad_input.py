@@ -23,7 +23,7 @@ ROWS = [
         "linear_bias_shape",
         lambda: interop.linear_to_homogeneous(W, np.ones(4)),
         ValueError,
-        r"bias must have shape \(3\)",
+        r"bias must have shape \(3,\)",
     ),
     (
         "linear_bias_dtype",
