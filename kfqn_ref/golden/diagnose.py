@@ -171,6 +171,26 @@ def _other_batch(ctx: Context) -> str | None:
     return None
 
 
+def _powell_sign(ctx: Context) -> str | None:
+    """Powell's ``theta`` from the golden ``s, y, H``; ``theta s - (1 - theta) H y`` matches."""
+    powell = ctx.hints.get("powell")
+    if not powell:
+        return None
+    s, y = ctx.golden[powell["s"]].astype(np.float64), ctx.golden[powell["y"]].astype(np.float64)
+    Hy = ctx.golden[powell["H"]].astype(np.float64) @ y
+    mu1, s_dot_y, y_H_y = powell["mu1"], float(s @ y), float(y @ Hy)
+    if not (y_H_y > 0.0 and s_dot_y < mu1 * y_H_y):  # Powell does not act: nothing to flip
+        return None
+    theta = (1.0 - mu1) * y_H_y / (y_H_y - s_dot_y)
+    if ctx.close(ctx.c, theta * s - (1.0 - theta) * Hy):
+        return (
+            f"Powell step with the sign of H y flipped: the candidate's s is theta s - (1 - theta) "
+            f"H y (theta = {theta:.6g}, s = {powell['s']}, y = {powell['y']}, H = {powell['H']}); "
+            "Powell's is theta s + (1 - theta) H y, which makes s^T y = mu1 y^T H y"
+        )
+    return None
+
+
 def _guarantee(ctx: Context) -> str | None:
     guarantee = ctx.hints.get("guarantee")
     if not guarantee or guarantee["s"] not in ctx.candidate or guarantee["y"] not in ctx.candidate:
@@ -201,6 +221,7 @@ RULES = (
     _damping_split,
     _unchanged,
     _other_batch,
+    _powell_sign,
     _guarantee,
 )
 

@@ -30,7 +30,7 @@ import kfqn_ref
 from kfqn_ref import backend
 
 #: Written into every manifest; a checker reads every ``1.x`` and refuses other majors.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 #: The dtypes an array of a golden or candidate file may have.
 ARRAY_DTYPES = ("float64", "float32", "int64", "bool")
@@ -246,6 +246,7 @@ def _hint_references(hints: dict) -> list[str]:
     for key, fields in (
         ("pair", ("partner",)),
         ("damping", ("s",)),
+        ("powell", ("H", "s", "y")),
         ("guarantee", ("s", "y", "H")),
     ):
         names.extend(hints[key][field] for field in fields if field in hints.get(key, {}))

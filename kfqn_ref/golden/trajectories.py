@@ -262,8 +262,19 @@ def _kbfgs_lambdas(config, P: int) -> dict:
     }
 
 
+def _meets_guarantee(s: np.ndarray, y: np.ndarray, c: float) -> bool:
+    """``s^T y >= c s^T s`` up to the rounding of both sides (``docs/golden.md``, "Diagnoses").
+
+    A damping that attains the bound (the 2020 second damping) makes the two sides equal in exact
+    arithmetic; computed, they differ by up to ``(d + 2) eps (|s|^T |y| + c s^T s)``, the forward
+    error of two dot products of length ``d`` and of forming the damped ``y``.
+    """
+    slack = (len(s) + 2) * np.finfo(s.dtype).eps * (np.abs(s) @ np.abs(y) + c * (s @ s))
+    return bool(s @ y >= c * (s @ s) - slack)
+
+
 def _pair_hints(opt, step: int, index: int, field: str, pairs, P: int, last: bool) -> dict:
-    """Diagnosis hints of one pair field (partner, other batch, guarantee, damping split)."""
+    """Diagnosis hints of one pair field (partner, other batch, Powell, guarantee, damping)."""
     prefix = f"step{step:02d}.layer{index}.pair"
     hints = {}
     fields = pairs._fields
@@ -278,10 +289,18 @@ def _pair_hints(opt, step: int, index: int, field: str, pairs, P: int, last: boo
         ]
     lambdas = _kbfgs_lambdas(opt.config, P)
     variant = opt.config.variant
+    if field == "s" and not opt.limited_memory_g:
+        before = "initial" if step == 0 else f"step{step - 1:02d}"
+        position = opt.model.trainable_indices.index(index)
+        hints["powell"] = {
+            "H": f"{before}.state.layers.{position}.H_g",
+            "s": f"{prefix}.s_averaged",
+            "y": f"{prefix}.y_averaged",
+            "mu1": opt.config.powell_mu1,
+        }
     if field in ("s", "y"):
         c = lambdas["used"]["lambda_G"]
-        s, y = pairs.s, pairs.y
-        if s @ y >= c * (s @ s):
+        if _meets_guarantee(pairs.s, pairs.y, c):
             hints["guarantee"] = {
                 "form": "s_dot_y >= c s_dot_s",
                 "c": c,

@@ -263,6 +263,8 @@ def damping_updates() -> Case:
                     "pair": {"role": role, "partner": f"{prefix}.{other}_out"},
                     "guarantee": guarantee,
                 }
+                if role == "s" and damping in ("powell", "dd2020", "dd2022"):
+                    hints["powell"] = {"H": "H", "s": f"{name}.s", "y": f"{name}.y", "mu1": mu1}
                 entries[f"{prefix}.{role}_out"] = Entry(
                     getattr(pair, role), "update", f"damped {role}", order, hints=hints
                 )

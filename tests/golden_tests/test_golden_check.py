@@ -98,6 +98,26 @@ def _damping_split_ya(a):
     return a[f"{prefix}.y_a"] + (root * np.sqrt(4) - root) * a[f"{prefix}.s_a"]
 
 
+def _flipped_powell(prefix, H):
+    """Powell's step at ``prefix`` with the sign of ``H y`` flipped (mu1 = 0.2, as configured)."""
+
+    def value_of(a):
+        s, y = a[f"{prefix}.s_averaged"], a[f"{prefix}.y_averaged"]
+        assert a[f"{prefix}.powell_damped"]  # Powell acts here, so a flipped sign shows
+        Hy = a[H] @ y
+        theta = (1 - 0.2) * (y @ Hy) / (y @ Hy - s @ y)
+        return theta * s - (1 - theta) * Hy
+
+    return value_of
+
+
+def _flipped_powell_update(a):
+    """The single Powell update of the negative-curvature pair with ``H y`` negated."""
+    s, y, Hy = a["bad.s"], a["bad.y"], a["H"] @ a["bad.y"]
+    theta = (1 - 0.2) * (y @ Hy) / (y @ Hy - s @ y)
+    return theta * s - (1 - theta) * Hy
+
+
 P_CONV = 4
 PLANTED = [
     # (id, case, array that must fail, planting, diagnosis pattern)
@@ -207,6 +227,33 @@ PLANTED = [
         "^unchanged: .*step04.state.layers.1.H_g",
     ),
     (
+        "powell_sign_2020",
+        "traj_kbfgs_2020",
+        "step02.layer0.pair.s",
+        _set(
+            "step02.layer0.pair.s",
+            _flipped_powell("step02.layer0.pair", "step01.state.layers.0.H_g"),
+        ),
+        r"^Powell step with the sign of H y flipped: .*H = step01\.state\.layers\.0\.H_g",
+    ),
+    (
+        "powell_sign_2022",
+        "traj_kbfgs_2022",
+        "step00.layer0.pair.s",
+        _set(
+            "step00.layer0.pair.s",
+            _flipped_powell("step00.layer0.pair", "initial.state.layers.0.H_g"),
+        ),
+        r"^Powell step with the sign of H y flipped: .*H = initial\.state\.layers\.0\.H_g",
+    ),
+    (
+        "powell_sign_single_update",
+        "damping_updates",
+        "bad.powell.s_out",
+        _set("bad.powell.s_out", _flipped_powell_update),
+        "^Powell step with the sign of H y flipped",
+    ),
+    (
         "guarantee",
         "damping_updates",
         "bad.dd2022.y_out",
@@ -265,3 +312,26 @@ def test_the_golden_values_satisfy_the_guarantees_their_hints_state():
             assert s @ y >= bound * (1 - 1e-12), (case, guarantee)
             count += 1
     assert count > 50
+
+
+@pytest.mark.parametrize("case", ["traj_kbfgs_2020", "traj_kbfgs_2022"])
+def test_every_damped_pair_of_a_dense_kbfgs_carries_its_powell_and_guarantee_hints(case):
+    """Powell names H_g before the step; the guarantee survives the rounding of its equality."""
+    golden = read_golden_case(GOLDEN, case)
+    specs = golden.manifest["arrays"]
+    pairs = [name for name, spec in specs.items() if spec["quantity"] == "pair.s"]
+    assert len(pairs) == 12 * 2
+    layers = golden.manifest["net"]["layers"]
+    trainable = [i for i, layer in enumerate(layers) if layer["type"] in ("Dense", "Conv2d")]
+    for name in pairs:
+        prefix, step, layer = name.removesuffix(".s"), specs[name]["step"], specs[name]["layer"]
+        before = "initial" if step == 0 else f"step{step - 1:02d}"
+        H = f"{before}.state.layers.{trainable.index(layer)}.H_g"
+        assert specs[name]["hints"]["powell"] == {
+            "H": H,
+            "s": f"{prefix}.s_averaged",
+            "y": f"{prefix}.y_averaged",
+            "mu1": golden.manifest["setup"]["config"]["powell_mu1"],
+        }
+        for role in ("s", "y"):
+            assert "guarantee" in specs[f"{prefix}.{role}"]["hints"], (name, role)
