@@ -7,6 +7,8 @@ closed-form Hessians; for the P = 1 conv case, an equivalent dense net fed the p
 
 import dataclasses
 
+import autograd
+import autograd.numpy as anp
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -59,6 +61,30 @@ def _single_sample(record, per_sample, n):
 def test_dense_structure_formula_equals_autograd_layer_blocks(case):
     for record in case.model.forward_backward(case.X, case.T).records:
         _assert_structure_formula(case, record)
+
+
+@given(dense_cases())
+def test_dense_preactivation_jacobian_is_a_transposed_kron_identity(case):
+    """eq. 2: h_n = (a~_n^T kron I) vec(W~) and dh_n / dvec(W~) = a~_n^T kron I. Expected:
+    autograd's Jacobian of the layer's functional forward (``Dense.apply``) w.r.t. a column-major
+    vec(W~) (unvec written here as a row-major reshape to (D+1, d_out), transposed), and
+    ``numpy.kron``."""
+    records = case.model.forward_backward(case.X, case.T).records
+    for record, weight in zip(records, case.model.weights(), strict=True):
+        layer = case.model.layers[record.layer_index]
+        x = record.a[:, :-1] if layer.has_bias else record.a
+        d_out, width = weight.shape
+
+        def preactivation(v, layer=layer, x=x, shape=(width, d_out)):
+            return layer.apply(anp.reshape(v, shape).T, x, anp)
+
+        vec_weight = weight.T.reshape(-1)
+        jacobian = autograd.jacobian(preactivation)(vec_weight)  # (N, d_out, d_out (D+1))
+        for n in range(x.shape[0]):
+            expected = np.kron(record.a[n][None, :], np.eye(d_out))
+            where = f"layer {record.layer_index}, sample {n}"
+            assert_close(jacobian[n], expected, what=f"dh_n/dvec(W~), {where}")
+            assert_close(record.h[n], expected @ vec_weight, what=f"h_n, {where}")
 
 
 def _per_sample_rank_bound(patches, c_out):

@@ -75,6 +75,23 @@ def test_rearrangement_matches_its_block_definition(m1, n1, m2, n2, seed):
 
 
 @given(dims, dims, dims, dims, seeds)
+def test_rearrangement_of_a_kronecker_product_is_rank_one_and_keeps_the_norm(m1, n1, m2, n2, seed):
+    """eq. 7: R(A kron G) = vec(A) vec(G)^T, and R(M) holds the entries of M (so ||R(M)||_F =
+    ||M||_F). Expected: the outer product of the loop-built vecs; M's sorted entries and norm."""
+    rng = np.random.default_rng(seed)
+    A, G = rng.standard_normal((m1, n1)), rng.standard_normal((m2, n2))
+    assert_close(
+        rearrange(np.kron(A, G), (m1, n1), (m2, n2)),
+        np.outer(_vec_by_loop(A), _vec_by_loop(G)),
+        what="R(A kron G) vs vec(A) vec(G)^T",
+    )
+    M = rng.standard_normal((m1 * m2, n1 * n2))
+    R = rearrange(M, (m1, n1), (m2, n2))
+    assert np.array_equal(np.sort(R, axis=None), np.sort(M, axis=None))
+    assert np.linalg.norm(R) == pytest.approx(np.linalg.norm(M), rel=1e-12)
+
+
+@given(dims, dims, dims, dims, seeds)
 def test_nearest_kronecker_recovers_an_exact_kronecker_product(m1, n1, m2, n2, seed):
     """eq. 7-8: for M = A kron G, R(M) has rank one, the error is 0 and A kron G is returned."""
     rng = np.random.default_rng(seed)

@@ -22,6 +22,34 @@ GEOMETRIES = [
 IDS = [f"x{g[0]}-k{g[1]}-s{g[2]}-p{g[3]}-d{g[4]}" for g in GEOMETRIES]
 
 
+def _windows_by_counting(size, kernel, stride, padding, dilation):
+    """How many starts ``i = 0, 1, ...`` have their last tap ``i s + d (k - 1)`` inside the padded
+    input ``[0, size + 2 p)``: the output size by its definition."""
+    count = 0
+    while count * stride + dilation * (kernel - 1) < size + 2 * padding:
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "dilation"), GEOMETRIES, ids=IDS)
+def test_output_size_is_the_number_of_windows_inside_the_padded_input(
+    shape, kernel, stride, padding, dilation
+):
+    """nn.md §3: H_out = floor((H + 2 p_h - d_h (k_h - 1) - 1) / s_h) + 1 (same for the width) and
+    P = H_out W_out. Expected: the windows counted one by one."""
+    x = np.zeros(shape)
+    expected = tuple(
+        _windows_by_counting(
+            shape[2 + axis], kernel[axis], stride[axis], padding[axis], dilation[axis]
+        )
+        for axis in (0, 1)
+    )
+    layer = nn.Conv2d(shape[1], 3, kernel, stride, padding, dilation)
+    y, _ = layer.forward(np.zeros(layer.weight_shape), x)
+    assert y.shape[2:] == expected
+    assert im2col(x, kernel, stride, padding, dilation).shape[1] == expected[0] * expected[1]
+
+
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "dilation"), GEOMETRIES, ids=IDS)
 def test_im2col_equals_nested_loop_patches(shape, kernel, stride, padding, dilation):
     # A gather copies entries: expected bitwise equal to the nested-loop patches.

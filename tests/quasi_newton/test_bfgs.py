@@ -279,6 +279,26 @@ def test_hessian_action_pair_with_operators_equals_matrices(seed, d):
 
 
 @given(seed=seeds, d=dims)
+def test_hessian_action_conjugation_identity(seed, d):
+    """[QN-9], first step: for the pair s = H v, y = M s of ``hessian_action_pair``, with
+    u = M^{1/2} s, rho = 1/(s^T y) = 1/(u^T u) and M^{1/2} (I - rho s y^T) = M^{1/2} -
+    rho M^{1/2} s s^T M = (I - rho u u^T) M^{1/2}; expected: each side built densely with an
+    independent M^{1/2} (eigh)."""
+    rng = np.random.default_rng(seed)
+    H, M = random_spd(rng, d, log10_eig=(-1, 1)), random_spd(rng, d, log10_eig=(-1, 1))
+    s, y = hessian_action_pair(H, rng.standard_normal(d), M)
+    rho, root = 1.0 / (s @ y), sym_sqrt(M)
+    u = root @ s
+    assert rho == pytest.approx(1.0 / (u @ u), rel=1e-10)
+    left = root @ (np.eye(d) - rho * np.outer(s, y))
+    middle = root - rho * root @ np.outer(s, s) @ M
+    right = (np.eye(d) - rho * np.outer(u, u)) @ root
+    scale = 1e-10 * np.abs(root).max()  # the terms' size: for d = 1 both sides are exactly 0
+    assert_close(left, middle, atol=scale, what="M^1/2 (I - rho s y^T) vs the middle form")
+    assert_close(left, right, atol=scale, what="M^1/2 (I - rho s y^T) vs (I - rho u u^T) M^1/2")
+
+
+@given(seed=seeds, d=dims)
 def test_hessian_action_projection_identity(seed, d):
     """[QN-9] K+ = P K P + (I - P) with K = M^{1/2} H M^{1/2}, u = M^{1/2} s, P = I - uu^T/u^Tu;
     expected from the right-hand side built with an independent M^{1/2} (eigh)."""
