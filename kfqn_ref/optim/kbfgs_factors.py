@@ -59,7 +59,8 @@ class LayerState(NamedTuple):
 
     momentum : ``(d_out, D1)`` gradient momentum ``m``.
     A : ``(D1, D1)`` running input factor, or ``None`` for a layer that keeps no running ``A``
-        and uses the minibatch Hessian action instead (no ``D1 x D1`` matrix kept).
+        and uses the minibatch Hessian action instead (its ``A_B`` is formed only at step 0, to
+        set a dense ``H_a``).
     H_a : ``(D1, D1)`` dense inverse estimate, or an :class:`LBFGSState` over vectors of length D1.
     H_g : ``(d_out, d_out)`` dense inverse estimate, or an :class:`LBFGSState` over length d_out.
     s_avg, y_avg : ``(d_out,)`` exponential averages of the ``G``-side pairs (start at 0).

@@ -9,11 +9,12 @@
    ``s^T y > 0`` unless it would make the store non-representable (``NON_FINITE_RESULT``,
    [QN-11b]), and holds at most ``p`` pairs (:func:`convergent_lbfgs_append`).
 
-Then every stored pair satisfies ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y`` with
-``C = 1 / (mu1 gamma) + 2 mu2`` [CV-3, CV-4] (valid, not tight: the tight constant is
-``1 / (mu1 gamma) + mu2``), and every matrix the store represents satisfies
-``kappa_lo I <= H <= kappa_hi I`` with the constants of :func:`convergent_eigenvalue_bounds`
-[CV-7, CV-8], whatever the pairs fed in (negative curvature included).
+Then every damped pair lies in the ball ``||y - c s|| <= rho ||s||``, ``c = rho + mu2``,
+``rho = 1 / (2 mu1 gamma)`` [CV-10]; hence ``s^T y >= mu2 s^T s`` and ``||y||^2 <= C s^T y``
+with the tight ``C = 1 / (mu1 gamma) + mu2`` [CV-3, CV-4], and every matrix the store represents
+satisfies ``kappa_lo I <= H <= kappa_hi I`` with the constants of
+:func:`convergent_eigenvalue_bounds` [CV-7, CV-8], whatever the pairs fed in (negative curvature
+included).
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ class EigenvalueBounds(NamedTuple):
 
 
 def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
-    """``C = 1 / (mu1 gamma) + 2 mu2``: ``||y||^2 <= C s^T y`` for every damped pair [CV-4].
+    """``C = 1 / (mu1 gamma) + mu2``: ``||y||^2 <= C s^T y`` for every damped pair [CV-4].
 
-    A valid constant, not the tight one: the supremum of ``||y||^2 / s^T y`` over damped pairs is
-    ``1 / (mu1 gamma) + mu2``, attained by ``y = s / (mu1 gamma)`` (convergence.md, [CV-4]).
+    The supremum of ``||y||^2 / s^T y`` over damped pairs, attained by ``y = s / (mu1 gamma)``.
     ``inf`` when ``1 / (mu1 gamma)`` overflows.
     """
     return curvature_constant_unchecked(
@@ -60,7 +60,7 @@ def curvature_constant(gamma: float, mu1: float, mu2: float) -> float:
 
 def curvature_constant_unchecked(gamma: float, mu1: float, mu2: float) -> float:
     """As :func:`curvature_constant`, without argument checks (for trusted callers)."""
-    return _inverse_product(mu1, gamma) + 2.0 * mu2
+    return _inverse_product(mu1, gamma) + mu2
 
 
 def convergent_eigenvalue_bounds(
@@ -70,13 +70,14 @@ def convergent_eigenvalue_bounds(
 
     ::
 
-        kappa_lo = 1 / (1/gamma + p C)                                  [CV-7]
-        kappa_hi = r^p gamma + (1/mu2) (r^p - 1) / (r - 1),  r = C / mu2 > 2   [CV-8]
+        kappa_lo = 1 / (1/gamma + p C)                                            [CV-7]
+        kappa_hi = h_p,  h_0 = gamma,  h_{j+1} = P h_j + (c + 1 / (4 h_j)) / (mu2 C)  [CV-8]
 
-    with ``C`` of :func:`curvature_constant`. Both hold for any ``q <= p`` stored pairs (the
-    bounds are monotone in ``p``). Never NaN: ``kappa_lo`` is ``0`` where the true value
-    underflows and ``kappa_hi`` is ``inf`` where it exceeds the floating-point range
-    (``docs/derivations/convergence.md``).
+    with ``C`` of :func:`curvature_constant`, ``c = (C + mu2) / 2`` and ``P = c^2 / (mu2 C)``,
+    the supremum of ``(||s||^2 / s^T y) (||y||^2 / s^T y)`` over damped pairs [CV-11]. Both hold
+    for any ``q <= p`` stored pairs (the bounds are monotone in ``p``). Never NaN: ``kappa_lo`` is
+    ``0`` where the true value underflows and ``kappa_hi`` is ``inf`` where it exceeds the
+    floating-point range (``docs/derivations/convergence.md``).
     """
     gamma = check_positive("gamma", gamma)
     mu1 = check_in_interval("mu1", mu1, 0.0, 1.0)
@@ -84,16 +85,14 @@ def convergent_eigenvalue_bounds(
     memory = check_int("memory", memory, minimum=1)
     C = curvature_constant_unchecked(gamma, mu1, mu2)  # inf when it overflows
     kappa_lo = 1.0 / (1.0 / gamma + memory * C)  # 0 where the true value underflows
-    r = _inverse_product(mu1, gamma) / mu2 + 2.0  # C / mu2, inf when it overflows
-    try:
-        growth = r**memory
-    except OverflowError:  # the bound is then vacuous, but still a bound
-        growth = math.inf
-    if math.isinf(growth):
-        return EigenvalueBounds(kappa_lo, math.inf)
-    # r > 2, so (r^p - 1) / (r - 1) <= r^p is finite here; each remaining term may overflow to inf
-    geometric = (growth - 1.0) / (r - 1.0)
-    return EigenvalueBounds(kappa_lo, growth * gamma + geometric / mu2)
+    c_over_C = 0.5 * (1.0 + mu2 / C)  # c / C, in (1/2, 1]
+    product = c_over_C * 0.5 * (C / mu2 + 1.0)  # P = (c / C) (c / mu2), inf if C / mu2 is
+    h = gamma
+    for _ in range(memory):  # h >= gamma and h C >= 1 / mu1: no NaN, no division by zero
+        h = product * h + (c_over_C + 0.25 / (h * C)) / mu2  # [CV-12]
+        if math.isinf(h):  # the bound is then vacuous, but still a bound
+            break
+    return EigenvalueBounds(kappa_lo, h)
 
 
 def convergent_damping(

@@ -6,11 +6,13 @@ sign, negative curvature, parallel and nearly orthogonal pairs, successive pairs
 1e-9 (nearly parallel), y = 0; ||s|| and ||y|| drawn independently from 1e-8 to 1e8.
 """
 
+import itertools
 import math
 from functools import partial
 
 import numpy as np
 import pytest
+import scipy.optimize
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +65,33 @@ def direct_matrix(state):
     return B
 
 
+def product_supremum(gamma, mu1, mu2):
+    """[CV-11] by hand, with K = 1/(mu1 gamma): (K + 2 mu2)^2 / (4 mu2 (K + mu2))."""
+    K = 1.0 / (mu1 * gamma)
+    return (K + 2.0 * mu2) ** 2 / (4.0 * mu2 * (K + mu2))
+
+
+def one_update_supremum(h, gamma, mu1, mu2):
+    """[CV-12] by hand: (2 c h + 1)^2 / (4 h mu2 C), c = 1/(2 mu1 gamma) + mu2, C = 2c - mu2."""
+    c = 0.5 / (mu1 * gamma) + mu2
+    return (2.0 * c * h + 1.0) ** 2 / (4.0 * h * mu2 * (2.0 * c - mu2))
+
+
+def tangent_pair(gamma, mu1, mu2, t):
+    """The input pair (s, y), s = e1 in R^3, whose damped pair is on the sphere [CV-10] with
+    s^T y' = t: y' = t e1 + sqrt(2 c t - mu2 C - t^2) e2, y = y' - mu2 s (Powell leaves it)."""
+    c = 0.5 / (mu1 * gamma) + mu2
+    C = 2.0 * c - mu2
+    s = np.array([1.0, 0.0, 0.0])
+    return s, np.array([t - mu2, math.sqrt(2.0 * c * t - mu2 * C - t * t), 0.0])
+
+
+def product(pair):
+    """(||s||^2 / s^T y) (||y||^2 / s^T y) of a pair."""
+    s_y = pair.s @ pair.y
+    return (pair.s @ pair.s) * (pair.y @ pair.y) / s_y**2
+
+
 # --- [CV-3], [CV-4]: the damped pairs -------------------------------------------------------------
 
 
@@ -78,15 +107,25 @@ def direct_matrix(state):
     log_mu2=log_mu2,
 )
 def test_damped_pair_conditions(seed, d, kind, log_s, log_y, log_gamma, mu1, log_mu2):
-    """[CV-3] s^T y >= mu2 s^T s and [CV-4] ||y||^2 <= C s^T y, C = 1/(mu1 gamma) + 2 mu2, for
-    every pair after Powell (w.r.t. gamma I) + LM (expected: the right-hand sides)."""
+    """For every pair after Powell (w.r.t. gamma I) + LM: [CV-10] ||y - c s|| <= rho ||s||,
+    [CV-3] s^T y >= mu2 s^T s, [CV-4] ||y||^2 <= C s^T y with C = 1/(mu1 gamma) + mu2,
+    [CV-11] the product (||s||^2 / s^T y)(||y||^2 / s^T y) <= P and [CV-12] for h >= gamma,
+    h (that product) + ||s||^2 / s^T y <= (2 c h + 1)^2 / (4 h mu2 C) (expected: the right-hand
+    sides, by hand; the ball's slack is relative to (c + rho) ||s|| >= ||y|| + c ||s||)."""
     rng = np.random.default_rng(seed)
     s, y = make_pair(rng, d, kind, log_s, log_y)
     gamma, mu2 = 10.0**log_gamma, 10.0**log_mu2
     pair = convergent_damping(s, y, gamma=gamma, mu1=mu1, mu2=mu2)
-    s_y = pair.s @ pair.y
+    s_y, s_norm = pair.s @ pair.y, np.linalg.norm(pair.s)
+    rho = 0.5 / (mu1 * gamma)
+    c = rho + mu2
+    assert np.linalg.norm(pair.y - c * pair.s) <= rho * s_norm + SLACK * (c + rho) * s_norm
     assert s_y >= mu2 * (pair.s @ pair.s) * (1 - SLACK)
     assert pair.y @ pair.y <= curvature_constant(gamma, mu1, mu2) * s_y * (1 + SLACK)
+    assert product(pair) <= product_supremum(gamma, mu1, mu2) * (1 + SLACK)
+    h = gamma * 10.0 ** rng.uniform(0.0, 6.0)
+    one_update = h * product(pair) + (pair.s @ pair.s) / s_y
+    assert one_update <= one_update_supremum(h, gamma, mu1, mu2) * (1 + SLACK)
 
 
 # --- [CV-7], [CV-8]: SPD and the derived eigenvalue bounds ----------------------------------------
@@ -108,8 +147,8 @@ def test_convergent_variant_stays_spd_within_the_derived_bounds(
     """2000 hypothesis streams of 30 adversarial pairs (60000 pairs). After every append: H
     (dense twin) is SPD (numpy Cholesky) and kappa_lo I <= H <= kappa_hi I with
     kappa_lo = 1/(1/gamma + p C) [CV-7] (checked as lambda_max(B) <= 1/kappa_lo on B = H^{-1})
-    and kappa_hi = r^p gamma + (r^p - 1)/((r - 1) mu2), r = C/mu2 [CV-8] (checked on
-    eigvalsh(H)). Expected values: the closed forms."""
+    and kappa_hi = h_p of the recursion [CV-8] (checked on eigvalsh(H)). Expected values:
+    convergent_eigenvalue_bounds, itself checked by hand in test_bound_formulas_by_hand."""
     gamma, mu2 = 10.0**log_gamma, 10.0**log_mu2
     kappa_lo, kappa_hi = convergent_eigenvalue_bounds(gamma, mu1, mu2, memory)
     state = lbfgs_init(d, memory, gamma=gamma)
@@ -125,13 +164,14 @@ def test_convergent_variant_stays_spd_within_the_derived_bounds(
 
 
 def test_bound_formulas_by_hand():
-    """gamma = 1, mu1 = 0.2, mu2 = 0.3, p = 2: C = 5 + 0.6 = 5.6, kappa_lo = 1/(1 + 11.2),
-    r = 56/3, kappa_hi = r^2 + (r^2 - 1)/((r - 1) 0.3) = r^2 + (r + 1)/0.3 (expected by hand)."""
-    assert curvature_constant(1.0, 0.2, 0.3) == pytest.approx(5.6, rel=1e-15)
+    """gamma = 1, mu1 = 0.2, mu2 = 0.3, p = 2: C = 5 + 0.3 = 5.3, kappa_lo = 1/(1 + 10.6);
+    c = 2.8, h_1 = (2 c + 1)^2 / (4 mu2 C) = 6.6^2 / 6.36, h_2 = (2 c h_1 + 1)^2 / (6.36 h_1)
+    (expected by hand; the code evaluates the expanded form P h + (c + 1/(4h)) / (mu2 C))."""
+    assert curvature_constant(1.0, 0.2, 0.3) == pytest.approx(5.3, rel=1e-15)
     kappa_lo, kappa_hi = convergent_eigenvalue_bounds(1.0, 0.2, 0.3, 2)
-    r = 5.6 / 0.3
-    assert kappa_lo == pytest.approx(1.0 / 12.2, rel=1e-15)
-    assert kappa_hi == pytest.approx(r**2 + (r + 1.0) / 0.3, rel=1e-14)
+    h_1 = 6.6**2 / 6.36
+    assert kappa_lo == pytest.approx(1.0 / 11.6, rel=1e-15)
+    assert kappa_hi == pytest.approx((5.6 * h_1 + 1.0) ** 2 / (6.36 * h_1), rel=1e-14)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +181,7 @@ def test_bound_formulas_by_hand():
 def test_bounds_at_the_ends_of_the_floating_point_range(gamma, mu1, mu2):
     """No NaN and no ZeroDivisionError: where r^p gamma exceeds the range kappa_hi = inf (its
     exact value is > 1e308); kappa_lo = 1/(1/gamma + p C) is its exact value, 0 only where that
-    underflows (expected: by hand, 1/(1/gamma + 3 C) with C = 1/(mu1 gamma) + 2 mu2, and 0 when
+    underflows (expected: by hand, 1/(1/gamma + 3 C) with C = 1/(mu1 gamma) + mu2, and 0 when
     1/(mu1 gamma) > 1e308)."""
     kappa_lo, kappa_hi = convergent_eigenvalue_bounds(gamma, mu1, mu2, 3)
     assert kappa_hi == math.inf
@@ -151,25 +191,59 @@ def test_bounds_at_the_ends_of_the_floating_point_range(gamma, mu1, mu2):
         assert kappa_lo == pytest.approx(mu1 * gamma / (mu1 + 3.0), rel=1e-12)
 
 
-def test_curvature_constant_is_valid_and_the_tight_one_is_attained():
-    """[CV-4] note: the supremum of ||y'||^2 / s^T y' over damped pairs is C* = 1/(mu1 gamma) + mu2
-    < C. Attained by y = s / (mu1 gamma) (undamped by Powell, y' = (1/(mu1 gamma) + mu2) s), and
-    never exceeded on 2000 adversarial pairs (expected: C* by hand; the pairs at 1e-10)."""
+def test_curvature_constant_is_the_attained_supremum():
+    """[CV-4]: C = 1/(mu1 gamma) + mu2 is attained by y = s / (mu1 gamma) (undamped by Powell,
+    y' = C s); test_damped_pair_conditions shows it is never exceeded (expected: C by hand)."""
     gamma, mu1, mu2 = 2.0, 0.25, 0.3
-    tight = 1.0 / (mu1 * gamma) + mu2
     s = np.array([0.6, -0.8, 0.0])
     pair = convergent_damping(s, s / (mu1 * gamma), gamma=gamma, mu1=mu1, mu2=mu2)
     assert not pair.powell_damped
-    assert (pair.y @ pair.y) / (pair.s @ pair.y) == pytest.approx(tight, rel=1e-12)
-    assert tight < curvature_constant(gamma, mu1, mu2)
-    rng = np.random.default_rng(4)
-    for _ in range(2000):
-        d = int(rng.integers(1, 7))
-        g, m1, m2 = 10 ** rng.uniform(-2, 2), rng.uniform(0.01, 0.99), 10 ** rng.uniform(-3, 1)
-        kind = PAIR_KINDS[rng.integers(len(PAIR_KINDS))]
-        s, y = make_pair(rng, d, kind, rng.uniform(-4, 4), rng.uniform(-4, 4))
-        p = convergent_damping(s, y, gamma=g, mu1=m1, mu2=m2)
-        assert p.y @ p.y <= (1.0 / (m1 * g) + m2) * (p.s @ p.y) * (1 + SLACK)
+    assert (pair.y @ pair.y) / (pair.s @ pair.y) == pytest.approx(2.0 + 0.3, rel=1e-12)
+    assert curvature_constant(gamma, mu1, mu2) == pytest.approx(2.3, rel=1e-15)
+
+
+SUPREMUM_CASES = [(1.0, 0.2, math.sqrt(0.3)), (1.0, 0.2, 0.1), (0.03, 0.9, 5.0), (50.0, 0.05, 1e-3)]
+
+
+@pytest.mark.parametrize(("gamma", "mu1", "mu2"), SUPREMUM_CASES)
+def test_product_supremum_is_attained_by_the_tangent_pair(gamma, mu1, mu2):
+    """[CV-11]: the damped pair on the sphere of [CV-10] with s^T y' = t* (the harmonic mean of
+    mu2 and C, where y' is tangent to the sphere) has the product P = (K + 2 mu2)^2 /
+    (4 mu2 (K + mu2)), K = 1/(mu1 gamma); [CV-12]: the one with 1/(s^T y') = (2 c h + 1) /
+    (2 h mu2 C) attains h (product) + ||s||^2 / s^T y' = (2 c h + 1)^2 / (4 h mu2 C), for
+    h = gamma and h = 1e3 gamma. Expected: the closed forms by hand, to 1e-10."""
+    C = 1.0 / (mu1 * gamma) + mu2
+    c = 0.5 * (C + mu2)
+    damp = partial(convergent_damping, gamma=gamma, mu1=mu1, mu2=mu2)
+    pair = damp(*tangent_pair(gamma, mu1, mu2, 2.0 / (1.0 / mu2 + 1.0 / C)))
+    assert product(pair) == pytest.approx(product_supremum(gamma, mu1, mu2), rel=1e-10)
+    for h in (gamma, 1e3 * gamma):
+        t_star = 2.0 * h * mu2 * C / (2.0 * c * h + 1.0)
+        pair = damp(*tangent_pair(gamma, mu1, mu2, t_star))
+        one_update = h * product(pair) + (pair.s @ pair.s) / (pair.s @ pair.y)
+        assert one_update == pytest.approx(one_update_supremum(h, gamma, mu1, mu2), rel=1e-10)
+
+
+@pytest.mark.parametrize(("gamma", "mu1", "mu2"), SUPREMUM_CASES)
+def test_product_supremum_is_reached_by_a_numerical_search(gamma, mu1, mu2):
+    """[CV-11] from the other side: Nelder-Mead over raw input pairs (s, y) in R^2 x R^2 (any
+    curvature; Powell and LM applied), 6 seeded starts, reaches the product P to within a
+    fraction 1e-9 and never exceeds it beyond rounding (expected: P by hand)."""
+    supremum = product_supremum(gamma, mu1, mu2)
+
+    def negative_product(z):
+        if not z[:2].any():
+            return 0.0
+        return -product(convergent_damping(z[:2], z[2:], gamma=gamma, mu1=mu1, mu2=mu2))
+
+    best = 0.0
+    for start in np.random.default_rng(13).standard_normal((6, 4)):
+        options = {"maxiter": 2000, "xatol": 1e-12, "fatol": 1e-14}
+        result = scipy.optimize.minimize(
+            negative_product, start, method="Nelder-Mead", options=options
+        )
+        best = max(best, -result.fun)
+    assert supremum * (1 - 1e-9) <= best <= supremum * (1 + SLACK)
 
 
 def test_bounds_loosen_with_memory_and_overflow_to_infinity():
@@ -181,6 +255,36 @@ def test_bounds_loosen_with_memory_and_overflow_to_infinity():
         assert current.kappa_lo < previous.kappa_lo and current.kappa_hi > previous.kappa_hi
         previous = current
     assert math.isinf(convergent_eigenvalue_bounds(1.0, 0.2, 1e-3, 500).kappa_hi)
+
+
+def old_bounds(gamma, mu1, mu2, memory):
+    """The bounds before [CV-10]-[CV-12]: C = 1/(mu1 gamma) + 2 mu2, r = C / mu2 (the product
+    bounded by r, ||s||^2 / s^T y by 1/mu2, separately), kappa_hi = r^p gamma + (r^p - 1) /
+    ((r - 1) mu2)."""
+    C = 1.0 / (mu1 * gamma) + 2.0 * mu2
+    r = C / mu2
+    growth = r**memory
+    return 1.0 / (1.0 / gamma + memory * C), growth * gamma + (growth - 1.0) / ((r - 1.0) * mu2)
+
+
+def test_tightened_bounds_are_never_looser_than_the_old_ones():
+    """On a grid of 5 gamma x 4 mu1 x 5 mu2 x 6 p (600 points, every bound finite there): the new
+    kappa_hi <= P^p gamma + (P^p - 1) / ((P - 1) mu2) (the recursion with [CV-11] and 1/mu2
+    bounded separately, [CV-8] remark) <= the old kappa_hi, and the new kappa_lo >= the old one
+    (expected: the old closed forms, by hand)."""
+    for gamma, mu1, mu2, memory in itertools.product(
+        (1e-2, 0.1, 1.0, 10.0, 100.0),
+        (0.01, 0.2, 0.5, 0.99),
+        (1e-3, 1e-2, 0.1, 1.0, 10.0),
+        (1, 2, 3, 5, 10, 30),
+    ):
+        kappa_lo, kappa_hi = convergent_eigenvalue_bounds(gamma, mu1, mu2, memory)
+        old_lo, old_hi = old_bounds(gamma, mu1, mu2, memory)
+        P = product_supremum(gamma, mu1, mu2)
+        separate = P**memory * gamma + (P**memory - 1.0) / ((P - 1.0) * mu2)
+        where = (gamma, mu1, mu2, memory)
+        assert math.isfinite(old_hi) and kappa_lo >= old_lo, where
+        assert kappa_hi <= separate * (1 + SLACK) and separate <= old_hi * (1 + SLACK), where
 
 
 # --- the practical variants (Powell with the CURRENT H): measured, not bounded --------------------
