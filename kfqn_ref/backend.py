@@ -130,9 +130,8 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     for info in archive.infolist()
                 }
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-            raise ValueError(
-                f"not a valid .npz archive ({type(error).__name__}: {error})"
-            ) from None
+            kind = f"{type(error).__module__}.{type(error).__name__}"
+            raise ValueError(f"not a valid .npz archive (damaged: {kind}: {error})") from None
 
 
 #: The largest expansion of a deflate stream (about 1032:1), which bounds a member's true size.
@@ -157,7 +156,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: 
         if member.tell() + claimed != info.file_size:
             raise ValueError(
                 f"archive member {name!r}: its header claims shape {shape} of {dtype} "
-                f"({claimed} bytes), the zip directory holds {info.file_size - member.tell()}"
+                f"({claimed} bytes) but the zip directory gives it "
+                f"{info.file_size - member.tell()} bytes of data"
             )
         member.seek(0)
         return np.lib.format.read_array(member, allow_pickle=False)
