@@ -1,7 +1,8 @@
 """A fuzz of ``step`` for every optimizer on tiny nets with extreme but finite data.
 
-Inputs, targets and weights are scaled by ``10^e`` with ``e`` in ``[-30, 30]``, on a batch of one
-(or two) samples, in float32 and float64, the inputs random, constant or zero, with a damping down to ``1e-300`` where there is one.
+Inputs (random, constant or zero), targets and weights are scaled by ``10^e`` with ``e`` in
+``[-30, 30]``, on a batch of one (or two) samples, in float32 and float64, with a damping down to
+``1e-300`` where there is one.
 Each step must either return a finite loss and leave finite weights and state, or raise a
 documented error (``ValueError``, of which ``NonFiniteError`` is one, or ``TypeError``) and change
 nothing: never another exception type (``docs/reliability.md``, "Transactional steps"). The
