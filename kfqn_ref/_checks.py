@@ -172,7 +172,7 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
     """
     if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
         raise TypeError(f"{name} must be a tuple {form} of ints, got {describe(value)} {value!r}")
-    if len(value) != length or any(v < minimum for v in value):
+    if len(value) != length or any(v < minimum or v > INT64_MAX for v in value):
         raise ValueError(
             f"{name} must be a tuple {form} of {length} ints >= {minimum}, got {value!r}"
         )
@@ -301,7 +301,7 @@ def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     form = f"an int >= {minimum} or a pair (h, w) of such ints"
     if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
         raise TypeError(f"{name} must be {form}, got {describe(value)} {value!r}")
-    if len(pair) != 2 or any(v < minimum for v in pair):
+    if len(pair) != 2 or any(v < minimum or v > INT64_MAX for v in pair):
         raise ValueError(f"{name} must be {form}, got {value!r}")
     return int(pair[0]), int(pair[1])
 
