@@ -179,7 +179,7 @@ def _as_float(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not np.all(np.isfinite(converted)):
         raise ValueError(
             f"{name} holds values beyond the range of {dtype} "
-            f"(largest |{name}| = {np.max(np.abs(array))!r}); pass a wider dtype"
+            f"(largest |{name}| = {float(np.max(np.abs(array)))!r}); pass a wider dtype"
         )
     return converted
 
