@@ -818,6 +818,12 @@ ROWS += [
         r"seed must be an integer of magnitude <= 2\*\*63 - 1",
     ),
     Row(
+        "dense-d_in-integral-float",
+        lambda: nn.Dense(2.0, 2),
+        TypeError,
+        r"Dense: d_in must be an integer, got float 2\.0",
+    ),
+    Row(
         "sequential-seed-negative",
         lambda: nn.Sequential([nn.Dense(2, 2)], nn.SquaredError(), seed=-1),
         ValueError,
