@@ -28,6 +28,9 @@ from kfqn_ref.backend import SUPPORTED_DTYPES, xp_of
 
 E = TypeVar("E", bound=enum.Enum)
 
+#: The largest integer :func:`check_int` accepts (in magnitude): that of ``int64``.
+INT64_MAX = 2**63 - 1
+
 
 class NonFiniteError(ValueError):
     """A computation on finite inputs (a forward pass, a loss, a gradient, new weights) overflowed.
@@ -54,10 +57,15 @@ def is_int(value) -> bool:
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` in ``[minimum, maximum]`` (either bound may be absent).
 
-    ``2.0`` and ``True`` are not integers (``TypeError``).
+    ``2.0`` and ``True`` are not integers (``TypeError``); one beyond 64 bits is a wrong value.
     """
     if not is_int(value):
         raise TypeError(f"{name} must be an integer, got {describe(value)} {value!r}")
+    if abs(value) > INT64_MAX:  # no size, count or seed is larger, and floats would overflow
+        raise ValueError(
+            f"{name} must be an integer of magnitude <= 2**63 - 1 (64 bits), "
+            f"got one of {abs(value).bit_length()} bits"
+        )
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
             expected = f">= {minimum}"
@@ -164,7 +172,7 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
     """
     if not isinstance(value, tuple | list) or not all(is_int(v) for v in value):
         raise TypeError(f"{name} must be a tuple {form} of ints, got {describe(value)} {value!r}")
-    if len(value) != length or any(v < minimum for v in value):
+    if len(value) != length or any(v < minimum or v > INT64_MAX for v in value):
         raise ValueError(
             f"{name} must be a tuple {form} of {length} ints >= {minimum}, got {value!r}"
         )
@@ -259,8 +267,14 @@ def check_spd(name: str, A):
 def check_array_like(name: str, array):
     """Return ``array`` if it has ``shape`` and ``ndim`` (NumPy, CuPy or an autograd value).
 
-    Lists, tuples, scalars and ``None`` are not converted silently (``TypeError``).
+    Lists, tuples, scalars and ``None`` are not converted silently, and ``numpy.matrix`` and
+    masked arrays, whose operators mean other things, are refused (``TypeError``).
     """
+    if isinstance(array, np.ndarray) and type(array) is not np.ndarray:
+        raise TypeError(
+            f"{name} must be an array (a plain numpy.ndarray, not a numpy.matrix or a masked "
+            f"array), got {describe(array)}; convert it with numpy.asarray first"
+        )
     if not (hasattr(array, "shape") and hasattr(array, "ndim")):
         raise TypeError(
             f"{name} must be an array (numpy/cupy ndarray or autograd value), "
@@ -287,7 +301,7 @@ def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
     form = f"an int >= {minimum} or a pair (h, w) of such ints"
     if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
         raise TypeError(f"{name} must be {form}, got {describe(value)} {value!r}")
-    if len(pair) != 2 or any(v < minimum for v in pair):
+    if len(pair) != 2 or any(v < minimum or v > INT64_MAX for v in pair):
         raise ValueError(f"{name} must be {form}, got {value!r}")
     return int(pair[0]), int(pair[1])
 
@@ -342,3 +356,13 @@ def check_spd_operator(name: str, A, dim: int, dtype):
         return check_vector(f"{name} applied to a vector", A(u), dim=dim, dtype=dtype)
 
     return apply
+
+
+# --- added for reliability ---
+
+
+def check_finite_entries(name: str, array) -> None:
+    """``ValueError`` naming ``name`` if an input ``array`` (any numeric dtype) has NaN or Inf."""
+    module = xp_of(array)
+    if not bool(module.all(module.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")

@@ -10,7 +10,8 @@ Array module
   ``numpy`` otherwise). Code that receives arrays should prefer ``xp_of(array)`` over ``xp()``.
 * :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy).
   Host transfers are always explicit.
-* :func:`read_npz` reads every array of a ``.npz`` archive into host memory, never with pickle.
+* :func:`read_npz` reads every array of a ``.npz`` archive into host memory, never with pickle;
+  :func:`write_npz` writes one atomically (``docs/reliability.md``).
 
 dtype policy
 ------------
@@ -21,8 +22,12 @@ See ``docs/conventions.md``.
 
 from __future__ import annotations
 
+import math
 import os
+import tempfile
 import types
+import zipfile
+import zlib
 from typing import TypeAlias
 
 import numpy as np
@@ -103,19 +108,110 @@ def to_host(array: Array) -> np.ndarray:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read all arrays of the ``.npz`` archive at ``path`` into memory (``allow_pickle=False``).
+    """Read all arrays of the ``.npz`` archive at ``path`` into memory, never with pickle.
 
-    The file is opened here and closed on every path, also when it is not a valid archive
-    (``np.load`` given a path leaks its handle then); ``archive[key]`` reads the whole member, so
-    the returned arrays do not depend on the closed file. ``ValueError`` if the file holds a single
-    ``.npy`` array, an object array, or is not a valid archive; ``OSError`` if it cannot be opened.
+    Every member must be an ``.npy`` array of a plain dtype whose header's shape and dtype account
+    for exactly the member's uncompressed size in the zip directory, and that size must fit the
+    archive (a deflate stream expands at most :data:`MAX_DEFLATE_RATIO`-fold): so a forged header
+    allocates nothing. ``ValueError`` naming the member and what is wrong for a single ``.npy``
+    array, a member that is not an ``.npy`` array, an object array, a header that disagrees with
+    the directory, or a damaged archive (bad zip, bad deflate data, bad CRC); ``OSError`` if the
+    file cannot be opened. The file is closed on every path.
     """
     with open(path, "rb") as file:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
+        if file.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
             raise ValueError("expected a .npz archive of named arrays, got a single .npy array")
-        with archive:
-            return {key: archive[key] for key in archive.files}
+        file.seek(0)
+        archive_size = os.fstat(file.fileno()).st_size
+        try:
+            with zipfile.ZipFile(file) as archive:
+                return {
+                    info.filename.removesuffix(".npy"): _read_member(archive, info, archive_size)
+                    for info in archive.infolist()
+                }
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            kind = f"{type(error).__module__}.{type(error).__name__}"
+            raise ValueError(f"not a valid .npz archive (damaged: {kind}: {error})") from None
+
+
+#: The largest expansion of a deflate stream (about 1032:1), which bounds a member's true size.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> np.ndarray:
+    """One ``.npy`` member of an archive, its header checked against the zip directory first."""
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise ValueError(f"archive member {name!r} is not an .npy array")
+    if info.compress_size > archive_size or info.file_size > (
+        MAX_DEFLATE_RATIO * info.compress_size + 1024
+    ):
+        raise ValueError(
+            f"archive member {name!r} claims {info.file_size} bytes from {info.compress_size} "
+            f"compressed bytes in a {archive_size}-byte archive (a forged zip directory)"
+        )
+    with archive.open(info) as member:
+        shape, dtype = _npy_header(member, name)
+        claimed = math.prod(shape) * dtype.itemsize
+        if member.tell() + claimed != info.file_size:
+            raise ValueError(
+                f"archive member {name!r}: its header claims shape {shape} of {dtype} "
+                f"({claimed} bytes) but the zip directory gives it "
+                f"{info.file_size - member.tell()} bytes of data"
+            )
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _npy_header(member, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from the header of an ``.npy`` stream (left positioned after it)."""
+    version = np.lib.format.read_magic(member)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in readers:
+        raise ValueError(f"archive member {name!r} has .npy format version {version}")
+    shape, _, dtype = readers[version](member)
+    if dtype.hasobject:
+        raise ValueError(
+            f"archive member {name!r}: Object arrays cannot be loaded when allow_pickle=False "
+            "(Python objects are never unpickled)"
+        )
+    return shape, dtype
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as the ``.npz`` archive ``path`` atomically, under exactly that name.
+
+    Each value is converted with ``numpy.asarray``; a key that is not a string or a value that
+    would need pickle (an object array) is a ``TypeError``, raised before anything is written.
+    The archive goes to a temporary file in ``path``'s folder, is flushed to disk and renamed
+    over ``path`` (``os.replace``, atomic): a failed save (``OSError``: a full disk, a missing
+    folder) leaves the previous file as it was and no temporary file behind. No ``.npz`` suffix
+    is added.
+    """
+    plain = {}
+    for key, value in arrays.items():
+        if not isinstance(key, str):
+            raise TypeError(f"array names must be strings, got {type(key).__name__} {key!r}")
+        plain[key] = np.asarray(to_host(value))
+        if plain[key].dtype.hasobject:
+            raise TypeError(
+                f"array {key!r} has dtype object; only plain arrays are written (never pickled)"
+            )
+    folder = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(handle, allow_pickle=False, **plain)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+        raise
 
 
 def resolve_dtype(dtype: DTypeLike = None) -> np.dtype:

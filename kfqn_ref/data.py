@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from kfqn_ref import backend
-from kfqn_ref._checks import check_float_array, check_int, check_non_negative
+from kfqn_ref._checks import check_int, check_non_negative
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -145,9 +145,10 @@ def load_npz(
     """Load a data set from a ``.npz`` file holding arrays ``x_key`` and ``t_key``.
 
     Inputs are converted to ``dtype`` (float64 by default); integer targets (class indices) are
-    kept as integers, floating targets converted to ``dtype``. Files are read with
+    kept as ``int64``, floating targets converted to ``dtype``. Files are read with
     ``allow_pickle=False``. ``ValueError`` if the file cannot be read, a key is missing, the
-    sample counts differ, or an entry is not finite.
+    sample counts differ, an entry is not finite, a value overflows ``dtype`` or an integer
+    target does not fit ``int64``.
     """
     try:
         X, T = _read_npz_arrays(path, x_key, t_key)
@@ -157,17 +158,40 @@ def load_npz(
     for key, array in ((x_key, X), (t_key, T)):
         if array.dtype.kind not in "fiu":
             raise ValueError(f"{key} must hold numbers, got dtype {array.dtype}")
-    if X.ndim < 2 or T.ndim < 1 or X.shape[0] != T.shape[0]:
+    if X.ndim < 2:
+        raise ValueError(f"{x_key} must have shape (n, ...) with n samples, got {X.shape}")
+    if T.ndim < 1 or X.shape[0] != T.shape[0]:
         raise ValueError(
             f"{x_key} must be (n, ...) and {t_key} (n, ...) with the same n, "
             f"got {X.shape} and {T.shape}"
         )
-    X = check_float_array(x_key, X.astype(resolved))
-    if T.dtype.kind == "f":
-        T = check_float_array(t_key, T.astype(resolved))
-    else:
-        T = T.astype(np.int64)
+    X = _as_float(x_key, X, resolved)
+    T = _as_float(t_key, T, resolved) if T.dtype.kind == "f" else _as_int64(t_key, T)
     return Dataset(os.path.basename(os.fspath(path)), X, T)
+
+
+def _as_float(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` (of numbers) as finite floats of ``dtype``; a cast that overflows says so."""
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype)
+    if not np.all(np.isfinite(converted)):
+        raise ValueError(
+            f"{name} holds values beyond the range of {dtype} "
+            f"(largest |{name}| = {float(np.max(np.abs(array)))!r}); pass a wider dtype"
+        )
+    return converted
+
+
+def _as_int64(name: str, array: np.ndarray) -> np.ndarray:
+    """Integer ``array`` as ``int64``; ``uint64`` values above the int64 range would wrap."""
+    if array.size and array.dtype == np.uint64 and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{name} holds integers up to {array.max()}, beyond int64 (they would wrap to "
+            "negative numbers)"
+        )
+    return array.astype(np.int64)
 
 
 # --- user files for ``kfqn-ref train --data`` (docs/cli.md, "Your own data") -------------------
@@ -289,15 +313,7 @@ def _as_float_inputs(X: np.ndarray, dtype: np.dtype) -> np.ndarray:
         )
     if X.dtype == np.uint8:
         return (X / 255.0).astype(dtype)
-    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
-        raise ValueError("X contains NaN or Inf; every entry must be finite")
-    with np.errstate(over="ignore"):
-        converted = X.astype(dtype)
-    if not np.all(np.isfinite(converted)):
-        raise ValueError(
-            f"X holds values beyond the range of {dtype} (largest |x| = {np.max(np.abs(X))!r})"
-        )
-    return converted
+    return _as_float("X", X, dtype)
 
 
 def _as_labels(y: np.ndarray, n: int) -> np.ndarray:
@@ -307,6 +323,6 @@ def _as_labels(y: np.ndarray, n: int) -> np.ndarray:
             f"y must be integer class labels of shape ({n},) (one per sample of X), "
             f"got dtype {y.dtype} and shape {y.shape}"
         )
-    if y.min() < 0 or y.max() > np.iinfo(np.int64).max:
+    if y.size and y.min() < 0:
         raise ValueError(f"y must hold labels >= 0, got values in [{y.min()}, {y.max()}]")
-    return y.astype(np.int64)
+    return _as_int64("y", y)

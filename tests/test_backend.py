@@ -1,12 +1,15 @@
 """The array-module and dtype policy of kfqn_ref.backend (conventions §7, §9)."""
 
+import re
 import sys
+import tracemalloc
 import types
 
 import numpy as np
 import pytest
 
-from kfqn_ref import backend
+from kfqn_ref import backend, checkpoint, data, optim
+from tests.helpers.archives import FORGED
 
 
 def test_default_module_is_numpy_and_default_dtype_is_float64():
@@ -98,3 +101,69 @@ def test_read_npz_reads_every_array_and_refuses_single_arrays_and_objects(tmp_pa
     np.savez(tmp_path / "objects.npz", x=np.array([object()], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         backend.read_npz(tmp_path / "objects.npz")
+
+
+# --- damaged and forged archives, for every reader (docs/reliability.md) ---
+
+#: reader name -> (read(path), how its message names the file; ``None``: read_npz names none).
+READERS = {
+    "backend.read_npz": (backend.read_npz, None),
+    "data.load_npz": (data.load_npz, "cannot read data set from '{path}'"),
+    "data.load_arrays": (data.load_arrays, "cannot read data set from '{path}'"),
+    "optim.load_state": (optim.load_state, "cannot read optimizer state from '{path}'"),
+    "checkpoint.identity": (checkpoint.identity, "cannot read checkpoint '{path}'"),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("damage", sorted(FORGED))
+def test_a_damaged_or_forged_archive_is_refused_without_allocating_its_claims(
+    tmp_path, damage, reader
+):
+    write, pattern = FORGED[damage]
+    path = tmp_path / "forged.npz"
+    write(path)
+    content = path.read_bytes()
+    read, names_the_file = READERS[reader]
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as caught:
+            read(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert re.search(pattern, str(caught.value)), str(caught.value)
+    if names_the_file is not None:
+        assert names_the_file.format(path=path) in str(caught.value)
+    assert peak < 2**24  # 16 MiB: nothing of what a header or directory claims was allocated
+    assert path.read_bytes() == content
+
+
+def test_write_npz_keeps_the_name_and_leaves_no_temporary_file(tmp_path):
+    backend.write_npz(tmp_path / "arrays.bin", {"a": np.arange(3.0), "b": 7})
+    assert [p.name for p in tmp_path.iterdir()] == ["arrays.bin"]
+    arrays = backend.read_npz(tmp_path / "arrays.bin")
+    assert np.array_equal(arrays["a"], np.arange(3.0)) and arrays["b"] == 7
+
+
+def test_write_npz_into_a_missing_folder_is_an_os_error(tmp_path):
+    with pytest.raises(OSError):
+        backend.write_npz(tmp_path / "missing" / "arrays.npz", {"a": np.zeros(2)})
+
+
+@pytest.mark.parametrize(
+    ("arrays", "pattern"),
+    [
+        ({"a": np.array([None], dtype=object)}, "array 'a' has dtype object"),
+        ({"a": [object()]}, "array 'a' has dtype object"),
+        ({3: np.zeros(2)}, "array names must be strings, got int 3"),
+    ],
+)
+def test_write_npz_refuses_what_would_need_pickle_and_writes_nothing(tmp_path, arrays, pattern):
+    path = tmp_path / "old.npz"
+    backend.write_npz(path, {"old": np.ones(2)})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=pattern):
+        backend.write_npz(path, arrays)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["old.npz"]

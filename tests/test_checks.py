@@ -42,6 +42,8 @@ with warnings.catch_warnings():  # numpy.matrix warns that it is not recommended
     MATRIX = np.asmatrix(SPD)
 
 ACCEPT = [
+    Accept("int-int64-max", lambda: _checks.check_int("arg", 2**63 - 1), 2**63 - 1),
+    Accept("int-int64-min-magnitude", lambda: _checks.check_int("arg", -(2**63) + 1), -(2**63) + 1),
     Accept("is_int-int", lambda: _checks.is_int(3), True),
     Accept("is_int-numpy-int", lambda: _checks.is_int(np.int32(3)), True),
     Accept("is_int-bool", lambda: _checks.is_int(True), False),
@@ -480,6 +482,54 @@ REFUSE = [
         lambda: _checks.check_array_like("arg", None),
         TypeError,
         r"^arg must be an array .*got NoneType",
+    ),
+    Refuse(
+        "array_like-matrix",
+        lambda: _checks.check_array_like("arg", MATRIX),
+        TypeError,
+        r"^arg must be an array \(a plain numpy.ndarray, not a numpy.matrix .*got matrix",
+    ),
+    Refuse(
+        "array_like-masked",
+        lambda: _checks.check_array_like("arg", np.ma.masked_array(ARRAY)),
+        TypeError,
+        r"^arg must be an array \(a plain numpy.ndarray, .*got MaskedArray",
+    ),
+    Refuse(
+        "int-beyond-64-bits",
+        lambda: _checks.check_int("arg", 2**63, minimum=0),
+        ValueError,
+        r"^arg must be an integer of magnitude <= 2\*\*63 - 1 \(64 bits\), got one of 64 bits",
+    ),
+    Refuse(
+        "int-beyond-64-bits-negative",
+        lambda: _checks.check_int("arg", -(10**400)),
+        ValueError,
+        r"^arg must be an integer of magnitude <= 2\*\*63 - 1",
+    ),
+    Refuse(
+        "int_pair-beyond-64-bits",
+        lambda: _checks.check_int_pair("arg", (1, 2**64), 1),
+        ValueError,
+        r"^arg must be an int >= 1 or a pair \(h, w\) of such ints",
+    ),
+    Refuse(
+        "int_tuple-beyond-64-bits",
+        lambda: _checks.check_int_tuple("arg", (2**64, 1), 2, 1, "(rows, cols)"),
+        ValueError,
+        r"^arg must be a tuple \(rows, cols\) of 2 ints >= 1",
+    ),
+    Refuse(
+        "real-int-beyond-a-float",
+        lambda: _checks.check_positive("arg", 10**400),
+        ValueError,
+        r"^arg must be a finite real number",
+    ),
+    Refuse(
+        "finite_entries-nan",
+        lambda: _checks.check_finite_entries("arg", np.array([1.0, np.nan])),
+        ValueError,
+        r"^arg contains NaN or Inf; every entry must be finite",
     ),
     Refuse(
         "computed_finite",

@@ -122,6 +122,19 @@ def _load(**arrays):
     return call
 
 
+def _saved(tmp_path, **arrays):
+    np.savez(tmp_path / "set.npz", **arrays)
+    return tmp_path / "set.npz"
+
+
+def _load_as(tmp_path, dtype, **arrays):
+    return data.load_npz(_saved(tmp_path, **arrays), dtype=dtype)
+
+
+def _load_arrays(tmp_path, **arrays):
+    return data.load_arrays(_saved(tmp_path, **arrays))
+
+
 def _load_bytes(content: bytes):
     def call(tmp_path):
         (tmp_path / "bad.npz").write_bytes(content)
@@ -291,6 +304,59 @@ ROWS = [
         _load(X=np.zeros((3, 2)), T=np.zeros(2)),
         ValueError,
         r"same n, got \(3, 2\) and \(2,\)",
+    ),
+    # load_npz: casts that would overflow or wrap are reported as such
+    Row(
+        "npz-X-overflows-float32",
+        lambda tmp_path: _load_as(tmp_path, np.float32, X=np.array([[1e300, 1.0]]), T=np.zeros(1)),
+        ValueError,
+        r"X holds values beyond the range of float32 \(largest \|X\| = 1e\+300\)",
+    ),
+    Row(
+        "npz-T-overflows-float32",
+        lambda tmp_path: _load_as(tmp_path, np.float32, X=np.ones((1, 2)), T=np.array([-1e40])),
+        ValueError,
+        r"T holds values beyond the range of float32 \(largest \|T\| = 1e\+40\)",
+    ),
+    Row(
+        "npz-T-uint64-beyond-int64",
+        _load(X=np.ones((2, 2)), T=np.array([1, 2**64 - 1], dtype=np.uint64)),
+        ValueError,
+        r"T holds integers up to 18446744073709551615, beyond int64 \(they would wrap",
+    ),
+    Row(
+        "npz-X-1-D",
+        _load(X=np.ones(3), T=np.ones(3)),
+        ValueError,
+        r"X must have shape \(n, \.\.\.\) with n samples, got \(3,\)",
+    ),
+    Row(
+        "arrays-y-uint64-beyond-int64",
+        lambda tmp_path: _load_arrays(
+            tmp_path, X=np.ones((2, 2)), y=np.array([0, 2**63], np.uint64)
+        ),
+        ValueError,
+        r"y holds integers up to 9223372036854775808, beyond int64",
+    ),
+    Row(
+        "arrays-X-overflows-float32",
+        lambda tmp_path: data.load_arrays(
+            _saved(tmp_path, X=np.full((2, 2), -1e39)), dtype="float32"
+        ),
+        ValueError,
+        r"X holds values beyond the range of float32",
+    ),
+    Row(
+        "synthetic-seed-beyond-64-bits",
+        _regression(3, 2, 2, seed=2**64),
+        ValueError,
+        r"seed must be an integer of magnitude <= 2\*\*63 - 1",
+    ),
+    Row(
+        "minibatches-epochs-beyond-64-bits",
+        _minibatches(batch_size=2, epochs=10**19),
+        ValueError,
+        r"epochs must be an integer of magnitude",
     ),
     Row(
         "npz-strings",

@@ -35,7 +35,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from kfqn_ref._checks import check_array_like, check_int
+from kfqn_ref._checks import check_float_array, check_instance, check_int
 from kfqn_ref.backend import Array, xp_of
 from kfqn_ref.curvature.factors import as_positions
 from kfqn_ref.curvature.kronecker import unvec_unchecked, vec_unchecked
@@ -295,11 +295,16 @@ def structure_block(record: LayerRecord, preactivation_hessians: Array) -> Array
         (1/N) sum_n sum_{p,p'} (a~_{n,p} a~_{n,p'}^T) kron (d2 l_n / dh_{n,p} dh_{n,p'})
 
     Returns ``(d_out (D+1), d_out (D+1))`` over column-major ``vec(W~)``. Passing the pre-activation
-    GGNs of :func:`preactivation_ggns` gives the layer's GGN block instead (eq. 5). ``ValueError``
-    unless ``record.a`` and ``record.h`` describe the same samples and positions and the Hessians
-    are ``(N, P c_out, P c_out)`` for them (``c_out``: the last axis of ``record.h``).
+    GGNs of :func:`preactivation_ggns` gives the layer's GGN block instead (eq. 5). ``TypeError``
+    unless ``record`` is a :class:`~kfqn_ref.nn.LayerRecord` and ``record.a`` and the Hessians are
+    float arrays; ``ValueError`` for a NaN or Inf in them, or unless ``record.a`` and ``record.h``
+    describe the same samples and positions and the Hessians are ``(N, P c_out, P c_out)`` for
+    them (``c_out``: the last axis of ``record.h``).
     """
-    a = as_positions("record.a", record.a)
+    from kfqn_ref.nn import LayerRecord  # imported here: an import cycle at load time
+
+    check_instance("record", record, LayerRecord)
+    a = as_positions("record.a", check_float_array("record.a", record.a))
     h = as_positions("record.h", record.h)
     n_samples, n_positions, width = a.shape
     if h.shape[:2] != a.shape[:2]:
@@ -309,7 +314,7 @@ def structure_block(record: LayerRecord, preactivation_hessians: Array) -> Array
         )
     channels = h.shape[2]
     side = n_positions * channels
-    shape = tuple(check_array_like("preactivation_hessians", preactivation_hessians).shape)
+    shape = tuple(check_float_array("preactivation_hessians", preactivation_hessians).shape)
     if shape != (n_samples, side, side):
         raise ValueError(
             f"preactivation_hessians must have shape (N, P c_out, P c_out) = "

@@ -24,7 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref._checks import check_array_like, check_int_tuple, check_shape
+from kfqn_ref._checks import (
+    check_array_like,
+    check_finite_entries,
+    check_int_tuple,
+    check_non_negative,
+    check_shape,
+)
 from kfqn_ref.backend import Array, xp_of
 
 
@@ -155,9 +161,13 @@ def nearest_kronecker(
 
     ``M``: ``(m1 m2, n1 n2)``; ``shape_A, shape_G``: ``(m1, n1)`` and ``(m2, n2)``, the shapes of
     the factors; ``rank_rtol``: singular values ``> rank_rtol * s_1`` count towards the Kronecker
-    rank (default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule).
+    rank (default :func:`default_rank_rtol`, NumPy's ``matrix_rank`` rule), a real ``>= 0``.
+    ``ValueError`` for a NaN or Inf in ``M``.
     """
-    R = rearrange(M, shape_A, shape_G)  # checks M, shape_A and shape_G
+    R = rearrange(M, shape_A, shape_G)  # checks M's kind and shape, shape_A and shape_G
+    check_finite_entries("M", M)
+    if rank_rtol is not None:
+        rank_rtol = check_non_negative("rank_rtol", rank_rtol)
     shape_A, shape_G = tuple(shape_A), tuple(shape_G)
     xp = xp_of(M)
     U, s, Vt = xp.linalg.svd(R, full_matrices=False)

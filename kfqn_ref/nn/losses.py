@@ -249,7 +249,7 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     def _check_target_values(self, z, t):
-        kind = t.dtype.kind if isinstance(t, xp_of(t).ndarray) else None
+        kind = t.dtype.kind if type(t) is xp_of(t).ndarray else None  # no matrix, masked array
         if kind in ("i", "u"):
             self._check_class_indices(z, t)
         elif kind == "f":

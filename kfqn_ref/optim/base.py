@@ -175,7 +175,11 @@ def _check_batch(X, T) -> None:
     """``X`` and ``T`` are arrays holding the same number (>= 1) of samples along axis 0."""
     _checks.check_array_like("X", X)
     _checks.check_array_like("T", T)
-    if X.ndim == 0 or T.ndim == 0 or X.shape[0] != T.shape[0]:
+    if X.ndim < 2:
+        raise ValueError(
+            f"X must have shape (N, ...): N samples along axis 0, got shape {tuple(X.shape)}"
+        )
+    if T.ndim == 0 or X.shape[0] != T.shape[0]:
         raise ValueError(
             "X and T must hold the same number of samples along axis 0, "
             f"got X {tuple(X.shape)} and T {tuple(T.shape)}"

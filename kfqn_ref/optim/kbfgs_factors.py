@@ -168,9 +168,16 @@ def ema_input_factor(A: Array, a_batch_factor: Array, decay: float) -> Array:
 
 
 def damped_inverse(A: Array, lambda_A: float) -> Array:
-    """``(A + lambda_A I)^{-1}`` by an explicit inverse (the authors' ``H_a`` at step 0)."""
+    """``(A + lambda_A I)^{-1}`` by an explicit inverse (the authors' ``H_a`` at step 0, K-FAC).
+
+    A matrix singular in floating point (``lambda_A`` below the rounding of huge entries of ``A``)
+    gives an inverse of ``inf``, which the caller's finiteness check refuses as an overflow.
+    """
     xp = backend.xp_of(A)
-    return xp.linalg.inv(A + lambda_A * xp.eye(A.shape[0], dtype=A.dtype))
+    try:
+        return xp.linalg.inv(A + lambda_A * xp.eye(A.shape[0], dtype=A.dtype))
+    except xp.linalg.LinAlgError:
+        return xp.full_like(A, xp.inf)
 
 
 def running_action(A: Array, lambda_A: float) -> Callable[[Array], Array]:

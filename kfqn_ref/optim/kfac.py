@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -48,6 +49,7 @@ from kfqn_ref.optim.first_order import (
     momentum_update,
     zeros_like_weights,
 )
+from kfqn_ref.optim.kbfgs_factors import damped_inverse
 
 
 class KFACDampingSplit(enum.Enum):
@@ -190,7 +192,8 @@ def split_damping(
     """Return ``(lambda_A, lambda_G) = (pi sqrt(lambda), sqrt(lambda) / pi)``.
 
     ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` for ``KFACDampingSplit.PI`` (Martens & Grosse
-    2015, §6.3), ``pi = 1`` for ``KFACDampingSplit.EQUAL``. The product
+    2015, §6.3), ``pi = 1`` for ``KFACDampingSplit.EQUAL`` and for ``PI`` when a trace is 0 (a
+    zero factor: dead ReLUs, a zero input; ``docs/reliability.md``). The product
     ``lambda_A lambda_G = lambda``.
     """
     pi = 1.0
@@ -198,7 +201,10 @@ def split_damping(
         xp = backend.xp_of(A)
         mean_eigen_A = float(xp.trace(A)) / A.shape[0]
         mean_eigen_G = float(xp.trace(G)) / G.shape[0]
-        pi = float(np.sqrt(mean_eigen_A / mean_eigen_G))
+        if mean_eigen_A > 0.0 and mean_eigen_G > 0.0:
+            pi = float(np.sqrt(mean_eigen_A / mean_eigen_G))
+            if not 0.0 < pi < math.inf:  # the ratio under- or overflowed; its roots do not
+                pi = math.sqrt(mean_eigen_A) / math.sqrt(mean_eigen_G)
     root = float(np.sqrt(damping))
     return pi * root, root / pi
 
@@ -207,11 +213,8 @@ def damped_inverses(
     A: Array, G: Array, damping: float, split: KFACDampingSplit
 ) -> tuple[Array, Array]:
     """Return ``((A + lambda_A I)^-1, (G + lambda_G I)^-1)`` with :func:`split_damping`'s shares."""
-    xp = backend.xp_of(A)
     lambda_A, lambda_G = split_damping(A, G, damping, split)
-    A_inv = xp.linalg.inv(A + lambda_A * xp.eye(A.shape[0], dtype=A.dtype))
-    G_inv = xp.linalg.inv(G + lambda_G * xp.eye(G.shape[0], dtype=G.dtype))
-    return A_inv, G_inv
+    return damped_inverse(A, lambda_A), damped_inverse(G, lambda_G)
 
 
 def fisher_output_gradients(loss, z: Array, T, fisher: FisherType, drawn) -> list[Array]:

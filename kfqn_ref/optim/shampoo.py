@@ -77,11 +77,15 @@ def spd_inverse_root(M: Array, root: int) -> Array:
     """``M^{-1/root}`` of a symmetric positive definite ``M`` from its eigendecomposition.
 
     ``M = V diag(w) V^T`` (``eigh``) gives ``M^{-1/root} = V diag(w^{-1/root}) V^T``, symmetric by
-    construction. A non-positive eigenvalue (``M`` not numerically SPD) yields NaN, which makes the
-    step be refused (:class:`kfqn_ref.optim.base.NonFiniteError`), never a silent clip.
+    construction. A non-positive eigenvalue (``M`` not numerically SPD), or an ``eigh`` that does
+    not converge (entries near overflow), yields NaN, which makes the step be refused
+    (:class:`kfqn_ref.optim.base.NonFiniteError`), never a silent clip.
     """
     xp = backend.xp_of(M)
-    eigenvalues, eigenvectors = xp.linalg.eigh(M)
+    try:
+        eigenvalues, eigenvectors = xp.linalg.eigh(M)
+    except xp.linalg.LinAlgError:
+        return xp.full_like(M, xp.nan)
     with _quiet_invalid_power(xp):
         scaled = eigenvectors * eigenvalues ** (-1.0 / root)
     return scaled @ eigenvectors.T

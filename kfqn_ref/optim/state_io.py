@@ -3,11 +3,11 @@
 Each optimizer keeps its state in ``self.state``, a (nested) structure of frozen dataclasses,
 NamedTuples, tuples/lists, ``None`` (an entry a configuration does not keep) and arrays/numbers.
 :func:`optimizer_state_dict` flattens it, with the configuration, the step counter and the model's
-weights, into a ``dict`` of plain arrays that ``numpy.savez`` writes and
-``numpy.load(..., allow_pickle=False)`` reads back (:func:`save_state` / :func:`load_state`).
-:func:`load_optimizer_state` checks that the dict comes from the same optimizer class,
-configuration and model shapes, and that every value lies in its range (a state class declares its
-ranges in a ``check_loaded(prefix)`` method), before it changes anything.
+weights, into a ``dict`` of plain arrays that :func:`save_state` writes atomically and
+:func:`load_state` reads back, never with pickle. :func:`read_optimizer_state` checks that the dict
+comes from the same optimizer class, configuration and model shapes, and that every value lies in
+its range (a state class declares its ranges in a ``check_loaded(prefix)`` method), before it
+changes anything; it copies every array it keeps (``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,7 +100,7 @@ def _leaf_like(template, stored: np.ndarray, key: str):
         )
     if stored.dtype.kind == "f" and not np.all(np.isfinite(stored)):
         raise ValueError(f"state entry {key!r} contains NaN or Inf")
-    return backend.xp_of(template).asarray(stored)
+    return backend.xp_of(template).array(stored)  # a copy: the caller's dict stays theirs
 
 
 def unflatten_like(template, flat: dict[str, np.ndarray], prefix: str):
@@ -225,18 +224,25 @@ def read_optimizer_state(optimizer, flat: dict) -> tuple[list, Any, int]:
 
 
 def save_state(path: str | os.PathLike, state: dict[str, np.ndarray]) -> None:
-    """Write a state dict with ``numpy.savez`` (plain arrays, no pickle)."""
-    np.savez(path, **state)
+    """Write a state dict to ``path`` (plain arrays, no pickle), atomically, under that name.
+
+    :func:`kfqn_ref.backend.write_npz`: ``TypeError`` for a ``state`` that is not a dict or holds
+    an object array (nothing written); a failed write (``OSError``) leaves the previous file.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict of arrays, got {_checks.describe(state)}")
+    backend.write_npz(path, state)
 
 
 def load_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a state dict written by :func:`save_state` (``allow_pickle=False``).
+    """Read a state dict written by :func:`save_state` (never with pickle).
 
-    Raises ``ValueError`` if the file is not a readable ``.npz`` archive of plain arrays.
+    ``ValueError`` naming the file and what is wrong if it cannot be opened or is not a valid
+    ``.npz`` archive of plain arrays (:func:`kfqn_ref.backend.read_npz`).
     """
     try:
         return backend.read_npz(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError) as error:
         raise ValueError(
             f"cannot read optimizer state from {os.fspath(path)!r}: {error}"
         ) from error

@@ -368,9 +368,74 @@ ROWS = [
         r"record.h \(1, 4, 2\) and record.a \(2, 4, 5\)",
     ),
     *target_rows(),
+    # -- NaN and Inf, numpy.matrix and masked arrays, records of the wrong kind -------------------
+    *(
+        Row(
+            f"nearest_kronecker-M-{name}",
+            lambda value=value: nearest_kronecker(np.full((4, 4), value), (2, 2), (2, 2)),
+            ValueError,
+            "M contains NaN or Inf; every entry must be finite",
+        )
+        for name, value in (("nan", np.nan), ("inf", np.inf), ("-inf", -np.inf))
+    ),
+    *(
+        Row(
+            f"nearest_kronecker-rank_rtol-{value!r}",
+            lambda value=value: nearest_kronecker(M4, (2, 2), (2, 2), rank_rtol=value),
+            error,
+            pattern,
+        )
+        for value, error, pattern in (
+            (-1e-3, ValueError, "rank_rtol must be >= 0, got -0.001"),
+            (float("nan"), ValueError, "rank_rtol must be finite, got nan"),
+            (float("inf"), ValueError, "rank_rtol must be finite, got inf"),
+            ("1e-3", TypeError, "rank_rtol must be a real number, got str"),
+            (10**400, ValueError, "rank_rtol must be a finite real number"),
+        )
+    ),
+    *(
+        Row(
+            f"{name}-matrix",
+            call,
+            TypeError,
+            r"must be an array \(a plain numpy.ndarray, not a numpy.matrix or a masked array\)",
+        )
+        for name, call in (
+            ("vec-X", lambda: vec(np.asmatrix(X32))),
+            ("kron-A", lambda: kron(np.asmatrix(A2), G3)),
+            ("kron_matvec-X", lambda: kron_matvec(A2, G3, np.ma.masked_array(X32))),
+            ("nearest_kronecker-M", lambda: nearest_kronecker(np.asmatrix(M4), (2, 2), (2, 2))),
+            ("input_factor-a", lambda: input_factor(np.ma.masked_array(RECORD.a))),
+            ("output_factor-g", lambda: output_factor(np.asmatrix(RECORD.h))),
+        )
+    ),
+    *(
+        Row(
+            f"structure_block-record-{name}",
+            lambda record=record: hessian.structure_block(record, np.zeros((2, 2, 2))),
+            TypeError,
+            f"record must be a LayerRecord, got {name}",
+        )
+        for name, record in (("NoneType", None), ("list", [RECORD.a, RECORD.h]))
+    ),
+    Row(
+        "structure_block-record-a-nan",
+        lambda: hessian.structure_block(
+            dataclasses.replace(RECORD, a=np.full_like(RECORD.a, np.nan)), np.zeros((2, 2, 2))
+        ),
+        ValueError,
+        "record.a contains NaN or Inf",
+    ),
+    Row(
+        "structure_block-hessians-nan",
+        lambda: hessian.structure_block(RECORD, np.full((2, 2, 2), np.nan)),
+        ValueError,
+        "preactivation_hessians contains NaN or Inf",
+    ),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input_is_refused(row):
     before = [array.copy() for array in row.unchanged()]

@@ -742,11 +742,107 @@ ROWS = [
     ),
 ]
 
+# -- arrays that are not plain ndarrays, targets that would wrap, integers beyond 64 bits ---------
+#: How a refused numpy.matrix or masked array is named (docs/reliability.md).
+NOT_PLAIN = r"must be an array of float64 or float32, got (matrix|MaskedArray) of dtype float64"
+SOFTMAX_TARGETS = r"targets t must be an integer array of class indices .* got (matrix|MaskedArray)"
+for _kind, _wrap in (("matrix", np.asmatrix), ("masked", np.ma.masked_array)):
+    ROWS += [
+        Row(f"forward-X-{_kind}", lambda w=_wrap: MLP.forward(w(X)), TypeError, "X " + NOT_PLAIN),
+        Row(
+            f"forward_backward-X-{_kind}",
+            lambda w=_wrap: MLP.forward_backward(w(X), T),
+            TypeError,
+            "X " + NOT_PLAIN,
+            _weights_of(MLP),
+        ),
+        Row(
+            f"forward_backward-T-{_kind}",
+            lambda w=_wrap: MLP.forward_backward(X, w(T)),
+            TypeError,
+            "SquaredError targets t " + NOT_PLAIN,
+        ),
+        Row(
+            f"softmax-class-indices-{_kind}",
+            lambda w=_wrap: SOFTMAX_MLP.forward_backward(X, w(np.zeros((1, 5), np.int64))),
+            TypeError,
+            SOFTMAX_TARGETS,
+        ),
+        Row(
+            f"loss-value-z-{_kind}",
+            lambda w=_wrap: nn.SquaredError().value(w(Z), Z),
+            TypeError,
+            "network output z " + NOT_PLAIN,
+        ),
+        Row(
+            f"set_weights-{_kind}",
+            lambda w=_wrap: MLP.set_weights([w(W0), W1]),
+            TypeError,
+            r"weights\[0\] for Dense \(layers\[0\]\) " + NOT_PLAIN,
+            _weights_of(MLP),
+        ),
+        Row(
+            f"backward_pass-output_gradients-{_kind}",
+            lambda w=_wrap: MLP.backward_pass(FORWARD, w(np.ones((5, 2)))),
+            TypeError,
+            "output_gradients " + NOT_PLAIN,
+        ),
+    ]
+ROWS += [
+    Row(
+        "softmax-uint64-class-index-beyond-int64",
+        lambda: SOFTMAX_MLP.forward_backward(X, np.full(5, 2**64 - 1, dtype=np.uint64)),
+        ValueError,
+        r"class indices must lie in \[0, 1\] for 2 classes, got values in \[18446744073709551615",
+    ),
+    Row(
+        "forward_backward-T-None", lambda: MLP.forward_backward(X, None), TypeError, "got NoneType"
+    ),
+    Row("forward-X-None", lambda: MLP.forward(None), TypeError, "X must be an array"),
+    Row(
+        "dense-d_in-beyond-64-bits",
+        lambda: nn.Dense(10**400, 2),
+        ValueError,
+        r"Dense: d_in must be an integer of magnitude <= 2\*\*63 - 1 \(64 bits\), got one of 1329",
+    ),
+    Row(
+        "conv-kernel-beyond-64-bits",
+        lambda: nn.Conv2d(1, 2, 2**64),
+        ValueError,
+        r"kernel_size must be an int >= 1 or a pair \(h, w\) of such ints, got 1844674407370955",
+    ),
+    Row(
+        "sequential-seed-beyond-64-bits",
+        lambda: nn.Sequential([nn.Dense(2, 2)], nn.SquaredError(), seed=10**30),
+        ValueError,
+        r"seed must be an integer of magnitude <= 2\*\*63 - 1",
+    ),
+    Row(
+        "dense-d_in-integral-float",
+        lambda: nn.Dense(2.0, 2),
+        TypeError,
+        r"Dense: d_in must be an integer, got float 2\.0",
+    ),
+    Row(
+        "sequential-seed-negative",
+        lambda: nn.Sequential([nn.Dense(2, 2)], nn.SquaredError(), seed=-1),
+        ValueError,
+        r"seed must be an integer >= 0, got -1",
+    ),
+    Row(
+        "sequential-seed-float",
+        lambda: nn.Sequential([nn.Dense(2, 2)], nn.SquaredError(), seed=1.0),
+        TypeError,
+        r"seed must be an integer, got float",
+    ),
+]
+
 
 def _snapshot(state):
     return None if state is None else [(a.dtype, a.shape, a.tobytes()) for a in state()]
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input(row):
     before = _snapshot(row.state)

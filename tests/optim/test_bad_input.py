@@ -501,6 +501,110 @@ row(
     ValueError,
     "expected 2 matrices",
 )
+
+
+# Arrays that are not plain ndarrays, and minibatches of the wrong form (docs/reliability.md).
+def every_optimizer():
+    """``(id, make, batch)`` for each baseline and K-BFGS case after a step, and a minibatch."""
+    for cls in BASELINES:
+        yield cls.__name__, lambda cls=cls: stepped(cls), lambda opt: autoencoder_batch()
+    for case in sorted(KBFGS_CASES):
+        yield (
+            case,
+            lambda case=case: kbfgs_squared_error(case),
+            lambda opt: kbfgs_batch(opt.model, targets="real"),
+        )
+
+
+PLAIN = r"must be an array \(a plain numpy.ndarray, not a numpy.matrix or a masked array\)"
+for name, make, good_batch in every_optimizer():
+    for corrupt, change, error, pattern in [
+        ("X-matrix", lambda X, T: (np.asmatrix(X.reshape(len(X), -1)), T), TypeError, "X " + PLAIN),
+        ("X-masked", lambda X, T: (np.ma.masked_array(X), T), TypeError, "X " + PLAIN),
+        ("T-matrix", lambda X, T: (X, np.asmatrix(T)), TypeError, "T " + PLAIN),
+        ("T-masked", lambda X, T: (X, np.ma.masked_array(T)), TypeError, "T " + PLAIN),
+        ("X-None", lambda X, T: (None, T), TypeError, "X must be an array"),
+        ("T-None", lambda X, T: (X, None), TypeError, "T must be an array"),
+        ("T-list", lambda X, T: (X, T.tolist()), TypeError, "T must be an array"),
+        ("X-1-D", lambda X, T: (X.reshape(-1)[:3], T[:1]), ValueError, r"X must have shape \(N"),
+    ]:
+        row(
+            f"{name}-{corrupt}",
+            make,
+            lambda opt, change=change, good_batch=good_batch: opt.step(*change(*good_batch(opt))),
+            error,
+            pattern,
+        )
+
+# A damping far below the data's rounding: A + lambda I is singular in floating point.
+row(
+    "KBFGS-2020-damping-1e-300-singular-H_a",
+    lambda: KBFGS(dense_model(loss=nn.SquaredError()), variant=V.AUTHORS_2020, damping=1e-300),
+    lambda opt: opt.step(np.full((1, 5), 1e10), np.ones((1, 3))),
+    NonFiniteError,
+    "new weights of trainable layer 0 is not finite",
+)
+row(
+    "KFAC-damping-1e-300-singular-A",
+    lambda: optim.KFAC(dense_model(loss=nn.SquaredError()), damping=1e-300),
+    lambda opt: opt.step(np.full((1, 5), 1e10), np.ones((1, 3))),
+    NonFiniteError,
+    "damped inverse of A of trainable layer 0 is not finite",
+)
+
+# Integers beyond 64 bits, reals beyond a float.
+for config_class, options, pattern in [
+    (KBFGSLConfig, dict(memory=10**30), "memory must be an integer of magnitude <= 2\\*\\*63 - 1"),
+    (optim.KFACConfig, dict(seed=2**64), "seed must be an integer of magnitude"),
+    (optim.KFACConfig, dict(inverse_interval=10**400), "inverse_interval must be an integer of"),
+    (optim.ShampooConfig, dict(root_interval=-(10**20)), "root_interval must be an integer of"),
+    (KBFGSConfig, dict(update_interval=2**63), "update_interval must be an integer of"),
+    (optim.AdamConfig, dict(lr=10**400), "lr must be a finite real number"),
+    (KBFGSConfig, dict(damping=10**309), "damping must be a finite real number"),
+]:
+    row(
+        f"{config_class.__name__}-{next(iter(options))}-huge",
+        NONE,
+        construct(config_class, **options),
+        ValueError,
+        pattern,
+    )
+
+# load_state_dict: the wrong kind of record, damaged entries.
+for name, make in [
+    ("Adam", lambda: stepped(optim.Adam)),
+    ("KBFGSL", lambda: kbfgs_squared_error("conv-KBFGSL-2022-sqrtT")),
+]:
+    row(
+        f"{name}-load_state_dict-None",
+        make,
+        lambda opt: opt.load_state_dict(None),
+        TypeError,
+        "state must be a dict of arrays, got NoneType",
+    )
+    row(
+        f"{name}-load_state_dict-list",
+        make,
+        lambda opt: opt.load_state_dict(list(opt.state_dict().items())),
+        TypeError,
+        "state must be a dict of arrays, got list",
+    )
+    row(
+        f"{name}-load_state_dict-object-entry",
+        make,
+        lambda opt: opt.load_state_dict(dict(opt.state_dict(), **{"weights.0": np.array(None)})),
+        ValueError,
+        "state entry 'weights.0' has shape",
+    )
+    row(
+        f"{name}-load_state_dict-negative-step-count",
+        make,
+        lambda opt: opt.load_state_dict(dict(opt.state_dict(), step_count=np.array(-3))),
+        ValueError,
+        "state entry 'step_count' must be >= 0",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The test
 # ---------------------------------------------------------------------------------------------
@@ -533,6 +637,7 @@ def assert_same_snapshot(after, before) -> None:
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize(("make", "call", "error", "pattern"), ROWS)
 def test_refused_call_raises_naming_the_argument_and_changes_nothing(make, call, error, pattern):
     obj = make()

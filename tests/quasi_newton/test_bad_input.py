@@ -291,9 +291,50 @@ ROWS = [
         TypeError,
         "gamma_rule must be a GammaRule or one of the strings",
     ),
+    # --- numpy.matrix and masked arrays (their * and @ mean other things), huge integers ---
+    *(
+        Row(f"{name}-{kind}", call, TypeError, f"{arg} must be an array of float64 or float32")
+        for kind, wrap in (("matrix", np.asmatrix), ("masked", np.ma.masked_array))
+        for name, arg, call in (
+            ("bfgs_inverse_update-H", "H", lambda w=wrap: bfgs_inverse_update(w(H), S, Y)),
+            ("bfgs_direct_update-s", "s", lambda w=wrap: bfgs_direct_update(H, w(S), Y)),
+            ("powell_damping-y", "y", lambda w=wrap: powell_damping(S, w(Y), H)),
+            ("second_damping-s", "s", lambda w=wrap: second_damping(w(S), Y, eps=0.5)),
+            (
+                "levenberg_marquardt_damping-y",
+                "y",
+                lambda w=wrap: levenberg_marquardt_damping(S, w(Y), mu2=0.1),
+            ),
+            (
+                "double_damping_2022-H",
+                "H",
+                lambda w=wrap: double_damping_2022(S, Y, w(H), mu1=0.2, mu2=0.1),
+            ),
+            ("hessian_action_pair-v", "v", lambda w=wrap: hessian_action_pair(H, w(S), H)),
+        )
+    ),
+    Row(
+        "lbfgs_init-dim-float",
+        lambda: lbfgs_init(3.0, 2),
+        TypeError,
+        "dim must be an integer, got float 3.0",
+    ),
+    Row(
+        "lbfgs_init-dim-bool",
+        lambda: lbfgs_init(True, 2),
+        TypeError,
+        "dim must be an integer, got bool",
+    ),
+    Row(
+        "lbfgs_init-memory-beyond-64-bits",
+        lambda: lbfgs_init(3, 10**30),
+        ValueError,
+        r"memory must be an integer of magnitude <= 2\*\*63 - 1",
+    ),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input_is_refused(row):
     before = [array.copy() for array in row.unchanged]
