@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
@@ -55,8 +54,8 @@ def save(
 ) -> None:
     """Write the optimizer ``state`` (a ``state_dict``), ``log`` and ``identity`` to ``path``.
 
-    Atomic: a temporary file in the same folder, then ``os.replace``; on any error the temporary
-    file is removed and ``path`` keeps its previous content.
+    Atomic (:func:`kfqn_ref.backend.write_npz`): a temporary file in the same folder, then
+    ``os.replace``; on any error the temporary file is removed and ``path`` keeps its content.
     """
     arrays = {
         "format": np.array(FORMAT),
@@ -71,17 +70,7 @@ def save(
     }
     arrays.update({f"log.{field}": np.array(getattr(log, field), float) for field in _LIST_FIELDS})
     arrays.update({f"optimizer.{key}": value for key, value in state.items()})
-    folder = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    backend.write_npz(path, arrays)
 
 
 def identity(path: str | os.PathLike) -> dict:
