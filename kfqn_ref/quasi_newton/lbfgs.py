@@ -18,7 +18,7 @@ is applied three ways, kept together by the tests:
 ``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
 applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
 
-Every public function validates the store (:func:`check_lbfgs_state`: two full scans) and calls
+Every public function validates the store (:func:`check_lbfgs_state`: three full scans) and calls
 its core ``*_unchecked``, which trusted callers such as K-BFGS(L) use directly.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -176,8 +177,10 @@ def lbfgs_append_unchecked(
     memory = state.S.shape[0]
     S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
     candidate = LBFGSState(S, Y, min(state.count + 1, memory), gamma)
-    if not _representable(candidate):
+    factors = _representable_factors(candidate)
+    if factors is None:
         return LBFGSAppend(state, False, SkipReason.NON_FINITE_RESULT)
+    _remember_factors(candidate, factors)
     return LBFGSAppend(candidate, True, reason)
 
 
@@ -216,13 +219,17 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
 
 
 def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
-    """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers)."""
-    S, Y = lbfgs_pairs_unchecked(state)
-    module = xp_of(S)
-    S_Yt = S @ Y.T
-    R = module.triu(S_Yt)
-    R_inv = module.linalg.solve(R, module.eye(state.count, dtype=S.dtype))
-    return CompactFactors(S, Y, R_inv, module.diagonal(S_Yt).copy(), Y @ Y.T)
+    """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers).
+
+    Computed once per store (``O(q^2 d + q^3)``) and remembered while the store's arrays live:
+    :func:`lbfgs_append` remembers those of the store it returns (see ``docs/performance.md``).
+    """
+    small = _FACTORS.get(_factors_key(state))
+    if small is None:
+        factors = _compact_factors(state)
+        _remember_factors(state, factors)
+        return factors
+    return CompactFactors(*lbfgs_pairs_unchecked(state), *small)
 
 
 def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
@@ -298,29 +305,68 @@ def hessian_action_lbfgs_append(
 # ---------------------------------------------------------------------------------------------
 
 
-def _representable(state: LBFGSState) -> bool:
-    """Whether the store's matrix ``H`` and its three forms stay finite (the rule [QN-11b]).
+#: ``(R_inv, D, YtY)`` of live stores, keyed by :func:`_factors_key` (no views of ``S``, ``Y``,
+#: which would keep them alive). Stores are values (their arrays are never written in place), so
+#: a store's factors never change; an entry leaves when the store's ``S`` or ``Y`` is freed, so
+#: no key's ``id`` is reused while its entry exists.
+_FACTORS: dict[tuple[int, int, int], tuple] = {}
 
-    Requires finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact form
-    [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
-    ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
-    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b].
+
+def _factors_key(state: LBFGSState) -> tuple[int, int, int]:
+    return id(state.S), id(state.Y), state.count
+
+
+def _remember_factors(state: LBFGSState, factors: CompactFactors) -> None:
+    key = _factors_key(state)
+    _FACTORS[key] = (factors.R_inv, factors.D, factors.YtY)
+    for rows in (state.S, state.Y):
+        weakref.finalize(rows, _FACTORS.pop, key, None)
+
+
+def _compact_factors(state: LBFGSState) -> CompactFactors:
+    """``S, Y`` (``(q, d)``), ``R^-1`` of ``triu(S Y^T)``, ``D = diag(S Y^T)``, ``Y Y^T``."""
+    S, Y = lbfgs_pairs_unchecked(state)
+    S_Yt = S @ Y.T
+    return CompactFactors(
+        S, Y, _upper_triangle_inverse(S_Yt), xp_of(S).diagonal(S_Yt).copy(), Y @ Y.T
+    )
+
+
+def _upper_triangle_inverse(matrix):
+    """``triu(matrix)^-1`` (``(q, q)``)."""
+    module = xp_of(matrix)
+    return module.linalg.solve(module.triu(matrix), module.eye(matrix.shape[0], dtype=matrix.dtype))
+
+
+def _representable_factors(state: LBFGSState) -> CompactFactors | None:
+    """The store's compact factors if its matrix ``H`` and its three forms stay finite, else None.
+
+    The rule [QN-11b]: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the
+    compact form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns
+    of ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form
+    passes through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. The norm
+    of the block ``R^-T B R^-1`` (``B = D + gamma Y Y^T``) is bounded by ``||R^-1||_F^2 ||B||_F``
+    first and formed only when that bound is not finite.
     """
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
         S_Yt = S @ Y.T
-        D = module.diagonal(S_Yt)
+        D = module.diagonal(S_Yt).copy()
         rho = 1.0 / D
         if not bool(module.all(module.isfinite(rho * rho))):
-            return False
-        R_inv = module.linalg.solve(module.triu(S_Yt), module.eye(state.count, dtype=S.dtype))
-        inner = R_inv.T @ ((module.diag(D) + state.gamma * (Y @ Y.T)) @ R_inv)
-        middle_norm = float(module.sqrt((inner * inner).sum() + 2.0 * (R_inv * R_inv).sum()))
+            return None
+        factors = CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
+        R_inv, B = factors.R_inv, module.diag(D) + state.gamma * factors.YtY
         gamma_Y = state.gamma * Y
         columns = float(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
-        bound = state.gamma + middle_norm * columns
-    return math.isfinite(bound)
+        R_inv_2 = float((R_inv * R_inv).sum())
+        # ||R^-T B R^-1||_F <= ||R^-1||_F^2 ||B||_F: the q x q products only where that overflows
+        middle_norm = math.sqrt(R_inv_2 * R_inv_2 * float((B * B).sum()) + 2.0 * R_inv_2)
+        if not math.isfinite(state.gamma + middle_norm * columns):
+            inner = R_inv.T @ (B @ R_inv)
+            middle_norm = math.sqrt(float((inner * inner).sum()) + 2.0 * R_inv_2)
+    return factors if math.isfinite(state.gamma + middle_norm * columns) else None
 
 
 def _dense_update(H, s, y):
@@ -383,7 +429,10 @@ def check_lbfgs_state(state: LBFGSState) -> LBFGSState:
     """Return ``state`` after checking it is a store its own fields agree with.
 
     ``S, Y``: finite ``(p, d)`` float arrays of one dtype, ``p >= 1``; ``0 <= count <= p``;
-    ``gamma > 0``. The two full scans of ``S`` and ``Y`` are why trusted callers use the cores.
+    ``gamma > 0``; every stored pair ``i < count`` has ``s_i^T y_i > 0`` (as every accepted pair
+    has), so a ``count`` that claims pairs the rows do not hold (zero rows, say) raises
+    ``ValueError`` rather than a division by zero or a singular ``R``. The full scans of ``S``
+    and ``Y`` are why trusted callers use the cores.
     """
     check_instance("state", state, LBFGSState)
     check_float_array("state.S", state.S, ndim=2)
@@ -395,4 +444,14 @@ def check_lbfgs_state(state: LBFGSState) -> LBFGSState:
         )
     check_int("state.count", state.count, minimum=0, maximum=state.S.shape[0])
     check_positive("state.gamma", state.gamma)
+    S, Y = lbfgs_pairs_unchecked(state)
+    with np.errstate(over="ignore"):  # an overflowing s^T y is positive
+        curvatures = (S * Y).sum(axis=1)
+    held = curvatures > 0
+    if not bool(xp_of(S).all(held)):
+        first = int(xp_of(S).argmin(held))
+        raise ValueError(
+            f"state.count = {state.count} claims stored pairs with s^T y > 0, but pair {first} "
+            f"(row {first} of state.S and state.Y) has s^T y = {float(curvatures[first])!r}"
+        )
     return state

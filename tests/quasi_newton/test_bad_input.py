@@ -29,7 +29,10 @@ from kfqn_ref.quasi_newton import (
     hessian_action_pair,
     lbfgs_append,
     lbfgs_compact_apply,
+    lbfgs_compact_factors,
     lbfgs_init,
+    lbfgs_inverse_matrix,
+    lbfgs_pairs,
     lbfgs_two_loop,
     levenberg_marquardt_damping,
     powell_damping,
@@ -278,6 +281,32 @@ ROWS = [
         lambda: lbfgs_two_loop((STATE.S, STATE.Y, 0, 1.0), S),
         TypeError,
         "state must be an? LBFGSState, got tuple",
+    ),
+    *(
+        Row(
+            f"state-count-claims-missing-pairs-{name}",
+            call,
+            ValueError,
+            r"state.count = 1 claims stored pairs with s\^T y > 0, but pair 0 .* has s\^T y = 0.0",
+        )
+        for name, call in (
+            ("two-loop", lambda: lbfgs_two_loop(STATE._replace(count=1), S)),
+            ("compact", lambda: lbfgs_compact_apply(STATE._replace(count=1), S)),
+            ("append", lambda: lbfgs_append(STATE._replace(count=1), S, Y)),
+            ("factors", lambda: lbfgs_compact_factors(STATE._replace(count=1))),
+            ("dense", lambda: lbfgs_inverse_matrix(STATE._replace(count=1))),
+            ("pairs", lambda: lbfgs_pairs(STATE._replace(count=1))),
+            ("action", lambda: hessian_action_lbfgs_append(STATE._replace(count=1), S, H)),
+        )
+    ),
+    Row(
+        "state-count-claims-a-negative-pair",
+        lambda: lbfgs_compact_apply(
+            STATE._replace(S=np.array([[1.0, 0.0, 0.0], [0.0] * 3]), Y=-np.eye(2, 3), count=1),
+            S,
+        ),
+        ValueError,
+        r"pair 0 \(row 0 of state.S and state.Y\) has s\^T y = -1.0",
     ),
     Row(
         "gamma-rule-unknown",

@@ -2,6 +2,7 @@
 gamma rules, matrix right-hand sides, limited-memory Hessian action (docs/derivations/
 quasi-newton.md section 4)."""
 
+import gc
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from kfqn_ref.quasi_newton import (
     SkipReason,
     bfgs_inverse_update,
     hessian_action_lbfgs_append,
+    lbfgs,
     lbfgs_append,
     lbfgs_compact_apply,
     lbfgs_compact_factors,
@@ -300,3 +302,36 @@ def test_finite_store_whose_dense_products_overflow():
     assert np.isfinite(H).all() and np.abs(H).max() > 1e140
     assert_close(lbfgs_two_loop(state, np.eye(4)), H, rtol=1e-10, what="two-loop")
     assert_close(lbfgs_compact_apply(state, np.eye(4)), H, rtol=1e-10, what="compact")
+
+
+def test_remembered_compact_factors_equal_a_fresh_computation():
+    """The factors lbfgs_append remembers for the store it returns (the fast path) are, bit for
+    bit, those computed from scratch for a store rebuilt from copies of its arrays (as a loaded
+    state is), through filling and sliding of the window."""
+    rng = np.random.default_rng(7)
+    d, memory = 5, 3
+    state = lbfgs_init(d, memory, gamma=0.7)
+    for s, y in curved_stream(rng, d, ["curved"] * 6):
+        state = lbfgs_append(state, s, y).state
+        rebuilt = state._replace(S=state.S.copy(), Y=state.Y.copy())
+        for cached, fresh in zip(
+            lbfgs_compact_factors(state), lbfgs_compact_factors(rebuilt), strict=True
+        ):
+            np.testing.assert_array_equal(cached, fresh, strict=True)
+    assert state.count == memory
+
+
+def test_remembered_factors_leave_with_their_store():
+    """The cache holds an entry only while its store's arrays live: a long run that drops its
+    old stores does not grow it."""
+    rng = np.random.default_rng(8)
+    state = lbfgs_init(4, 2)
+    gc.collect()
+    before = len(lbfgs._FACTORS)
+    for s, y in curved_stream(rng, 4, ["curved"] * 20):
+        state = lbfgs_append(state, s, y).state
+    gc.collect()
+    assert len(lbfgs._FACTORS) <= before + 1
+    del state
+    gc.collect()
+    assert len(lbfgs._FACTORS) <= before
