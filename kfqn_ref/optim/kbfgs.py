@@ -31,6 +31,7 @@ import numpy as np
 from kfqn_ref import _checks, backend, nn
 from kfqn_ref._checks import (
     check_bool,
+    check_float_array,
     check_in_interval,
     check_int,
     check_non_negative,
@@ -356,6 +357,8 @@ class _KroneckerBFGS(Optimizer):
                 f"expected {len(self.state.layers)} matrices (one per trainable "
                 f"layer), got {len(matrices)}"
             )
+        for i, (M, weight) in enumerate(zip(matrices, self.model.weights(), strict=True)):
+            check_float_array(f"matrices[{i}]", M, dtype=weight.dtype, shape=weight.shape)
         return [
             precondition(layer_state.H_g, M, layer_state.H_a)
             for layer_state, M in zip(self.state.layers, matrices, strict=True)

@@ -502,6 +502,28 @@ row(
     "expected 2 matrices",
 )
 
+row(
+    "precondition-nan-matrix",
+    lambda: KBFGSL(dense_model(), memory_light=True),
+    lambda opt: opt.precondition([np.full((4, 6), np.nan), np.zeros((3, 5))]),
+    ValueError,
+    r"matrices\[0\] contains NaN or Inf",
+)
+row(
+    "precondition-wrong-shape",
+    lambda: KBFGSL(dense_model(), memory_light=True),
+    lambda opt: opt.precondition([np.zeros((4, 6)), np.zeros((5, 3))]),
+    ValueError,
+    r"matrices\[1\] must have shape \(3, 5\), got \(5, 3\)",
+)
+row(
+    "precondition-float32-matrix",
+    lambda: KBFGSL(dense_model(), memory_light=True),
+    lambda opt: opt.precondition([np.zeros((4, 6), np.float32), np.zeros((3, 5))]),
+    TypeError,
+    r"matrices\[0\] has dtype float32 but float64 was expected",
+)
+
 
 # Arrays that are not plain ndarrays, and minibatches of the wrong form (docs/reliability.md).
 def every_optimizer():

@@ -182,6 +182,20 @@ def test_state_dict_values_out_of_range_are_refused_naming_the_entry(key, value,
     )
 
 
+def test_state_dict_whose_count_claims_pairs_it_does_not_hold_is_refused():
+    """Zero rows under a count of 2 (a forged or damaged state): refused at load, naming the
+    entry, with the quasi-newton store rule (every stored pair has s^T y > 0)."""
+    flat = saved_after_two_steps("conv-KBFGSL-memory-light")
+    assert int(flat["state.layers.0.H_g.count"]) == 2
+    forged = dict(flat, **{"state.layers.0.H_g.S": np.zeros_like(flat["state.layers.0.H_g.S"])})
+    load_refused(
+        start("conv-KBFGSL-memory-light", seed=3),
+        forged,
+        ValueError,
+        r"state entry 'state.layers.0.H_g': state.count = 2 claims stored pairs with s\^T y > 0",
+    )
+
+
 def test_state_dict_with_entries_this_optimizer_does_not_have_is_refused():
     flat = saved_after_two_steps("conv-KBFGSL-memory-light")
     fresh = start("conv-KBFGSL-memory-light", seed=3)
