@@ -131,9 +131,9 @@ def run(
     To resume, pass the restored optimizer and its ``log``: the first ``optimizer.step_count``
     minibatches of the stream are skipped.
 
-    A step that overflows (:class:`~kfqn_ref.optim.NonFiniteError`) or whose linear algebra fails
-    (``numpy.linalg.LinAlgError``: a damped factor numerically singular) is refused by the
-    optimizer, so the model keeps the weights of the last good step; that, a pre-pass that
+    A step that overflows (:class:`~kfqn_ref.optim.NonFiniteError`, also for a damped factor that
+    is numerically singular: ``docs/reliability.md``) is refused by the optimizer, so the model
+    keeps the weights of the last good step; that, a pre-pass that
     overflows, or an end-of-epoch loss that is not finite ends the run: ``log.diverged`` records
     the step and the reason. Every other error propagates.
 
@@ -167,9 +167,6 @@ def run(
             loss = optimizer.step(X, T)
         except NonFiniteError as error:
             log.diverged = Divergence(step, str(error))
-            break
-        except np.linalg.LinAlgError as error:  # a damped factor that is numerically singular
-            log.diverged = Divergence(step, f"linear algebra failed: {error}")
             break
         log.step_seconds.append(time.perf_counter() - start)
         log.step_losses.append(loss)
