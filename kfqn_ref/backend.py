@@ -10,7 +10,8 @@ Array module
 * :func:`xp_of` returns the module that owns a given array (``cupy`` for a ``cupy.ndarray``,
   ``numpy`` otherwise). Code that receives arrays should prefer ``xp_of(array)`` over ``xp()``.
 * :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy);
-  :func:`host_scalar` makes a Python float of a 0-d array. Host transfers are always explicit.
+  :func:`host_scalar` and :func:`host_bool` make a Python float or bool of a 0-d array. Host
+  transfers are always explicit (``docs/backends.md`` lists where the package makes them).
 * :func:`read_npz` reads every array of a ``.npz`` archive into host memory, never with pickle;
   :func:`write_npz` writes one atomically (``docs/reliability.md``).
 
@@ -159,6 +160,11 @@ def host_scalar(value: Array) -> float:
     branch, a log line): each use is listed in ``docs/backends.md``.
     """
     return float(to_host(value).reshape(()))
+
+
+def host_bool(value: Array) -> bool:
+    """Return the 0-d boolean array ``value`` as a Python bool, on the host (a check's branch)."""
+    return bool(to_host(value).reshape(()))
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
