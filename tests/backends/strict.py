@@ -73,7 +73,7 @@ def _refuse(what: str, convert=None):
 class StrictArray:
     """A NumPy array behind a wall: see the module docstring."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "__weakref__")  # weakref: the L-BFGS factor cache, as for CuPy arrays
     __array_ufunc__ = None  # NumPy binary operators defer to ours; ufuncs on us raise TypeError
     __hash__ = None
 
@@ -154,9 +154,9 @@ for _name in _METHODS:
 
 #: The functions kfqn_ref calls as ``xp.<name>`` (``grep -rn "xp\\.\\|module\\." kfqn_ref``).
 _FUNCTIONS = (
-    "abs all any arange argmax asarray broadcast_to concatenate cumsum diag diagonal exp eye "
-    "full_like isfinite ldexp log logaddexp max mean ones outer pad sqrt stack sum take_along_axis "
-    "tanh trace transpose triu where zeros zeros_like maximum minimum"
+    "abs all any arange argmax argmin asarray broadcast_to concatenate cumsum diag diagonal exp "
+    "eye full_like isfinite ldexp log logaddexp max maximum mean minimum ones outer pad sqrt "
+    "stack sum take_along_axis tanh trace transpose triu where zeros zeros_like"
 ).split()
 _LINALG = "norm inv eigh svd solve cholesky".split()
 
@@ -167,7 +167,7 @@ module.linalg = types.ModuleType("strictnp.linalg")
 for _name in _LINALG:
     setattr(module.linalg, _name, _delegate(getattr(np.linalg, _name)))
 module.linalg.LinAlgError = np.linalg.LinAlgError
-module.errstate = np.errstate
+module.errstate, module.finfo = np.errstate, np.finfo
 module.nan, module.inf, module.newaxis = np.nan, np.inf, np.newaxis
 module.float32, module.float64 = np.float32, np.float64
 module.ndarray = StrictArray
