@@ -366,3 +366,17 @@ def check_finite_entries(name: str, array) -> None:
     module = xp_of(array)
     if not bool(module.all(module.isfinite(array))):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+
+
+# --- added for backends ---
+
+
+def check_host_array(name: str, array, what: str) -> None:
+    """``TypeError`` naming ``name`` unless ``array`` is a host array (``what`` runs on NumPy)."""
+    module = xp_of(array)
+    if module is not np:
+        raise TypeError(
+            f"{name} must be a host (NumPy) array: {what} differentiates with autograd, which "
+            f"runs on the CPU only; got a {module.__name__} array (copy it with "
+            "kfqn_ref.backend.to_host, see docs/backends.md)"
+        )

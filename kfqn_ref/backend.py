@@ -5,11 +5,13 @@ NumPy (the default, the reference) and on CuPy (an optional GPU backend).
 
 Array module
 ------------
-* :func:`xp` returns the *current* array module (``numpy`` unless :func:`use_cupy` was called).
+* :func:`xp` returns the *current* array module: ``numpy`` unless :func:`use` selected ``cupy``
+  or the environment variable ``KFQN_BACKEND=cupy`` did on import (``docs/backends.md``).
 * :func:`xp_of` returns the module that owns a given array (``cupy`` for a ``cupy.ndarray``,
   ``numpy`` otherwise). Code that receives arrays should prefer ``xp_of(array)`` over ``xp()``.
-* :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy).
-  Host transfers are always explicit.
+* :func:`to_host` copies an array to host memory as a ``numpy.ndarray`` (a no-op for NumPy);
+  :func:`host_scalar` and :func:`host_bool` make a Python float or bool of a 0-d array. Host
+  transfers are always explicit (``docs/backends.md`` lists where the package makes them).
 * :func:`read_npz` reads every array of a ``.npz`` archive into host memory, never with pickle;
   :func:`write_npz` writes one atomically (``docs/reliability.md``).
 
@@ -42,7 +44,15 @@ DEFAULT_DTYPE = np.dtype(np.float64)
 #: The floating dtypes kfqn_ref computes in.
 SUPPORTED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
-_current_module: types.ModuleType = np
+#: The backends :func:`use` selects by name.
+BACKENDS = ("numpy", "cupy")
+#: The environment variable read once, on import, to select the backend (default ``numpy``).
+BACKEND_VARIABLE = "KFQN_BACKEND"
+#: How to install the CuPy backend (the CUDA 12 wheel, ``cupy-cuda12x``).
+CUPY_INSTALL = "pip install 'kfqn-ref[cupy]'"
+
+#: Array types registered with :func:`register_array_module`, mapped to their modules.
+_array_modules: dict[type, types.ModuleType] = {}
 
 
 def xp() -> types.ModuleType:
@@ -50,49 +60,85 @@ def xp() -> types.ModuleType:
     return _current_module
 
 
-def use_numpy() -> None:
-    """Select NumPy as the array module (the default)."""
-    global _current_module
-    _current_module = np
+def use(name: str) -> types.ModuleType:
+    """Select the array module ``name`` (``"numpy"`` or ``"cupy"``) and return it.
 
-
-def use_cupy() -> None:
-    """Select CuPy as the array module.
-
-    ``ImportError`` if CuPy is not installed (``pip install 'kfqn-ref[cupy]'``) or no CUDA device
-    is usable.
+    Only ``"cupy"`` imports CuPy. ``TypeError`` if ``name`` is not a string, ``ValueError``
+    listing the valid names if it is unknown; ``ImportError`` saying what is missing (CuPy, or a
+    CUDA device) and how to install the wheel. On any error the previous module stays selected.
     """
     global _current_module
+    _current_module = _module_named(name, "name")
+    return _current_module
+
+
+def _module_named(name: str, what: str) -> types.ModuleType:
+    """The module of the backend ``name`` (importing CuPy only for ``"cupy"``).
+
+    ``what`` is how messages name the setting (``"name"``, ``"KFQN_BACKEND"``).
+    """
+    valid = ", ".join(repr(backend) for backend in BACKENDS)
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be one of the strings {valid}, got {type(name).__name__}")
+    if name not in BACKENDS:
+        raise ValueError(f"{what} must be one of {valid}, got {name!r}")
+    if name == "numpy":
+        return np
     try:
         import cupy  # optional dependency, imported on request only
     except ImportError as error:
         raise ImportError(
-            "use_cupy() needs the optional CuPy backend: pip install 'kfqn-ref[cupy]'"
+            f"{what}={name!r} selects CuPy, which is not installed: {CUPY_INSTALL} "
+            "(the CUDA 12 wheel, cupy-cuda12x)"
         ) from error
-    _require_cuda_device(cupy)
-    _current_module = cupy
+    _require_cuda_device(cupy, what)
+    return cupy
 
 
-def _require_cuda_device(cupy) -> None:
+def _require_cuda_device(cupy, what: str) -> None:
     """Raise ``ImportError`` unless CuPy sees at least one CUDA device.
 
     ``getDeviceCount`` raises CuPy's ``CUDARuntimeError`` (a ``RuntimeError``) when there is no
-    device or no driver; that error becomes the ``ImportError`` :func:`use_cupy` documents.
+    device or no driver; that error becomes the ``ImportError`` :func:`use` documents.
     """
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except RuntimeError as error:
-        raise ImportError(f"use_cupy() found CuPy but no usable CUDA device: {error}") from error
+        raise ImportError(
+            f"{what}='cupy': CuPy is installed but no CUDA device is usable: {error}"
+        ) from error
     if count < 1:
-        raise ImportError("use_cupy() found CuPy but no CUDA device (getDeviceCount() == 0)")
+        raise ImportError(
+            f"{what}='cupy': CuPy is installed but sees no CUDA device (getDeviceCount() == 0)"
+        )
+
+
+def _from_environment() -> types.ModuleType:
+    """The module that ``KFQN_BACKEND`` names (``numpy`` when it is unset)."""
+    return _module_named(os.environ.get(BACKEND_VARIABLE, "numpy"), BACKEND_VARIABLE)
+
+
+_current_module: types.ModuleType = _from_environment()
+
+
+def register_array_module(array_type: type, module: types.ModuleType) -> None:
+    """Make :func:`xp_of` return ``module`` for arrays of ``array_type``.
+
+    For array libraries other than NumPy and CuPy (the tests' strict backend,
+    ``docs/backends.md``). Their arrays must offer ``get()`` (as CuPy's do) for :func:`to_host`.
+    """
+    _array_modules[array_type] = module
 
 
 def xp_of(*arrays: Array) -> types.ModuleType:
     """Return the array module owning ``arrays``.
 
-    That is ``cupy`` if any of them is a CuPy array, else ``numpy``.
+    That is ``cupy`` if any of them is a CuPy array, the registered module of a type registered
+    with :func:`register_array_module`, else ``numpy``.
     """
     for array in arrays:
+        if type(array) in _array_modules:
+            return _array_modules[type(array)]
         if type(array).__module__.split(".")[0] == "cupy":
             import cupy
 
@@ -101,10 +147,24 @@ def xp_of(*arrays: Array) -> types.ModuleType:
 
 
 def to_host(array: Array) -> np.ndarray:
-    """Return ``array`` as a host ``numpy.ndarray`` (copying from the GPU when needed)."""
-    if type(array).__module__.split(".")[0] == "cupy":
+    """Return ``array`` as a host ``numpy.ndarray`` (copying from the device when needed)."""
+    if xp_of(array) is not np:
         return array.get()
     return np.asarray(array)
+
+
+def host_scalar(value: Array) -> float:
+    """Return the 0-d (or one-element) array ``value`` as a Python float, on the host.
+
+    The one named conversion the package uses where a Python number is genuinely needed (a
+    branch, a log line): each use is listed in ``docs/backends.md``.
+    """
+    return float(to_host(value).reshape(()))
+
+
+def host_bool(value: Array) -> bool:
+    """Return the 0-d boolean array ``value`` as a Python bool, on the host (a check's branch)."""
+    return bool(to_host(value).reshape(()))
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

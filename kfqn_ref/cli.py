@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from kfqn_ref import __version__, checkpoint, data, report, train
+from kfqn_ref import __version__, backend, checkpoint, data, report, train
 from kfqn_ref.golden.cli import add_golden_command
 from kfqn_ref.methods import METHODS, Method, Setting
 from kfqn_ref.problems import EMBEDDED, PROBLEMS, Problem
@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "implementation against the golden files.",
     )
     parser.add_argument("--version", action="version", version=f"kfqn-ref {__version__}")
+    parser.add_argument(
+        "--backend",
+        choices=backend.BACKENDS,
+        default=None,
+        help="array module of every command, given before it: kfqn-ref --backend cupy train ... "
+        "(default: $KFQN_BACKEND, else numpy; docs/backends.md)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(commands)
     _add_train(commands)
@@ -580,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kfqn-ref`` console script and of ``python -m kfqn_ref``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.backend is not None:
+        try:
+            backend.use(args.backend)
+        except ImportError as error:
+            print(f"kfqn-ref: error: --backend {args.backend}: {error}", file=sys.stderr)
+            return 2
     try:
         with np.errstate(all="ignore"):  # overflow is detected and reported by the optimizers
             return args.handler(args)

@@ -1,6 +1,8 @@
 """The array-module and dtype policy of kfqn_ref.backend (conventions §7, §9)."""
 
+import os
 import re
+import subprocess
 import sys
 import tracemalloc
 import types
@@ -8,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from kfqn_ref import backend, checkpoint, data, optim
+from kfqn_ref import backend, checkpoint, cli, data, optim
 from tests.helpers.archives import FORGED
 
 
@@ -49,13 +51,32 @@ def _fake_cupy(get_device_count):
 @pytest.fixture
 def restore_numpy():
     yield
-    backend.use_numpy()
+    backend.use("numpy")
 
 
-def test_use_cupy_without_cupy_raises_import_error_and_keeps_numpy(monkeypatch, restore_numpy):
+def test_use_selects_numpy_by_name_and_returns_it(restore_numpy):
+    assert backend.use("numpy") is np
+    assert backend.xp() is np
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "message"),
+    [
+        ("banana", ValueError, "name must be one of 'numpy', 'cupy', got 'banana'"),
+        ("CuPy", ValueError, "name must be one of 'numpy', 'cupy', got 'CuPy'"),
+        (np, TypeError, "name must be one of the strings 'numpy', 'cupy', got module"),
+    ],
+)
+def test_use_refuses_an_unknown_backend_and_keeps_numpy(restore_numpy, name, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        backend.use(name)
+    assert backend.xp() is np
+
+
+def test_use_cupy_without_cupy_says_it_is_missing_and_keeps_numpy(monkeypatch, restore_numpy):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install 'kfqn-ref\[cupy\]'"):
-        backend.use_cupy()
+    with pytest.raises(ImportError, match=r"not installed: pip install 'kfqn-ref\[cupy\]'"):
+        backend.use("cupy")
     assert backend.xp() is np
 
 
@@ -66,27 +87,101 @@ def _no_device():
 @pytest.mark.parametrize(
     ("get_device_count", "message"),
     [
-        (_no_device, "no usable CUDA device: cudaErrorNoDevice"),
-        (lambda: 0, r"no CUDA device \(getDeviceCount\(\) == 0\)"),
+        (_no_device, "CuPy is installed but no CUDA device is usable: cudaErrorNoDevice"),
+        (lambda: 0, r"CuPy is installed but sees no CUDA device \(getDeviceCount\(\) == 0\)"),
     ],
 )
-def test_use_cupy_without_a_device_raises_import_error_and_keeps_numpy(
+def test_use_cupy_without_a_device_says_so_and_keeps_numpy(
     monkeypatch, restore_numpy, get_device_count, message
 ):
-    # CuPy installed but no device: the ImportError that use_cupy's docstring promises.
+    # CuPy installed but no device: the ImportError that use's docstring promises.
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(get_device_count))
     with pytest.raises(ImportError, match=message):
-        backend.use_cupy()
+        backend.use("cupy")
     assert backend.xp() is np
 
 
 def test_use_numpy_restores_numpy_after_use_cupy(monkeypatch, restore_numpy):
     fake = _fake_cupy(lambda: 1)
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    backend.use_cupy()
+    assert backend.use("cupy") is fake
     assert backend.xp() is fake
-    backend.use_numpy()
+    backend.use("numpy")
     assert backend.xp() is np
+
+
+def _import_backend(environment: str | None, prelude: str = "") -> subprocess.CompletedProcess:
+    """Import kfqn_ref.backend in a fresh interpreter with ``KFQN_BACKEND=environment``."""
+    env = {key: value for key, value in os.environ.items() if key != "KFQN_BACKEND"}
+    if environment is not None:
+        env["KFQN_BACKEND"] = environment
+    code = prelude + "import sys; from kfqn_ref import backend; print(backend.xp().__name__, "
+    code += "'cupy' in sys.modules)"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("environment", [None, "numpy"])
+def test_kfqn_backend_unset_or_numpy_selects_numpy_without_importing_cupy(environment):
+    done = _import_backend(environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["numpy", "False"]
+
+
+@pytest.mark.parametrize(
+    ("environment", "prelude", "message"),
+    [
+        ("banana", "", "ValueError: KFQN_BACKEND must be one of 'numpy', 'cupy', got 'banana'"),
+        (
+            "cupy",
+            "import sys; sys.modules['cupy'] = None; ",
+            "ImportError: KFQN_BACKEND='cupy' selects CuPy, which is not installed: "
+            "pip install 'kfqn-ref[cupy]'",
+        ),
+    ],
+)
+def test_kfqn_backend_is_read_on_import_and_refuses_what_it_cannot_select(
+    environment, prelude, message
+):
+    done = _import_backend(environment, prelude)
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
+def test_kfqn_backend_cupy_selects_cupy_on_import(tmp_path):
+    (tmp_path / "cupy.py").write_text(
+        "import types\n"
+        "cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))\n"
+    )
+    prelude = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+    done = _import_backend("cupy", prelude)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cupy", "True"]
+
+
+def test_cli_backend_option_is_applied_before_the_command(monkeypatch, restore_numpy, capsys):
+    fake = _fake_cupy(lambda: 1)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    seen = []
+    monkeypatch.setattr(cli, "run_verify", lambda args: seen.append(backend.xp()) or 0)
+    assert cli.main(["--backend", "cupy", "verify"]) == 0
+    assert seen == [fake]
+
+
+def test_cli_backend_cupy_without_cupy_exits_2_naming_the_wheel(monkeypatch, restore_numpy, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert cli.main(["--backend", "cupy", "verify"]) == 2
+    error = capsys.readouterr().err
+    assert "--backend cupy" in error and "pip install 'kfqn-ref[cupy]'" in error
+    assert backend.xp() is np
+
+
+def test_cli_backend_refuses_an_unknown_name(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--backend", "banana", "verify"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'banana'" in capsys.readouterr().err
 
 
 def test_read_npz_reads_every_array_and_refuses_single_arrays_and_objects(tmp_path):

@@ -23,8 +23,9 @@ Every routine refuses a matrix side above :data:`MAX_EXPLICIT_PARAMETERS` (``Val
 ``layer`` arguments index ``model.layers`` (every entry, trainable or not) and must name a
 trainable layer (:func:`trainable_position`).
 
-autograd differentiates NumPy code, so the routines that call it work on host (NumPy) arrays;
-:func:`structure_block` runs on any backend.
+autograd differentiates NumPy code, so the routines that call it take host (NumPy) arrays only
+(``TypeError`` for CuPy or other device arrays, ``docs/backends.md``); :func:`structure_block`
+runs on any backend.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from kfqn_ref._checks import check_float_array, check_instance, check_int
+from kfqn_ref._checks import check_float_array, check_host_array, check_instance, check_int
 from kfqn_ref.backend import Array, xp_of
 from kfqn_ref.curvature.factors import as_positions
 from kfqn_ref.curvature.kronecker import unvec_unchecked, vec_unchecked
@@ -102,6 +103,14 @@ class _Parametrisation(NamedTuple):
     weights_of: object
 
 
+def _check_on_host(model: Sequential, X, T, what: str) -> None:
+    """``TypeError`` unless ``X``, ``T`` and the weights are NumPy arrays (autograd's only kind)."""
+    check_host_array("X", X, what)
+    check_host_array("T", T, what)
+    for position, weight in enumerate(model.weights()):
+        check_host_array(f"model.weights()[{position}]", weight, what)
+
+
 def _all_parameters(model, what: str) -> _Parametrisation:
     """``theta`` over all layers (module docstring ordering); refused above the size limit."""
     weights = model.weights()
@@ -139,6 +148,7 @@ def full_hessian(model: Sequential, X: Array, T: Array) -> Array:
     ``theta`` is ordered layer by layer (module docstring); the diagonal blocks are the
     :func:`layer_hessian` blocks (eq. 6).
     """
+    _check_on_host(model, X, T, "full_hessian")
     return _hessian(model, X, T, _all_parameters(model, "the full Hessian"))
 
 
@@ -148,6 +158,7 @@ def layer_hessian(model: Sequential, X: Array, T: Array, layer: int) -> Array:
     ``(n_l, n_l)`` with ``n_l = d_out (D+1)``; ``layer`` indexes ``model.layers`` (every entry)
     and must name a trainable layer (:func:`trainable_position`).
     """
+    _check_on_host(model, X, T, "layer_hessian")
     return _hessian(model, X, T, _layer_parameters(model, layer, "the Hessian block"))
 
 
@@ -177,6 +188,7 @@ def full_ggn(model: Sequential, X: Array, T: Array) -> Array:
     ``GGN = (1/N) sum_n J_n^T (d2 l_n / dz_n^2) J_n``, ``J_n = dz_n / d theta`` (eq. 5): the
     Jacobians and the loss Hessians both come from autograd (not from the losses' closed forms).
     """
+    _check_on_host(model, X, T, "full_ggn")
     return _ggn(model, X, T, _all_parameters(model, "the full GGN"))
 
 
@@ -185,6 +197,7 @@ def layer_ggn(model: Sequential, X: Array, T: Array, layer: int) -> Array:
 
     ``layer`` as in :func:`layer_hessian` (an index into ``model.layers``).
     """
+    _check_on_host(model, X, T, "layer_ggn")
     return _ggn(model, X, T, _layer_parameters(model, layer, "the GGN block"))
 
 
@@ -251,6 +264,7 @@ def preactivation_hessians(model: Sequential, X: Array, T: Array, layer: int) ->
     (module docstring).
     Computed sample by sample with ``autograd.hessian`` (valid because no layer mixes samples).
     """
+    _check_on_host(model, X, T, "preactivation_hessians")
     setup = _sample_losses_of_preactivation(model, X, T, layer)
 
     def sample_hessian(n):
@@ -268,6 +282,7 @@ def preactivation_ggns(model: Sequential, X: Array, T: Array, layer: int) -> Arr
     ``J_n = dz_n / dh_n`` and ``d2 l_n / dz_n^2`` both by autograd; shapes and ordering as
     :func:`preactivation_hessians`.
     """
+    _check_on_host(model, X, T, "preactivation_ggns")
     setup = _sample_losses_of_preactivation(model, X, T, layer)
 
     def sample_ggn(n):

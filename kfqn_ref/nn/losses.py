@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from kfqn_ref._checks import check_float_array, check_generator, describe
-from kfqn_ref.backend import SUPPORTED_DTYPES, Array, xp_of
+from kfqn_ref.backend import SUPPORTED_DTYPES, Array, host_bool, host_scalar, to_host, xp_of
 from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
 
 #: Rows of probability targets of :class:`SoftmaxCrossEntropy` must sum to 1 within this many
@@ -104,7 +104,7 @@ class Loss:
 
     def value_unchecked(self, z: Array, t: Array) -> float:
         """As :meth:`value`, without argument checks (for trusted callers)."""
-        return float(self.mean_value(z, t, xp_of(z)))
+        return host_scalar(self.mean_value(z, t, xp_of(z)))
 
     def output_gradient(self, z: Array, t: Array) -> Array:
         """Per-sample ``dl_n/dz_n``, ``(N, d)``."""
@@ -203,10 +203,10 @@ class SigmoidCrossEntropy(Loss):
     def _check_target_values(self, z, t):
         super()._check_target_values(z, t)
         xp = xp_of(t)
-        if not bool(xp.all((t >= 0) & (t <= 1))):
+        if not host_bool(xp.all((t >= 0) & (t <= 1))):
             raise ValueError(
                 "SigmoidCrossEntropy targets t must lie in [0, 1], got values in "
-                f"[{float(t.min())}, {float(t.max())}]"
+                f"[{host_scalar(t.min())}, {host_scalar(t.max())}]"
             )
 
     def mean_value(self, z, t, xp):
@@ -267,18 +267,18 @@ class SoftmaxCrossEntropy(Loss):
                 f"SoftmaxCrossEntropy class-index targets t must have shape (N,) = ({n},), "
                 f"got {tuple(t.shape)}"
             )
-        if not bool(((t >= 0) & (t < k)).all()):
+        if not host_bool(((t >= 0) & (t < k)).all()):
             raise ValueError(
                 f"SoftmaxCrossEntropy class indices must lie in [0, {k - 1}] for {k} classes, got "
-                f"values in [{int(t.min())}, {int(t.max())}]"
+                f"values in [{int(to_host(t.min()))}, {int(to_host(t.max()))}]"
             )
 
     def _check_probabilities(self, z, t):
         super()._check_target_values(z, t)
         xp = xp_of(t)
         tolerance = PROBABILITY_SUM_TOLERANCE_IN_SQRT_EPS * float(np.sqrt(np.finfo(t.dtype).eps))
-        in_range = bool(xp.all((t >= 0) & (t <= 1)))
-        if not in_range or float(xp.max(xp.abs(t.sum(axis=1) - 1))) > tolerance:
+        in_range = host_bool(xp.all((t >= 0) & (t <= 1)))
+        if not in_range or host_scalar(xp.max(xp.abs(t.sum(axis=1) - 1))) > tolerance:
             raise ValueError(
                 "SoftmaxCrossEntropy probability targets t must have entries in [0, 1] and rows "
                 f"summing to 1 (within {tolerance:.1e}); pass integer class indices of shape (N,) "

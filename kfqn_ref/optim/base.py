@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from kfqn_ref import _checks
-from kfqn_ref.backend import Array
+from kfqn_ref.backend import Array, host_scalar
 from kfqn_ref.optim import state_io
 
 # A step that produces a non-finite loss, gradient, weight or state raises it and is refused.
@@ -145,7 +145,7 @@ class Optimizer(abc.ABC):
             raise
         self.state = new_state
         self.step_count += 1
-        return float(loss)
+        return host_scalar(loss)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to continue bit-identically: plain host arrays, no objects.

@@ -232,7 +232,7 @@ def update_input_factor(
         H_a,
         s_a,
         y_a,
-        gbar_norm=float(xp.linalg.norm(abar)),
+        gbar_norm=backend.host_scalar(xp.linalg.norm(abar)),
         relative_threshold=skip_threshold,
     )
     return result.H, s_a, y_a, result.reason
@@ -249,7 +249,9 @@ def lost_positive_definiteness(H_g: Array | LBFGSState, y: Array) -> bool:
     skips the ``G`` update instead (``docs/optimizers/kbfgs.md``).
     """
     xp = backend.xp_of(y)
-    return bool(xp.any(y != 0)) and not float(y @ apply_factor(H_g, y)) > 0.0
+    if not backend.host_bool(xp.any(y != 0)):
+        return False
+    return not backend.host_scalar(y @ apply_factor(H_g, y)) > 0.0
 
 
 def damp_output_pair(
@@ -291,7 +293,9 @@ def update_output_factor(
     Returns ``(H_g_new, SkipReason)``.
     """
     xp = backend.xp_of(gbar)
-    gbar_norm = 0.0 if variant is KBFGSVariant.CONVERGENT else float(xp.linalg.norm(gbar))
+    gbar_norm = (
+        0.0 if variant is KBFGSVariant.CONVERGENT else backend.host_scalar(xp.linalg.norm(gbar))
+    )
     if isinstance(H_g, LBFGSState):
         result = lbfgs_append_unchecked(  # gamma stays fixed (the core's default)
             H_g, s, y, gbar_norm=gbar_norm, relative_threshold=skip_threshold

@@ -199,8 +199,8 @@ def split_damping(
     pi = 1.0
     if split is KFACDampingSplit.PI:
         xp = backend.xp_of(A)
-        mean_eigen_A = float(xp.trace(A)) / A.shape[0]
-        mean_eigen_G = float(xp.trace(G)) / G.shape[0]
+        mean_eigen_A = backend.host_scalar(xp.trace(A)) / A.shape[0]
+        mean_eigen_G = backend.host_scalar(xp.trace(G)) / G.shape[0]
         if mean_eigen_A > 0.0 and mean_eigen_G > 0.0:
             pi = float(np.sqrt(mean_eigen_A / mean_eigen_G))
             if not 0.0 < pi < math.inf:  # the ratio under- or overflowed; its roots do not
@@ -249,8 +249,9 @@ def kfac_reduce_factors(
     ]
     factors = []
     for position, record in enumerate(forward_pass.records):
-        G = sum(output_factor(reduce(records[position].g, np.sum)) for records in per_set)
-        factors.append(KroneckerFactors(input_factor(reduce(record.a, np.mean)), G))
+        xp = backend.xp_of(record.a)
+        G = sum(output_factor(reduce(records[position].g, xp.sum)) for records in per_set)
+        factors.append(KroneckerFactors(input_factor(reduce(record.a, xp.mean)), G))
     return factors
 
 

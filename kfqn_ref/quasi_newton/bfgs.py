@@ -39,7 +39,7 @@ from kfqn_ref._checks import (
     check_square_matrix,
     check_vector,
 )
-from kfqn_ref.backend import Array, xp_of
+from kfqn_ref.backend import Array, host_bool, host_scalar, xp_of
 
 #: The authors' relative skip threshold: skip when ``s^T y <= 1e-4 (s^T s) ||gbar||``
 #: (``kbfgs_utils.get_BFGS_formula`` and ``Kron_LBFGS_append_s_y``, written ``10**(-4)`` there).
@@ -127,8 +127,8 @@ def curvature_skip_reason_unchecked(
 ) -> SkipReason:
     """As :func:`curvature_skip_reason`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported as a reason
-        s_dot_y = float(s @ y)
-        s_dot_s = float(s @ s)
+        s_dot_y = host_scalar(s @ y)  # the skip rule branches on them (docs/backends.md)
+        s_dot_s = host_scalar(s @ s)
     if not (math.isfinite(s_dot_y) and math.isfinite(s_dot_s)):
         return SkipReason.NON_FINITE_INNER_PRODUCT
     if s_dot_y <= 0.0:
@@ -205,7 +205,7 @@ def bfgs_inverse_update_unchecked(
     if reason is not SkipReason.NONE:
         return BFGSUpdate(H, False, reason)
     H_new = bfgs_inverse_formula(H, s, y)
-    if not bool(xp_of(H_new).all(xp_of(H_new).isfinite(H_new))):
+    if not host_bool(xp_of(H_new).all(xp_of(H_new).isfinite(H_new))):
         return BFGSUpdate(H, False, SkipReason.NON_FINITE_RESULT)
     return BFGSUpdate(H_new, True, SkipReason.NONE)
 
@@ -234,7 +234,7 @@ def bfgs_direct_update(
     Bs = B @ s
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected just below
         B_new = B + xp.outer(y, y) / (s @ y) - xp.outer(Bs, Bs) / (s @ Bs)
-    if not bool(xp.all(xp.isfinite(B_new))):
+    if not host_bool(xp.all(xp.isfinite(B_new))):
         return DirectBFGSUpdate(B, False, SkipReason.NON_FINITE_RESULT)
     return DirectBFGSUpdate(B_new, True, SkipReason.NONE)
 

@@ -35,7 +35,7 @@ from kfqn_ref._checks import (
     check_positive,
     check_spd_operator,
 )
-from kfqn_ref.backend import Array, xp_of
+from kfqn_ref.backend import Array, host_bool, host_scalar, xp_of
 from kfqn_ref.quasi_newton.bfgs import apply_operator
 
 #: The authors' Powell parameter (``kbfgs_utils.kron_bfgs_update_damping`` passes ``0.2``).
@@ -93,27 +93,27 @@ def powell_damping(
 
 def powell_damping_unchecked(s: Array, y: Array, H: Array | Callable, *, mu1: float) -> DampedPair:
     """As :func:`powell_damping`, without argument checks (for trusted callers)."""
-    if not bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
+    if not host_bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
         return DampedPair(s, y, False)
     # Scale-safe test: with y = 2^e z (max|z| in [1/2, 1), exact), the test and theta are those of
     # the products divided by 2^e -- bit for bit the same as unscaled where nothing under- or
     # overflows, and still right where y^T H y alone would (a tiny or huge y).
     module = xp_of(s, y)
-    exponent = math.frexp(float(abs(y).max()))[1]
+    exponent = math.frexp(host_scalar(abs(y).max()))[1]
     z = module.ldexp(y, -exponent)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         Hz = apply_operator(H, z)
         s_dot_y = s @ z  # s^T y / 2^e
-        y_H_y = float(module.ldexp(z @ Hz, exponent))  # y^T H y / 2^e
+        y_H_y = host_scalar(module.ldexp(z @ Hz, exponent))  # y^T H y / 2^e
     _check_finite_products(s_dot_y, y_H_y, "y^T H y")
-    if float(y_H_y) <= 0.0:
-        raise ValueError(f"H must be positive definite, but y^T H y = {float(y_H_y):.3e} <= 0")
-    if not float(s_dot_y) < mu1 * float(y_H_y):
+    if y_H_y <= 0.0:
+        raise ValueError(f"H must be positive definite, but y^T H y = {y_H_y:.3e} <= 0")
+    if not host_scalar(s_dot_y) < mu1 * y_H_y:
         return DampedPair(s, y, False)
     theta = (1.0 - mu1) * y_H_y / (y_H_y - s_dot_y)
     with np.errstate(over="ignore", invalid="ignore"):
         s_new = theta * s + (1.0 - theta) * module.ldexp(Hz, exponent)
-    if not bool(module.isfinite(s_new).all()):
+    if not host_bool(module.isfinite(s_new).all()):
         raise NonFiniteError(
             "the damped s overflows the floating-point range (H y is too large; rescale s and y)"
         )
@@ -147,7 +147,7 @@ def second_damping_unchecked(s: Array, y: Array, *, eps: float) -> DampedPair:
         s_dot_s = s @ s
         s_dot_y = s @ y
     _check_finite_products(s_dot_y, s_dot_s, "s^T s")
-    if not float(s_dot_y) < eps * float(s_dot_s):
+    if not host_scalar(s_dot_y) < eps * host_scalar(s_dot_s):
         return DampedPair(s, y, False)
     theta = (1.0 - eps) * s_dot_s / (s_dot_s - s_dot_y)
     return DampedPair(s, theta * y + (1.0 - theta) * s, True)
@@ -171,10 +171,10 @@ def levenberg_marquardt_damping_unchecked(s: Array, y: Array, *, mu2: float) -> 
     """As :func:`levenberg_marquardt_damping`, without argument checks (for trusted callers)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         y_new = y + mu2 * s
-    if not bool(xp_of(s, y).isfinite(y_new).all()):
+    if not host_bool(xp_of(s, y).isfinite(y_new).all()):
         raise NonFiniteError(
             f"y + mu2 s overflows the floating-point range (mu2 = {mu2!r}, max|s| = "
-            f"{float(abs(s).max()):.3e}; rescale s and y)"
+            f"{host_scalar(abs(s).max()):.3e}; rescale s and y)"
         )
     return DampedPair(s, y_new, True)
 
@@ -234,8 +234,9 @@ def double_damping_2022_unchecked(
 
 def _check_finite_products(s_dot_y, other, other_name: str) -> None:
     """:class:`NonFiniteError` unless ``s^T y`` and ``other`` are finite (the pair overflows)."""
-    if not (math.isfinite(float(s_dot_y)) and math.isfinite(float(other))):
+    s_dot_y, other = host_scalar(s_dot_y), host_scalar(other)
+    if not (math.isfinite(s_dot_y) and math.isfinite(other)):
         raise NonFiniteError(
-            f"s^T y = {float(s_dot_y)!r} and {other_name} = {float(other)!r} must be finite: "
+            f"s^T y = {s_dot_y!r} and {other_name} = {other!r} must be finite: "
             "the pair overflows the floating-point range (rescale s and y)"
         )

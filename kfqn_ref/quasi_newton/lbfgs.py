@@ -43,7 +43,7 @@ from kfqn_ref._checks import (
     check_spd_operator,
     check_vector,
 )
-from kfqn_ref.backend import Array, resolve_dtype, xp, xp_of
+from kfqn_ref.backend import Array, host_bool, host_scalar, resolve_dtype, to_host, xp, xp_of
 from kfqn_ref.quasi_newton.bfgs import (
     AUTHORS_RELATIVE_THRESHOLD,
     SkipReason,
@@ -354,18 +354,18 @@ def _representable_factors(state: LBFGSState) -> CompactFactors | None:
         S_Yt = S @ Y.T
         D = module.diagonal(S_Yt).copy()
         rho = 1.0 / D
-        if not bool(module.all(module.isfinite(rho * rho))):
+        if not host_bool(module.all(module.isfinite(rho * rho))):
             return None
         factors = CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
         R_inv, B = factors.R_inv, module.diag(D) + state.gamma * factors.YtY
         gamma_Y = state.gamma * Y
-        columns = float(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
-        R_inv_2 = float((R_inv * R_inv).sum())
+        columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
+        R_inv_2 = host_scalar((R_inv * R_inv).sum())
         # ||R^-T B R^-1||_F <= ||R^-1||_F^2 ||B||_F: the q x q products only where that overflows
-        middle_norm = math.sqrt(R_inv_2 * R_inv_2 * float((B * B).sum()) + 2.0 * R_inv_2)
+        middle_norm = math.sqrt(R_inv_2 * R_inv_2 * host_scalar((B * B).sum()) + 2.0 * R_inv_2)
         if not math.isfinite(state.gamma + middle_norm * columns):
             inner = R_inv.T @ (B @ R_inv)
-            middle_norm = math.sqrt(float((inner * inner).sum()) + 2.0 * R_inv_2)
+            middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
     return factors if math.isfinite(state.gamma + middle_norm * columns) else None
 
 
@@ -385,16 +385,16 @@ def _dense_update(H, s, y):
     v = y / (s @ y)
     u = H @ v
     # v^T u = rho^2 y^T H y >= 0 in exact arithmetic; a value made negative by rounding counts as 0
-    t = math.sqrt(max(float(v @ u), 0.0) + 1.0 / float(s @ y)) * s
+    t = math.sqrt(max(host_scalar(v @ u), 0.0) + 1.0 / host_scalar(s @ y)) * s
     return H - (module.outer(s, u) + module.outer(u, s)) + module.outer(t, t)  # exactly symmetric
 
 
 def _newest_pair_gamma(s, y) -> float | None:
     """``s^T y / y^T y`` [NW 7.20], or ``None`` if ``y^T y`` under- or overflows."""
-    y_dot_y = float(y @ y)
+    y_dot_y = host_scalar(y @ y)
     if not 0.0 < y_dot_y < float("inf"):
         return None
-    return float(s @ y) / y_dot_y
+    return host_scalar(s @ y) / y_dot_y
 
 
 def _with_row(rows, count: int, new_row):
@@ -448,10 +448,10 @@ def check_lbfgs_state(state: LBFGSState) -> LBFGSState:
     with np.errstate(over="ignore"):  # an overflowing s^T y is positive
         curvatures = (S * Y).sum(axis=1)
     held = curvatures > 0
-    if not bool(xp_of(S).all(held)):
-        first = int(xp_of(S).argmin(held))
+    if not host_bool(xp_of(S).all(held)):
+        first = int(to_host(xp_of(S).argmin(held)))
         raise ValueError(
             f"state.count = {state.count} claims stored pairs with s^T y > 0, but pair {first} "
-            f"(row {first} of state.S and state.Y) has s^T y = {float(curvatures[first])!r}"
+            f"(row {first} of state.S and state.Y) has s^T y = {host_scalar(curvatures[first])!r}"
         )
     return state
