@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from kfqn_ref.backend import SUPPORTED_DTYPES, xp_of
+from kfqn_ref.backend import SUPPORTED_DTYPES, host_bool, host_scalar, xp_of
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -209,7 +209,7 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None, sha
     check_float_dtype(name, array, dtype)
     check_shape(name, array, ndim=ndim, shape=shape)
     module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
+    if not host_bool(module.all(module.isfinite(array))):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
     return array
 
@@ -247,8 +247,8 @@ def check_spd(name: str, A):
     xp = xp_of(A)
     if A.shape[0] == 0:
         return A
-    scale = float(xp.max(xp.abs(A)))
-    asymmetry = float(xp.max(xp.abs(A - A.T)))
+    scale = host_scalar(xp.max(xp.abs(A)))
+    asymmetry = host_scalar(xp.max(xp.abs(A - A.T)))
     tolerance = math.sqrt(float(xp.finfo(A.dtype).eps)) * scale
     if asymmetry > tolerance:
         raise ValueError(
@@ -286,7 +286,7 @@ def check_array_like(name: str, array):
 def check_computed_finite(name: str, array) -> None:
     """Raise :class:`NonFiniteError` naming ``name`` if a computed ``array`` holds NaN or Inf."""
     module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
+    if not host_bool(module.all(module.isfinite(array))):
         raise NonFiniteError(
             f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
         )
@@ -364,7 +364,7 @@ def check_spd_operator(name: str, A, dim: int, dtype):
 def check_finite_entries(name: str, array) -> None:
     """``ValueError`` naming ``name`` if an input ``array`` (any numeric dtype) has NaN or Inf."""
     module = xp_of(array)
-    if not bool(module.all(module.isfinite(array))):
+    if not host_bool(module.all(module.isfinite(array))):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
 
 

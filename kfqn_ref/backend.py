@@ -153,6 +153,16 @@ def to_host(array: Array) -> np.ndarray:
     return np.asarray(array)
 
 
+def to_device(array: np.ndarray) -> Array:
+    """``array`` (host data: a minibatch, an evaluation chunk) as an array of the current module.
+
+    A no-op under NumPy (the same object); under CuPy one explicit host-to-device copy.
+    """
+    if _current_module is np:
+        return array
+    return _current_module.asarray(array)
+
+
 def host_scalar(value: Array) -> float:
     """Return the 0-d (or one-element) array ``value`` as a Python float, on the host.
 

@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from kfqn_ref import backend
 from kfqn_ref import data as data_module
 from kfqn_ref.optim import NonFiniteError, Optimizer
 
@@ -95,8 +96,8 @@ def dataset_loss(model, dataset: data_module.Dataset) -> float:
     n = dataset.X.shape[0]
     total = 0.0
     for start in range(0, n, EVALUATION_CHUNK):
-        X = dataset.X[start : start + EVALUATION_CHUNK]
-        T = dataset.T[start : start + EVALUATION_CHUNK]
+        X = backend.to_device(dataset.X[start : start + EVALUATION_CHUNK])
+        T = backend.to_device(dataset.T[start : start + EVALUATION_CHUNK])
         total += model.loss.value(model.forward(X), T) * X.shape[0]
     return total / n
 
@@ -105,8 +106,9 @@ def accuracy(model, dataset: data_module.Dataset) -> float:
     """Fraction of samples whose largest output is the target class (``T`` class indices)."""
     hits = 0
     for start in range(0, dataset.X.shape[0], EVALUATION_CHUNK):
-        z = model.forward(dataset.X[start : start + EVALUATION_CHUNK])
-        hits += int(np.sum(np.argmax(z, axis=1) == dataset.T[start : start + EVALUATION_CHUNK]))
+        z = model.forward(backend.to_device(dataset.X[start : start + EVALUATION_CHUNK]))
+        predicted = backend.to_host(z.argmax(axis=1))
+        hits += int(np.sum(predicted == dataset.T[start : start + EVALUATION_CHUNK]))
     return hits / dataset.X.shape[0]
 
 
@@ -164,7 +166,7 @@ def run(
     for step, (X, T) in enumerate(itertools.islice(stream, first, None), start=first):
         start = time.perf_counter()
         try:
-            loss = optimizer.step(X, T)
+            loss = optimizer.step(backend.to_device(X), backend.to_device(T))
         except NonFiniteError as error:
             log.diverged = Divergence(step, str(error))
             break
@@ -185,7 +187,7 @@ def _prepass(optimizer, dataset, batch_size: int, seed: int, log: RunLog) -> Non
     start = time.perf_counter()
     try:
         optimizer.initialize_A(
-            X for X, _ in data_module.minibatches(dataset, batch_size, seed=seed)
+            backend.to_device(X) for X, _ in data_module.minibatches(dataset, batch_size, seed=seed)
         )
     except NonFiniteError as error:
         log.diverged = Divergence(0, f"A pre-pass: {error}")

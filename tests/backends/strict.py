@@ -5,14 +5,13 @@ copy device data to the host: ``numpy.asarray`` (``__array__``), ``float``/``int
 ``operator.index``, ``.item()``, ``.tolist()``, and any NumPy function called on it
 (``__array_function__``, ``__array_ufunc__``). Arithmetic, ``@``, indexing, comparisons and the
 methods the package calls return strict arrays again (a reduction gives a 0-d one, as CuPy does).
-The only way out is explicit: ``.get()``, which :func:`kfqn_ref.backend.to_host` calls; the one
-exception is :data:`EDGE_MODULES`, the argument checks, which may take ``bool``/``float``/``int``.
+The only way out is explicit: ``.get()``, which :func:`kfqn_ref.backend.to_host` (and so
+``host_scalar`` / ``host_bool``) calls; there is no exception, the argument checks included.
 
 :data:`module` (named ``strictnp``) is the array module, distinct from ``numpy``: the functions
 kfqn_ref calls as ``xp.<name>``, each delegating to NumPy on the wrapped data.
 """
 
-import sys
 import types
 
 import numpy as np
@@ -54,17 +53,10 @@ def _delegate(function):
     return strict
 
 
-#: Modules allowed to make Python scalars of strict arrays: the argument checks at the public
-#: edges, which must branch on a host bool to raise (``docs/backends.md``, conversions that remain).
-EDGE_MODULES = ("kfqn_ref._checks",)
-
-
-def _refuse(what: str, convert=None):
-    """A conversion method that raises, except (with ``convert``) when an edge module calls it."""
+def _refuse(what: str):
+    """A conversion method that raises: the package must convert explicitly (``.get()``)."""
 
     def refuse(self, *args):
-        if convert is not None and sys._getframe(1).f_globals.get("__name__") in EDGE_MODULES:
-            return convert(self.data)
         raise ImplicitHostTransfer(f"{what} of a strict (device) array: use backend.to_host")
 
     return refuse
@@ -87,9 +79,9 @@ class StrictArray:
         )
 
     __array__ = _refuse("numpy.asarray")
-    __float__ = _refuse("float()", float)
-    __int__ = _refuse("int()", int)
-    __bool__ = _refuse("bool()", bool)
+    __float__ = _refuse("float()")
+    __int__ = _refuse("int()")
+    __bool__ = _refuse("bool()")
     __index__ = _refuse("operator.index()")
     __complex__ = _refuse("complex()")
     item = _refuse(".item()")

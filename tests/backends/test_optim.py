@@ -82,3 +82,25 @@ def test_the_state_dict_of_a_strict_run_is_the_numpy_one(on):
     for key, value in expected.items():
         assert type(got[key]) is np.ndarray, key
         np.testing.assert_array_equal(got[key], value, err_msg=key, strict=True)
+
+
+def test_train_run_moves_minibatches_to_the_backend_and_matches_numpy(on):
+    """``train.run`` (the loop of ``kfqn-ref train``/``compare``) on the strict backend: the
+    minibatches and evaluation chunks go to the device explicitly (``backend.to_device``), and the
+    log and weights equal the NumPy run bit for bit."""
+    from kfqn_ref import data, train
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((12, 5))
+    dataset = data.Dataset("tiny", X, rng.integers(0, 3, size=12))
+
+    def run():
+        model = mlp()
+        log = train.run(KBFGS(model, lr=0.1, damping=0.3), dataset, batch_size=4, epochs=2)
+        return (tuple(log.step_losses), tuple(log.epoch_losses)), tuple(model.weights())
+
+    expected_log, expected_weights = numpy_reference(run)
+    got_log, got_weights = run()
+    got_weights = on.host(got_weights)
+    assert_same(got_log, expected_log)
+    assert_same(got_weights, expected_weights)
