@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kfqn_ref import nn
-from kfqn_ref.optim import KBFGS, KBFGSL, KFAC, Adam, Shampoo
+from kfqn_ref.optim import KBFGS, KBFGSL, KFAC, Adam, RMSprop, SGDMomentum, Shampoo
 from tests.backends.conftest import assert_same, numpy_reference
 
 RNG = np.random.default_rng(0)
@@ -30,6 +30,8 @@ CASES = [
     ("KBFGS", mlp, lambda model: KBFGS(model, lr=0.1, damping=0.3)),
     ("KBFGSL", mlp, lambda model: KBFGSL(model, lr=0.1, damping=0.3)),
     ("Adam", mlp, lambda model: Adam(model, lr=0.01)),
+    ("RMSprop", mlp, lambda model: RMSprop(model, lr=0.01)),
+    ("SGDMomentum", mlp, lambda model: SGDMomentum(model, lr=0.1)),
     ("KBFGS-2020", mlp, lambda model: KBFGS(model, lr=0.1, damping=0.3, variant="2020")),
     (
         "KBFGSL-convergent",
