@@ -14,6 +14,7 @@ import numpy as np
 from kfqn_ref import curvature, nn
 from kfqn_ref.curvature import FisherType
 from kfqn_ref.golden.format import Case, Entry, Tolerance
+from kfqn_ref.optim.kbfgs_factors import position_count
 from kfqn_ref.optim.kfac import KFACApproximation, minibatch_factors
 
 INPUT = Tolerance(
@@ -108,11 +109,6 @@ def net_description(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict:
     }
 
 
-def positions(a: np.ndarray) -> int:
-    """``P`` of a record ``a``: ``a.shape[1]`` for conv ``(N, P, D)``, 1 for dense."""
-    return a.shape[1] if a.ndim == 3 else 1
-
-
 def input_entries(X, T, model: nn.Sequential, *, prefix: str = "", step=None) -> dict:
     """Entries of the minibatch ``(X, T)`` and of the weights it is evaluated at (order 0/1)."""
     entries = {
@@ -168,7 +164,7 @@ def records_case(name: str, description: str, model, X, T, input_shape) -> Case:
         hints={"scales": {"N": n_samples, "C": n_outputs}},
     )
     for record in result.records:
-        index, P = record.layer_index, positions(record.a)
+        index, P = record.layer_index, position_count(record.a)
         scales = {"N": n_samples, "P": P} if P > 1 else {"N": n_samples}
         layer_entries = {
             "a": (
@@ -334,7 +330,7 @@ def curvature_case(name: str, description: str, model, X, T, input_shape) -> Cas
             curvature.layer_ggn(model, X, T, index), "ggn", "GGN block", 2, None, index, block_hints
         )
         sample_hints = {"scales": {"N": n_samples}}
-        P = positions(record.a)
+        P = position_count(record.a)
         if P > 1:
             sample_hints["positions_channels"] = [P, record.h.shape[2]]
         for field, compute in (
@@ -423,7 +419,7 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
         drawn, "input", "Monte-Carlo targets drawn from the predictive distribution at z", 0
     )
     records = forward.records
-    conv = any(positions(record.a) > 1 for record in records)
+    conv = any(position_count(record.a) > 1 for record in records)
     factors = {
         (fisher, approximation): minibatch_factors(model, forward, T, fisher, drawn, approximation)
         for fisher in FisherType
@@ -434,7 +430,7 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
     reduce = factors.get((FisherType.EMPIRICAL, KFACApproximation.REDUCE))
     G_hints = []
     for position, record in enumerate(records):
-        index, P = record.layer_index, positions(record.a)
+        index, P = record.layer_index, position_count(record.a)
         scales = (
             {"N": n_samples, "P": P, "C": n_outputs} if P > 1 else {"N": n_samples, "C": n_outputs}
         )
@@ -458,7 +454,7 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
             )
     for fisher in FisherType:
         for position, record in enumerate(records):
-            index, P = record.layer_index, positions(record.a)
+            index, P = record.layer_index, position_count(record.a)
             entries[f"layer{index}.G_{fisher.value}"] = Entry(
                 factors[fisher, KFACApproximation.EXPAND][position].G,
                 "G",

@@ -29,9 +29,9 @@ from kfqn_ref.golden.cases import (
     dense_data,
     dense_net,
     net_description,
-    positions,
 )
 from kfqn_ref.golden.format import Case, Entry, Tolerance
+from kfqn_ref.optim.kbfgs_factors import position_count
 
 STEPS = 12
 BATCH = 4
@@ -332,7 +332,7 @@ def record_trajectory(model, opt, batches, prepass: Callable | None = None) -> _
         prepass(opt)
     _record_draws(rec, opt, "initial", None)
     rec.state(opt, "initial", None, None)
-    P_of = {r.layer_index: positions(r.a) for r in model.forward_pass(batches[0][0]).records}
+    P_of = {r.layer_index: position_count(r.a) for r in model.forward_pass(batches[0][0]).records}
     for k, (X, T) in enumerate(batches):
         step = f"step{k:02d}"
         rec.add(f"{step}.X", X, "input", "minibatch inputs X_k", ORDER["inputs"], k)
