@@ -31,7 +31,7 @@ from kfqn_ref.golden.cases import (
     net_description,
 )
 from kfqn_ref.golden.format import Case, Entry, Tolerance
-from kfqn_ref.optim.kbfgs_factors import position_count
+from kfqn_ref.optim.kbfgs_factors import position_count, sample_position_mean
 
 STEPS = 12
 BATCH = 4
@@ -243,8 +243,8 @@ class _Recorder:
 
 
 def _means(records) -> tuple[list, list]:
-    hbar = [r.h.reshape(-1, r.h.shape[-1]).mean(axis=0) for r in records]
-    gbar = [r.g.reshape(-1, r.g.shape[-1]).mean(axis=0) for r in records]
+    hbar = [sample_position_mean(r.h) for r in records]
+    gbar = [sample_position_mean(r.g) for r in records]
     return hbar, gbar
 
 
