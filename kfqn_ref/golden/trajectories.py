@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
-from kfqn_ref import optim
+from kfqn_ref import data, optim
 from kfqn_ref.golden.cases import (
     CONV_INPUT_SHAPE,
     DENSE_INPUT_SHAPE,
@@ -134,13 +135,13 @@ def _record_draws(rec, opt, prefix: str, step) -> None:
 
 
 def minibatch_stream(X, T, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``STEPS`` minibatches of ``BATCH``: each epoch a fresh ``default_rng(seed)`` permutation."""
-    rng = np.random.default_rng(seed)
-    batches = []
-    while len(batches) < STEPS:
-        order = rng.permutation(len(X))
-        batches.extend((X[idx], T[idx]) for idx in order.reshape(-1, BATCH))
-    return batches[:STEPS]
+    """The first ``STEPS`` minibatches of ``BATCH`` of :func:`kfqn_ref.data.minibatches`.
+
+    Each epoch is a permutation drawn from one ``default_rng(seed)`` shared by all epochs.
+    """
+    epochs = math.ceil(STEPS / (len(X) // BATCH))
+    stream = data.minibatches(data.Dataset("golden", X, T), BATCH, seed=seed, epochs=epochs)
+    return list(itertools.islice(stream, STEPS))
 
 
 def _as_array(value) -> np.ndarray:
