@@ -46,48 +46,34 @@ TRAJECTORY = Tolerance(
     "relative, and 1e-8 stays far below any convention error, which shows at step 0 or 1",
 )
 
-TRAJECTORY_STEPS = (
-    "inputs of step k: the minibatch X_k, T_k (given)",
-    "weights W~_k before step k (W~_0 given; stepNN with NN = 12 holds the final weights)",
-    "loss f(W~_k) on the minibatch",
-    "first-pass means over samples and positions: hbar = mean(h), gbar = mean(g)",
-    "gradients df/dW~ at W~_k (without weight decay)",
-    "K-BFGS direction p_k (W~_{k+1} = W~_k + lr p_k)",
-    "applied change W~_{k+1} - W~_k",
-    "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), "
-    "gbar_new = mean(g+)",
-    "raw pairs s_raw = hbar - hbar_new, y_raw = gbar - gbar_new (old minus new)",
-    "averaged pairs: s_avg = beta s_avg + (1 - beta) s_raw (the same for y)",
-    "damped pairs s, y and the damping flags (variant's double damping)",
-    "H_g update decision (skip code)",
-    "A side: abar = mean(a~)",
-    "A side Hessian-action pair s_a = H_a abar, y_a = (A + lambda_A I) s_a",
-    "H_a update decision (skip code)",
-    "the optimizer state after step k (state_dict entries)",
+#: The operations of one step, in order: the key of ``ORDER`` and the manifest's text.
+_OPERATIONS = (
+    ("inputs", "inputs of step k: the minibatch X_k, T_k (given)"),
+    (
+        "weights",
+        "weights W~_k before step k (W~_0 given; stepNN with NN = 12 holds the final weights)",
+    ),
+    ("loss", "loss f(W~_k) on the minibatch"),
+    ("means", "first-pass means over samples and positions: hbar = mean(h), gbar = mean(g)"),
+    ("gradient", "gradients df/dW~ at W~_k (without weight decay)"),
+    ("direction", "K-BFGS direction p_k (W~_{k+1} = W~_k + lr p_k)"),
+    ("change", "applied change W~_{k+1} - W~_k"),
+    (
+        "second_pass",
+        "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), "
+        "gbar_new = mean(g+)",
+    ),
+    ("raw", "raw pairs s_raw = hbar - hbar_new, y_raw = gbar - gbar_new (old minus new)"),
+    ("averaged", "averaged pairs: s_avg = beta s_avg + (1 - beta) s_raw (the same for y)"),
+    ("damped", "damped pairs s, y and the damping flags (variant's double damping)"),
+    ("g_update", "H_g update decision (skip code)"),
+    ("abar", "A side: abar = mean(a~)"),
+    ("a_pair", "A side Hessian-action pair s_a = H_a abar, y_a = (A + lambda_A I) s_a"),
+    ("a_update", "H_a update decision (skip code)"),
+    ("state", "the optimizer state after step k (state_dict entries)"),
 )
-ORDER = {
-    name: i
-    for i, name in enumerate(
-        (
-            "inputs",
-            "weights",
-            "loss",
-            "means",
-            "gradient",
-            "direction",
-            "change",
-            "second_pass",
-            "raw",
-            "averaged",
-            "damped",
-            "g_update",
-            "abar",
-            "a_pair",
-            "a_update",
-            "state",
-        )
-    )
-}
+TRAJECTORY_STEPS = tuple(text for _, text in _OPERATIONS)
+ORDER = {key: i for i, (key, _) in enumerate(_OPERATIONS)}
 PAIR_ORDER = {
     "s_raw": ORDER["raw"],
     "y_raw": ORDER["raw"],
