@@ -298,7 +298,8 @@ CURVATURE_STEPS = (
 
 def curvature_case(name: str, description: str, model, X, T, input_shape) -> Case:
     """Exact Hessians and GGNs: full, per layer, per sample w.r.t. the pre-activations."""
-    n_samples, n_outputs = model.forward(X).shape
+    forward = model.forward_pass(X)
+    n_samples, n_outputs = forward.z.shape
     shapes = [list(w.shape) for w in model.weights()]
     scales = {"N": n_samples, "C": n_outputs}
     entries = input_entries(X, T, model)
@@ -313,8 +314,7 @@ def curvature_case(name: str, description: str, model, X, T, input_shape) -> Cas
             order,
             hints={"vec_shapes": shapes, "scales": scales},
         )
-    records = model.forward_pass(X).records
-    for shape, record in zip(shapes, records, strict=True):
+    for shape, record in zip(shapes, forward.records, strict=True):
         index = record.layer_index
         block_hints = {"vec_shapes": [shape], "scales": scales}
         entries[f"layer{index}.hessian"] = Entry(
