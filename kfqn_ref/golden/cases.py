@@ -14,7 +14,8 @@ import numpy as np
 from kfqn_ref import curvature, nn
 from kfqn_ref.curvature import FisherType
 from kfqn_ref.golden.format import Case, Entry, Tolerance
-from kfqn_ref.optim.kfac import fisher_output_gradients
+from kfqn_ref.optim.kbfgs_factors import position_count
+from kfqn_ref.optim.kfac import KFACApproximation, minibatch_factors
 
 INPUT = Tolerance(
     1e-13,
@@ -108,11 +109,6 @@ def net_description(model: nn.Sequential, input_shape: tuple[int, ...]) -> dict:
     }
 
 
-def positions(a: np.ndarray) -> int:
-    """``P`` of a record ``a``: ``a.shape[1]`` for conv ``(N, P, D)``, 1 for dense."""
-    return a.shape[1] if a.ndim == 3 else 1
-
-
 def input_entries(X, T, model: nn.Sequential, *, prefix: str = "", step=None) -> dict:
     """Entries of the minibatch ``(X, T)`` and of the weights it is evaluated at (order 0/1)."""
     entries = {
@@ -168,7 +164,7 @@ def records_case(name: str, description: str, model, X, T, input_shape) -> Case:
         hints={"scales": {"N": n_samples, "C": n_outputs}},
     )
     for record in result.records:
-        index, P = record.layer_index, positions(record.a)
+        index, P = record.layer_index, position_count(record.a)
         scales = {"N": n_samples, "P": P} if P > 1 else {"N": n_samples}
         layer_entries = {
             "a": (
@@ -302,7 +298,8 @@ CURVATURE_STEPS = (
 
 def curvature_case(name: str, description: str, model, X, T, input_shape) -> Case:
     """Exact Hessians and GGNs: full, per layer, per sample w.r.t. the pre-activations."""
-    n_samples, n_outputs = model.forward(X).shape
+    forward = model.forward_pass(X)
+    n_samples, n_outputs = forward.z.shape
     shapes = [list(w.shape) for w in model.weights()]
     scales = {"N": n_samples, "C": n_outputs}
     entries = input_entries(X, T, model)
@@ -317,8 +314,7 @@ def curvature_case(name: str, description: str, model, X, T, input_shape) -> Cas
             order,
             hints={"vec_shapes": shapes, "scales": scales},
         )
-    records = model.forward_pass(X).records
-    for shape, record in zip(shapes, records, strict=True):
+    for shape, record in zip(shapes, forward.records, strict=True):
         index = record.layer_index
         block_hints = {"vec_shapes": [shape], "scales": scales}
         entries[f"layer{index}.hessian"] = Entry(
@@ -334,7 +330,7 @@ def curvature_case(name: str, description: str, model, X, T, input_shape) -> Cas
             curvature.layer_ggn(model, X, T, index), "ggn", "GGN block", 2, None, index, block_hints
         )
         sample_hints = {"scales": {"N": n_samples}}
-        P = positions(record.a)
+        P = position_count(record.a)
         if P > 1:
             sample_hints["positions_channels"] = [P, record.h.shape[2]]
         for field, compute in (
@@ -423,28 +419,32 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
         drawn, "input", "Monte-Carlo targets drawn from the predictive distribution at z", 0
     )
     records = forward.records
-    for record in records:
-        index, P = record.layer_index, positions(record.a)
+    conv = any(position_count(record.a) > 1 for record in records)
+    factors = {
+        (fisher, approximation): minibatch_factors(model, forward, T, fisher, drawn, approximation)
+        for fisher in FisherType
+        for approximation in KFACApproximation
+        if conv or approximation is KFACApproximation.EXPAND
+    }
+    expand = factors[FisherType.EMPIRICAL, KFACApproximation.EXPAND]
+    reduce = factors.get((FisherType.EMPIRICAL, KFACApproximation.REDUCE))
+    G_hints = []
+    for position, record in enumerate(records):
+        index, P = record.layer_index, position_count(record.a)
         scales = (
             {"N": n_samples, "P": P, "C": n_outputs} if P > 1 else {"N": n_samples, "C": n_outputs}
         )
         A_hints = {"bias_axes": [0, 1], "scales": scales}
-        G_hints = {"scales": scales}
+        G_hints.append({"scales": scales})
         if P > 1:
             A_hints["position_reduction"] = "sum"
-            G_hints["position_reduction"] = "mean"
+            G_hints[position]["position_reduction"] = "mean"
         entries[f"layer{index}.A"] = Entry(
-            curvature.input_factor(record.a),
-            "A",
-            "input factor A (D + 1, D + 1)",
-            1,
-            None,
-            index,
-            A_hints,
+            expand[position].A, "A", "input factor A (D + 1, D + 1)", 1, None, index, A_hints
         )
         if P > 1:
             entries[f"layer{index}.A_reduce"] = Entry(
-                curvature.input_factor(record.a.mean(axis=1)),
+                reduce[position].A,
                 "A",
                 "KFAC-reduce input factor (D + 1, D + 1)",
                 3,
@@ -453,33 +453,26 @@ def kfac_factors_case(name: str, description: str, model, X, T, input_shape, see
                 {"bias_axes": [0, 1], "scales": scales, "position_reduction": "mean"},
             )
     for fisher in FisherType:
-        sets = fisher_output_gradients(model.loss, z, T, fisher, drawn)
-        per_set = [model.backward_pass(forward, grads, weight_gradients=False) for grads in sets]
         for position, record in enumerate(records):
-            index, P = record.layer_index, positions(record.a)
-            gs = [layer_records[position].g for layer_records in per_set]
-            hints = dict(entries[f"layer{index}.A"].hints)
-            hints.pop("bias_axes")
-            if P > 1:
-                hints["position_reduction"] = "mean"
+            index, P = record.layer_index, position_count(record.a)
             entries[f"layer{index}.G_{fisher.value}"] = Entry(
-                sum(curvature.output_factor(g, position_average=True) for g in gs),
+                factors[fisher, KFACApproximation.EXPAND][position].G,
                 "G",
                 f"output factor G ({fisher.value} Fisher) (C, C)",
                 2,
                 None,
                 index,
-                hints,
+                G_hints[position],
             )
             if P > 1:
                 entries[f"layer{index}.G_reduce_{fisher.value}"] = Entry(
-                    sum(curvature.output_factor(g.sum(axis=1)) for g in gs),
+                    factors[fisher, KFACApproximation.REDUCE][position].G,
                     "G",
                     f"KFAC-reduce output factor ({fisher.value} Fisher) (C, C)",
                     3,
                     None,
                     index,
-                    {"scales": hints["scales"], "position_reduction": "sum"},
+                    {"scales": G_hints[position]["scales"], "position_reduction": "sum"},
                 )
     return Case(
         name=name,

@@ -237,14 +237,8 @@ def check(
     for name in names:
         golden = read_golden_case(golden_dir, name)
         candidate = read_candidate(candidate_dir, name)
-        if candidate is None:
-            missing = tuple(
-                sorted(golden.arrays, key=lambda n: order_key(n, golden.manifest["arrays"][n]))
-            )
-            reports.append(CaseReport(name, Status.INCOMPLETE, 0, 0, missing, ()))
-            continue
-        supplied += 1
-        reports.append(check_case(golden, candidate))
+        supplied += candidate is not None
+        reports.append(check_case(golden, {} if candidate is None else candidate))
     if supplied == 0:
         raise GoldenFormatError(
             f"candidate folder {candidate_dir} holds no <case>.npz of the checked case(s) "

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
-from kfqn_ref import optim
+from kfqn_ref import data, optim
 from kfqn_ref.golden.cases import (
     CONV_INPUT_SHAPE,
     DENSE_INPUT_SHAPE,
@@ -29,9 +30,9 @@ from kfqn_ref.golden.cases import (
     dense_data,
     dense_net,
     net_description,
-    positions,
 )
 from kfqn_ref.golden.format import Case, Entry, Tolerance
+from kfqn_ref.optim.kbfgs_factors import position_count, sample_position_mean
 
 STEPS = 12
 BATCH = 4
@@ -45,48 +46,34 @@ TRAJECTORY = Tolerance(
     "relative, and 1e-8 stays far below any convention error, which shows at step 0 or 1",
 )
 
-TRAJECTORY_STEPS = (
-    "inputs of step k: the minibatch X_k, T_k (given)",
-    "weights W~_k before step k (W~_0 given; stepNN with NN = 12 holds the final weights)",
-    "loss f(W~_k) on the minibatch",
-    "first-pass means over samples and positions: hbar = mean(h), gbar = mean(g)",
-    "gradients df/dW~ at W~_k (without weight decay)",
-    "K-BFGS direction p_k (W~_{k+1} = W~_k + lr p_k)",
-    "applied change W~_{k+1} - W~_k",
-    "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), "
-    "gbar_new = mean(g+)",
-    "raw pairs s_raw = hbar - hbar_new, y_raw = gbar - gbar_new (old minus new)",
-    "averaged pairs: s_avg = beta s_avg + (1 - beta) s_raw (the same for y)",
-    "damped pairs s, y and the damping flags (variant's double damping)",
-    "H_g update decision (skip code)",
-    "A side: abar = mean(a~)",
-    "A side Hessian-action pair s_a = H_a abar, y_a = (A + lambda_A I) s_a",
-    "H_a update decision (skip code)",
-    "the optimizer state after step k (state_dict entries)",
+#: The operations of one step, in order: the key of ``ORDER`` and the manifest's text.
+_OPERATIONS = (
+    ("inputs", "inputs of step k: the minibatch X_k, T_k (given)"),
+    (
+        "weights",
+        "weights W~_k before step k (W~_0 given; stepNN with NN = 12 holds the final weights)",
+    ),
+    ("loss", "loss f(W~_k) on the minibatch"),
+    ("means", "first-pass means over samples and positions: hbar = mean(h), gbar = mean(g)"),
+    ("gradient", "gradients df/dW~ at W~_k (without weight decay)"),
+    ("direction", "K-BFGS direction p_k (W~_{k+1} = W~_k + lr p_k)"),
+    ("change", "applied change W~_{k+1} - W~_k"),
+    (
+        "second_pass",
+        "K-BFGS second pass at W~_{k+1} on the SAME minibatch: hbar_new = mean(h+), "
+        "gbar_new = mean(g+)",
+    ),
+    ("raw", "raw pairs s_raw = hbar - hbar_new, y_raw = gbar - gbar_new (old minus new)"),
+    ("averaged", "averaged pairs: s_avg = beta s_avg + (1 - beta) s_raw (the same for y)"),
+    ("damped", "damped pairs s, y and the damping flags (variant's double damping)"),
+    ("g_update", "H_g update decision (skip code)"),
+    ("abar", "A side: abar = mean(a~)"),
+    ("a_pair", "A side Hessian-action pair s_a = H_a abar, y_a = (A + lambda_A I) s_a"),
+    ("a_update", "H_a update decision (skip code)"),
+    ("state", "the optimizer state after step k (state_dict entries)"),
 )
-ORDER = {
-    name: i
-    for i, name in enumerate(
-        (
-            "inputs",
-            "weights",
-            "loss",
-            "means",
-            "gradient",
-            "direction",
-            "change",
-            "second_pass",
-            "raw",
-            "averaged",
-            "damped",
-            "g_update",
-            "abar",
-            "a_pair",
-            "a_update",
-            "state",
-        )
-    )
-}
+TRAJECTORY_STEPS = tuple(text for _, text in _OPERATIONS)
+ORDER = {key: i for i, (key, _) in enumerate(_OPERATIONS)}
 PAIR_ORDER = {
     "s_raw": ORDER["raw"],
     "y_raw": ORDER["raw"],
@@ -134,13 +121,13 @@ def _record_draws(rec, opt, prefix: str, step) -> None:
 
 
 def minibatch_stream(X, T, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``STEPS`` minibatches of ``BATCH``: each epoch a fresh ``default_rng(seed)`` permutation."""
-    rng = np.random.default_rng(seed)
-    batches = []
-    while len(batches) < STEPS:
-        order = rng.permutation(len(X))
-        batches.extend((X[idx], T[idx]) for idx in order.reshape(-1, BATCH))
-    return batches[:STEPS]
+    """The first ``STEPS`` minibatches of ``BATCH`` of :func:`kfqn_ref.data.minibatches`.
+
+    Each epoch is a permutation drawn from one ``default_rng(seed)`` shared by all epochs.
+    """
+    epochs = math.ceil(STEPS / (len(X) // BATCH))
+    stream = data.minibatches(data.Dataset("golden", X, T), BATCH, seed=seed, epochs=epochs)
+    return list(itertools.islice(stream, STEPS))
 
 
 def _as_array(value) -> np.ndarray:
@@ -243,8 +230,8 @@ class _Recorder:
 
 
 def _means(records) -> tuple[list, list]:
-    hbar = [r.h.reshape(-1, r.h.shape[-1]).mean(axis=0) for r in records]
-    gbar = [r.g.reshape(-1, r.g.shape[-1]).mean(axis=0) for r in records]
+    hbar = [sample_position_mean(r.h) for r in records]
+    gbar = [sample_position_mean(r.g) for r in records]
     return hbar, gbar
 
 
@@ -332,7 +319,7 @@ def record_trajectory(model, opt, batches, prepass: Callable | None = None) -> _
         prepass(opt)
     _record_draws(rec, opt, "initial", None)
     rec.state(opt, "initial", None, None)
-    P_of = {r.layer_index: positions(r.a) for r in model.forward_pass(batches[0][0]).records}
+    P_of = {r.layer_index: position_count(r.a) for r in model.forward_pass(batches[0][0]).records}
     for k, (X, T) in enumerate(batches):
         step = f"step{k:02d}"
         rec.add(f"{step}.X", X, "input", "minibatch inputs X_k", ORDER["inputs"], k)

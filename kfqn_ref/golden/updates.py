@@ -14,6 +14,7 @@ from kfqn_ref.golden.cases import EXACT, INPUT, SKIP_CODES, UPDATE
 from kfqn_ref.golden.format import Case, Entry
 
 DIM = 4
+TOLERANCES = {"input": INPUT, "decision": EXACT, "update": UPDATE}
 
 
 def _spd(rng, dim: int = DIM) -> np.ndarray:
@@ -22,8 +23,9 @@ def _spd(rng, dim: int = DIM) -> np.ndarray:
     return (q * np.linspace(0.5, 2.0, dim)) @ q.T
 
 
-def _vector_entry(array, meaning: str, order: int, quantity: str = "update") -> Entry:
-    return Entry(np.asarray(array), quantity, meaning, order)
+def _input(array, meaning: str) -> Entry:
+    """A given array (order 0)."""
+    return Entry(np.asarray(array), "input", meaning, 0)
 
 
 def _decision_entries(prefix: str, updated: bool, reason: qn.SkipReason, order: int) -> dict:
@@ -70,15 +72,15 @@ def bfgs_updates() -> Case:
     entries = {}
     for name, (s_k, y_k, gbar_norm) in pairs.items():
         result = qn.bfgs_inverse_update(H, s_k, y_k, gbar_norm=gbar_norm, relative_threshold=1e-4)
-        entries[f"{name}.H"] = _vector_entry(H, "H (d, d), SPD", 0, "input")
-        entries[f"{name}.s"] = _vector_entry(s_k, "s (d,)", 0, "input")
-        entries[f"{name}.y"] = _vector_entry(y_k, "y (d,)", 0, "input")
-        entries[f"{name}.gbar_norm"] = _vector_entry(gbar_norm, "||gbar||", 0, "input")
+        entries[f"{name}.H"] = _input(H, "H (d, d), SPD")
+        entries[f"{name}.s"] = _input(s_k, "s (d,)")
+        entries[f"{name}.y"] = _input(y_k, "y (d,)")
+        entries[f"{name}.gbar_norm"] = _input(gbar_norm, "||gbar||")
         entries.update(_decision_entries(name, result.updated, result.reason, 1))
         entries[f"{name}.H_new"] = Entry(result.H, "update", "H+ (d, d) (H when skipped)", 2)
     s_a, y_a, _ = pairs["accept"]
     B = np.linalg.inv(H)
-    entries["direct.B"] = _vector_entry(B, "B = H^-1 (d, d)", 0, "input")
+    entries["direct.B"] = _input(B, "B = H^-1 (d, d)")
     entries["direct.B_new"] = Entry(qn.bfgs_direct_update(B, s_a, y_a).B, "update", "B+", 2)
     return Case(
         name="bfgs_updates",
@@ -89,7 +91,7 @@ def bfgs_updates() -> Case:
         setup={"relative_threshold": 1e-4, "skip_codes": SKIP_CODES, "direct": "pair of 'accept'"},
         seeds={"data": 4},
         order_of_operations=BFGS_STEPS,
-        tolerances={"input": INPUT, "decision": EXACT, "update": UPDATE},
+        tolerances=TOLERANCES,
         entries=entries,
     )
 
@@ -111,14 +113,14 @@ def lbfgs_updates() -> Case:
     rng = np.random.default_rng(5)
     M = _spd(rng)
     state = qn.lbfgs_init(DIM, 3, gamma=0.7)
-    entries = {"gamma": _vector_entry(0.7, "gamma of H_0 = gamma I", 0, "input")}
+    entries = {"gamma": _input(0.7, "gamma of H_0 = gamma I")}
     for i in range(5):
         s = rng.standard_normal(DIM)
         y = -s if i == 2 else M @ s
         result = qn.lbfgs_append(state, s, y)
         state = result.state
-        entries[f"append{i}.s"] = _vector_entry(s, "s (d,)", 0, "input")
-        entries[f"append{i}.y"] = _vector_entry(y, "y (d,)", 0, "input")
+        entries[f"append{i}.s"] = _input(s, "s (d,)")
+        entries[f"append{i}.y"] = _input(y, "y (d,)")
         entries.update(_decision_entries(f"append{i}", result.accepted, result.reason, 1))
         entries[f"append{i}.S"] = Entry(state.S, "update", "S (memory, d), oldest first", 1)
         entries[f"append{i}.Y"] = Entry(state.Y, "update", "Y (memory, d), oldest first", 1)
@@ -126,7 +128,7 @@ def lbfgs_updates() -> Case:
             np.array(state.count, dtype=np.int64), "decision", "pairs", 1
         )
     v = rng.standard_normal(DIM)
-    entries["v"] = _vector_entry(v, "v (d,)", 0, "input")
+    entries["v"] = _input(v, "v (d,)")
     entries["H_v"] = Entry(qn.lbfgs_two_loop(state, v), "update", "H v (d,)", 2)
     entries["H"] = Entry(qn.lbfgs_inverse_matrix(state), "update", "the dense H (d, d)", 2)
     return Case(
@@ -138,7 +140,7 @@ def lbfgs_updates() -> Case:
         setup={"memory": 3, "gamma_rule": "fixed", "skip_codes": SKIP_CODES},
         seeds={"data": 5},
         order_of_operations=LBFGS_STEPS,
-        tolerances={"input": INPUT, "decision": EXACT, "update": UPDATE},
+        tolerances=TOLERANCES,
         entries=entries,
     )
 
@@ -159,9 +161,9 @@ def hessian_action_updates() -> Case:
     rng = np.random.default_rng(6)
     H, M, v = _spd(rng), _spd(rng), rng.standard_normal(DIM)
     entries = {
-        "H": _vector_entry(H, "H (d, d)", 0, "input"),
-        "M": _vector_entry(M, "M (d, d), the known SPD matrix", 0, "input"),
-        "v": _vector_entry(v, "v (d,)", 0, "input"),
+        "H": _input(H, "H (d, d)"),
+        "M": _input(M, "M (d, d), the known SPD matrix"),
+        "v": _input(v, "v (d,)"),
     }
     s, y = qn.hessian_action_pair(H, v, M)
     entries["dense.s"] = Entry(
@@ -190,7 +192,7 @@ def hessian_action_updates() -> Case:
         setup={"memory": 2, "store_inputs": "v, then two standard normal draws after M and v"},
         seeds={"data": 6},
         order_of_operations=ACTION_STEPS,
-        tolerances={"input": INPUT, "decision": EXACT, "update": UPDATE},
+        tolerances=TOLERANCES,
         entries=entries,
     )
 
@@ -220,10 +222,10 @@ def damping_updates() -> Case:
         "good": (s, np.linalg.solve(H, s)),
     }
     mu1, eps = 0.2, 0.3
-    entries = {"H": _vector_entry(H, "H (d, d)", 0, "input")}
+    entries = {"H": _input(H, "H (d, d)")}
     for name, (s_in, y_in) in inputs.items():
-        entries[f"{name}.s"] = _vector_entry(s_in, "incoming s", 0, "input")
-        entries[f"{name}.y"] = _vector_entry(y_in, "incoming y", 0, "input")
+        entries[f"{name}.s"] = _input(s_in, "incoming s")
+        entries[f"{name}.y"] = _input(y_in, "incoming y")
         dampings = {
             "powell": (qn.powell_damping(s_in, y_in, H, mu1=mu1), 1, "s_dot_y >= c y_H_y", mu1),
             "second": (qn.second_damping(s_in, y_in, eps=eps), 2, "s_dot_y >= c s_dot_s", eps),
@@ -268,7 +270,7 @@ def damping_updates() -> Case:
                 entries[f"{prefix}.{role}_out"] = Entry(
                     getattr(pair, role), "update", f"damped {role}", order, hints=hints
                 )
-            flags = [flag for flag in pair[2:]]
+            flags = list(pair[2:])
             entries[f"{prefix}.damped"] = Entry(np.array(flags), "decision", "damping flags", order)
     return Case(
         name="damping_updates",
@@ -285,6 +287,6 @@ def damping_updates() -> Case:
         },
         seeds={"data": 7},
         order_of_operations=DAMPING_STEPS,
-        tolerances={"input": INPUT, "decision": EXACT, "update": UPDATE},
+        tolerances=TOLERANCES,
         entries=entries,
     )
