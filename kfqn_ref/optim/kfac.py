@@ -244,7 +244,7 @@ def kfac_reduce_factors(
         return over_positions(x, axis=1) if x.ndim == 3 else x
 
     per_set = [
-        model.backward_pass(forward_pass, gradients, weight_gradients=False)
+        model.backward_pass_unchecked(forward_pass, gradients, weight_gradients=False)
         for gradients in output_gradients
     ]
     factors = []
@@ -324,7 +324,7 @@ class KFAC(Optimizer):
         """The Monte-Carlo targets of draw ``draw`` at outputs ``z`` (from ``target_source``)."""
         if self.target_source is None:
             rng = np.random.default_rng([self.config.seed, draw])
-            return self.model.loss.sample_targets(z, rng)
+            return self.model.loss.sample_targets_unchecked(z, rng)
         targets = self.target_source(z, draw)
         self.model.loss.check_targets(z, targets)
         return targets
@@ -411,7 +411,8 @@ class KFAC(Optimizer):
         cfg = self.config
         model = self.model
         forward = model.forward_pass(X)
-        loss = model.loss.value(forward.z, T)  # checks T against z, once
+        model.loss.check_targets(forward.z, T)  # z is finite (forward_pass checked it)
+        loss = model.loss.value_unchecked(forward.z, T)
         output_gradients = model.loss.output_gradient_unchecked(forward.z, T)
         records = model.backward_pass_unchecked(forward, output_gradients)
         check_loss_and_gradients(loss, [r.grad for r in records])
