@@ -219,7 +219,8 @@ def read_optimizer_state(optimizer, flat: dict) -> tuple[list, Any, int]:
     ]
     if f"weights.{len(template_weights)}" in flat:
         raise ValueError("state dict holds more weight arrays than the model has trainable layers")
-    unknown = [key for key in flat if key not in _state_dict_keys(optimizer)]
+    known = _state_dict_keys(optimizer)
+    unknown = [key for key in flat if key not in known]
     if unknown:
         raise ValueError(
             f"state dict holds entries this optimizer does not have: {unknown!r} "
