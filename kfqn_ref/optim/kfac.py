@@ -3,8 +3,11 @@
 Per trainable layer with homogeneous weight ``W~`` of shape ``(d_out, D)`` the Fisher (or GGN) block
 of the mean loss over ``vec(W~)`` (column-major, ``docs/conventions.md`` §5) is approximated by
 ``A kron G`` with ``A`` ``(D, D)`` on the input side and ``G`` ``(d_out, d_out)`` on the output
-side; :func:`kfqn_ref.curvature.factors.kfac_factors` computes the minibatch factors (KFC for
-Conv2d: ``A`` sums over output positions, ``G`` averages over them; Grosse & Martens 2016 §3).
+side; :func:`minibatch_factors` computes the minibatch factors (by default
+:func:`kfqn_ref.curvature.factors.kfac_factors`, KFC for Conv2d: ``A`` sums over output positions,
+``G`` averages over them; Grosse & Martens 2016 §3; ``KFACApproximation.REDUCE``: KFAC-reduce).
+The running factors average them with ``beta_j = min(1 - 1/(j+1), beta)`` (``WARM_START``, the
+default; ``CONSTANT``: ``beta_j = beta``).
 
 References
 ----------
@@ -288,8 +291,8 @@ class KFAC(Optimizer):
 
         d_k = grad f(W~_k) + tau W~_k                            (d_out, D)
         if k % factor_interval == 0:  (j = number of earlier factor updates)
-            A_B, G_B = kfac_factors(...)                          (D, D), (d_out, d_out)
-            beta_j = min(1 - 1/(j+1), beta)
+            A_B, G_B = minibatch_factors(...)                     (D, D), (d_out, d_out)
+            beta_j = min(1 - 1/(j+1), beta)       (WARM_START; CONSTANT: beta_j = beta)
             A <- beta_j A + (1 - beta_j) A_B,   G <- beta_j G + (1 - beta_j) G_B
         if k % inverse_interval == 0:
             pi = sqrt((tr A / D) / (tr G / d_out))                 (KFACDampingSplit.PI)
@@ -303,6 +306,8 @@ class KFAC(Optimizer):
     quadratic model; this reference keeps both fixed, as the K-BFGS papers' comparisons do).
     Tested by ``tests/optim/test_baselines.py::test_kfac_matches_dense_kronecker_solve``.
 
+    The Monte-Carlo targets of step ``k`` are draw ``k``, or draw ``J + k`` after a pre-pass
+    :meth:`initialize_factors` over ``J`` minibatches (which used draws ``0 .. J-1``).
     ``target_source`` (a :data:`TargetSource`) replaces the Monte-Carlo draws
     ``loss.sample_targets(z, default_rng([seed, draw]))``: it is called as ``source(z, draw)``
     and returns targets for ``z``, so that recorded draws (a golden file's) can be fed back.
