@@ -22,7 +22,6 @@ import numpy as np
 
 from kfqn_ref import _checks, backend
 from kfqn_ref.backend import Array
-from kfqn_ref.quasi_newton.lbfgs import check_lbfgs_state
 
 
 def _children(node) -> list[tuple[str, Any]] | None:
@@ -135,26 +134,6 @@ def check_non_negative_entry(key: str, array: Array) -> None:
     """Raise ``ValueError`` naming ``key`` if a loaded array or number has a negative entry."""
     if bool(backend.xp_of(array).any(array < 0)):
         raise ValueError(f"state entry {key!r} must be >= 0 everywhere, got a negative entry")
-
-
-def check_loaded_store(store, prefix: str) -> None:
-    """``0 <= count <= memory`` (rows of ``S``), ``gamma > 0`` and pairs the count can vouch for.
-
-    The last is :func:`~kfqn_ref.quasi_newton.lbfgs.check_lbfgs_state`'s rule (every stored pair
-    has ``s^T y > 0``), with the message naming the state entry: a store whose ``count`` claims
-    pairs it does not hold is refused at load, not at the first step.
-    """
-    memory = store.S.shape[0]
-    if not 0 <= store.count <= memory:
-        raise ValueError(
-            f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
-            f"got {store.count}"
-        )
-    _checks.check_positive(f"state entry '{prefix}.gamma'", store.gamma)
-    try:
-        check_lbfgs_state(store)
-    except ValueError as error:
-        raise ValueError(f"state entry '{prefix}': {error}") from None
 
 
 def _stored_config_value(value):
