@@ -155,6 +155,11 @@ def ema_input_factor(A: Array, a_batch_factor: Array, decay: float) -> Array:
     return decay * A + (1.0 - decay) * a_batch_factor
 
 
+def running_mean(mean: Array, new: Array, count: int) -> Array:
+    """``mean <- ((j-1)/j) mean + (1/j) new`` for the ``j = count``-th estimate (the pre-passes)."""
+    return mean * ((count - 1) / count) + (1.0 / count) * new
+
+
 def damped_inverse(A: Array, lambda_A: float) -> Array:
     """``(A + lambda_A I)^{-1}`` by an explicit inverse (the authors' ``H_a`` at step 0, K-FAC).
 

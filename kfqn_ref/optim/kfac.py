@@ -52,7 +52,7 @@ from kfqn_ref.optim.first_order import (
     momentum_update,
     zeros_like_weights,
 )
-from kfqn_ref.optim.kbfgs_factors import damped_inverse
+from kfqn_ref.optim.kbfgs_factors import damped_inverse, running_mean
 
 
 class KFACDampingSplit(enum.Enum):
@@ -364,8 +364,8 @@ class KFAC(Optimizer):
             self.model.loss.check_targets(forward.z, batch[1])
             factors = self._batch_factors(forward, batch[1], count - 1)
             for i, f in enumerate(factors):
-                A[i] = A[i] * ((count - 1) / count) + (1.0 / count) * f.A
-                G[i] = G[i] * ((count - 1) / count) + (1.0 / count) * f.G
+                A[i] = running_mean(A[i], f.A, count)
+                G[i] = running_mean(G[i], f.G, count)
         if count == 0:
             raise ValueError("initialize_factors needs at least one minibatch")
         check_new_state("pre-pass A", A)
