@@ -136,7 +136,7 @@ def check_non_negative_entry(key: str, array: Array) -> None:
         raise ValueError(f"state entry {key!r} must be >= 0 everywhere, got a negative entry")
 
 
-def _stored_config_value(value):
+def stored_config_value(value):
     """Enum options are stored by value; everything else as it is."""
     return value.value if isinstance(value, enum.Enum) else value
 
@@ -148,7 +148,7 @@ def optimizer_state_dict(optimizer) -> dict[str, np.ndarray]:
         "step_count": np.array(optimizer.step_count),
     }
     for field in dataclasses.fields(optimizer.config):
-        value = _stored_config_value(getattr(optimizer.config, field.name))
+        value = stored_config_value(getattr(optimizer.config, field.name))
         flat[f"config.{field.name}"] = np.array(value)
     for i, weight in enumerate(optimizer.model.weights()):
         flat[f"weights.{i}"] = np.array(backend.to_host(weight))
@@ -174,7 +174,7 @@ def _check_same_optimizer(optimizer, flat: dict) -> None:
         )
     for field in dataclasses.fields(optimizer.config):
         key = f"config.{field.name}"
-        expected = np.array(_stored_config_value(getattr(optimizer.config, field.name)))
+        expected = np.array(stored_config_value(getattr(optimizer.config, field.name)))
         if key not in flat or not np.array_equal(np.asarray(flat[key]), expected):
             raise ValueError(
                 f"state dict has {key} = {flat.get(key)!r}, this optimizer has {expected!r}; "
