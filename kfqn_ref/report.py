@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import enum
 import json
 import math
 import os
@@ -20,6 +19,7 @@ import numpy as np
 
 from kfqn_ref import __version__, optim
 from kfqn_ref.methods import Method, Setting
+from kfqn_ref.optim.state_io import stored_config_value
 from kfqn_ref.problems import Problem
 from kfqn_ref.train import RunLog
 
@@ -61,13 +61,9 @@ class RunResult:
 def optimizer_config(optimizer: optim.Optimizer) -> dict:
     """The optimizer's configuration as JSON data (enum options spelled by their string value)."""
     return {
-        field.name: _plain(getattr(optimizer.config, field.name))
+        field.name: stored_config_value(getattr(optimizer.config, field.name))
         for field in dataclasses.fields(optimizer.config)
     }
-
-
-def _plain(value):
-    return value.value if isinstance(value, enum.Enum) else value
 
 
 def state_bytes(optimizer: optim.Optimizer) -> int:

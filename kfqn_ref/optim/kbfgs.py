@@ -53,6 +53,7 @@ from kfqn_ref.optim.kbfgs_factors import (
     position_count,
     precondition,
     running_action,
+    running_mean,
     sample_position_mean,
     update_input_factor,
     update_output_factor,
@@ -333,7 +334,7 @@ class _KroneckerBFGS(Optimizer):
             records = self.model.forward_pass(X).records
             for position in running:
                 batch = kbfgs_input_factor_unchecked(records[position].a)
-                A[position] = A[position] * ((count - 1) / count) + (1.0 / count) * batch
+                A[position] = running_mean(A[position], batch, count)
         if count == 0:
             raise ValueError("initialize_A needs at least one minibatch of inputs")
         for position in running:  # before any state is written: a refused pre-pass changes nothing

@@ -21,7 +21,6 @@ from typing import NamedTuple
 from kfqn_ref import backend, quasi_newton
 from kfqn_ref.backend import Array
 from kfqn_ref.curvature.factors import kbfgs_minibatch_action_unchecked
-from kfqn_ref.optim.state_io import check_loaded_store
 from kfqn_ref.quasi_newton import LBFGSState, SkipReason
 from kfqn_ref.quasi_newton.bfgs import bfgs_inverse_update_unchecked, hessian_action_pair_unchecked
 from kfqn_ref.quasi_newton.convergent import convergent_damping_unchecked
@@ -72,17 +71,6 @@ class LayerState(NamedTuple):
     H_g: Array | LBFGSState
     s_avg: Array
     y_avg: Array
-
-    def check_loaded(self, prefix: str) -> None:
-        """Ranges of a loaded layer state (shapes, dtypes and finiteness are checked already).
-
-        A limited-memory factor must hold ``0 <= count <= memory`` pairs and ``gamma > 0``.
-        Raises ``ValueError`` naming the entry, e.g. ``state.layers.0.H_g.count``.
-        """
-        for name in ("H_a", "H_g"):
-            store = getattr(self, name)
-            if isinstance(store, LBFGSState):
-                check_loaded_store(store, f"{prefix}.{name}")
 
 
 class PairDiagnostics(NamedTuple):
@@ -165,6 +153,11 @@ def precondition(H_g: Array | LBFGSState, M: Array, H_a: Array | LBFGSState) -> 
 def ema_input_factor(A: Array, a_batch_factor: Array, decay: float) -> Array:
     """``A <- beta A + (1 - beta) A_B`` (step K3 of ``docs/optimizers/kbfgs.md``; [code-2020])."""
     return decay * A + (1.0 - decay) * a_batch_factor
+
+
+def running_mean(mean: Array, new: Array, count: int) -> Array:
+    """``mean <- ((j-1)/j) mean + (1/j) new`` for the ``j = count``-th estimate (the pre-passes)."""
+    return mean * ((count - 1) / count) + (1.0 / count) * new
 
 
 def damped_inverse(A: Array, lambda_A: float) -> Array:

@@ -3,8 +3,11 @@
 Per trainable layer with homogeneous weight ``W~`` of shape ``(d_out, D)`` the Fisher (or GGN) block
 of the mean loss over ``vec(W~)`` (column-major, ``docs/conventions.md`` §5) is approximated by
 ``A kron G`` with ``A`` ``(D, D)`` on the input side and ``G`` ``(d_out, d_out)`` on the output
-side; :func:`kfqn_ref.curvature.factors.kfac_factors` computes the minibatch factors (KFC for
-Conv2d: ``A`` sums over output positions, ``G`` averages over them; Grosse & Martens 2016 §3).
+side; :func:`minibatch_factors` computes the minibatch factors (by default
+:func:`kfqn_ref.curvature.factors.kfac_factors`, KFC for Conv2d: ``A`` sums over output positions,
+``G`` averages over them; Grosse & Martens 2016 §3; ``KFACApproximation.REDUCE``: KFAC-reduce).
+The running factors average them with ``beta_j = min(1 - 1/(j+1), beta)`` (``WARM_START``, the
+default; ``CONSTANT``: ``beta_j = beta``).
 
 References
 ----------
@@ -49,7 +52,7 @@ from kfqn_ref.optim.first_order import (
     momentum_update,
     zeros_like_weights,
 )
-from kfqn_ref.optim.kbfgs_factors import damped_inverse
+from kfqn_ref.optim.kbfgs_factors import damped_inverse, running_mean
 
 
 class KFACDampingSplit(enum.Enum):
@@ -244,7 +247,7 @@ def kfac_reduce_factors(
         return over_positions(x, axis=1) if x.ndim == 3 else x
 
     per_set = [
-        model.backward_pass(forward_pass, gradients, weight_gradients=False)
+        model.backward_pass_unchecked(forward_pass, gradients, weight_gradients=False)
         for gradients in output_gradients
     ]
     factors = []
@@ -288,8 +291,8 @@ class KFAC(Optimizer):
 
         d_k = grad f(W~_k) + tau W~_k                            (d_out, D)
         if k % factor_interval == 0:  (j = number of earlier factor updates)
-            A_B, G_B = kfac_factors(...)                          (D, D), (d_out, d_out)
-            beta_j = min(1 - 1/(j+1), beta)
+            A_B, G_B = minibatch_factors(...)                     (D, D), (d_out, d_out)
+            beta_j = min(1 - 1/(j+1), beta)       (WARM_START; CONSTANT: beta_j = beta)
             A <- beta_j A + (1 - beta_j) A_B,   G <- beta_j G + (1 - beta_j) G_B
         if k % inverse_interval == 0:
             pi = sqrt((tr A / D) / (tr G / d_out))                 (KFACDampingSplit.PI)
@@ -303,6 +306,8 @@ class KFAC(Optimizer):
     quadratic model; this reference keeps both fixed, as the K-BFGS papers' comparisons do).
     Tested by ``tests/optim/test_baselines.py::test_kfac_matches_dense_kronecker_solve``.
 
+    The Monte-Carlo targets of step ``k`` are draw ``k``, or draw ``J + k`` after a pre-pass
+    :meth:`initialize_factors` over ``J`` minibatches (which used draws ``0 .. J-1``).
     ``target_source`` (a :data:`TargetSource`) replaces the Monte-Carlo draws
     ``loss.sample_targets(z, default_rng([seed, draw]))``: it is called as ``source(z, draw)``
     and returns targets for ``z``, so that recorded draws (a golden file's) can be fed back.
@@ -324,7 +329,7 @@ class KFAC(Optimizer):
         """The Monte-Carlo targets of draw ``draw`` at outputs ``z`` (from ``target_source``)."""
         if self.target_source is None:
             rng = np.random.default_rng([self.config.seed, draw])
-            return self.model.loss.sample_targets(z, rng)
+            return self.model.loss.sample_targets_unchecked(z, rng)
         targets = self.target_source(z, draw)
         self.model.loss.check_targets(z, targets)
         return targets
@@ -359,8 +364,8 @@ class KFAC(Optimizer):
             self.model.loss.check_targets(forward.z, batch[1])
             factors = self._batch_factors(forward, batch[1], count - 1)
             for i, f in enumerate(factors):
-                A[i] = A[i] * ((count - 1) / count) + (1.0 / count) * f.A
-                G[i] = G[i] * ((count - 1) / count) + (1.0 / count) * f.G
+                A[i] = running_mean(A[i], f.A, count)
+                G[i] = running_mean(G[i], f.G, count)
         if count == 0:
             raise ValueError("initialize_factors needs at least one minibatch")
         check_new_state("pre-pass A", A)
@@ -411,7 +416,8 @@ class KFAC(Optimizer):
         cfg = self.config
         model = self.model
         forward = model.forward_pass(X)
-        loss = model.loss.value(forward.z, T)  # checks T against z, once
+        model.loss.check_targets(forward.z, T)  # z is finite (forward_pass checked it)
+        loss = model.loss.value_unchecked(forward.z, T)
         output_gradients = model.loss.output_gradient_unchecked(forward.z, T)
         records = model.backward_pass_unchecked(forward, output_gradients)
         check_loss_and_gradients(loss, [r.grad for r in records])

@@ -22,7 +22,6 @@ import numpy as np
 
 from kfqn_ref import _checks, backend
 from kfqn_ref.backend import Array
-from kfqn_ref.quasi_newton.lbfgs import check_lbfgs_state
 
 
 def _children(node) -> list[tuple[str, Any]] | None:
@@ -137,27 +136,7 @@ def check_non_negative_entry(key: str, array: Array) -> None:
         raise ValueError(f"state entry {key!r} must be >= 0 everywhere, got a negative entry")
 
 
-def check_loaded_store(store, prefix: str) -> None:
-    """``0 <= count <= memory`` (rows of ``S``), ``gamma > 0`` and pairs the count can vouch for.
-
-    The last is :func:`~kfqn_ref.quasi_newton.lbfgs.check_lbfgs_state`'s rule (every stored pair
-    has ``s^T y > 0``), with the message naming the state entry: a store whose ``count`` claims
-    pairs it does not hold is refused at load, not at the first step.
-    """
-    memory = store.S.shape[0]
-    if not 0 <= store.count <= memory:
-        raise ValueError(
-            f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
-            f"got {store.count}"
-        )
-    _checks.check_positive(f"state entry '{prefix}.gamma'", store.gamma)
-    try:
-        check_lbfgs_state(store)
-    except ValueError as error:
-        raise ValueError(f"state entry '{prefix}': {error}") from None
-
-
-def _stored_config_value(value):
+def stored_config_value(value):
     """Enum options are stored by value; everything else as it is."""
     return value.value if isinstance(value, enum.Enum) else value
 
@@ -169,7 +148,7 @@ def optimizer_state_dict(optimizer) -> dict[str, np.ndarray]:
         "step_count": np.array(optimizer.step_count),
     }
     for field in dataclasses.fields(optimizer.config):
-        value = _stored_config_value(getattr(optimizer.config, field.name))
+        value = stored_config_value(getattr(optimizer.config, field.name))
         flat[f"config.{field.name}"] = np.array(value)
     for i, weight in enumerate(optimizer.model.weights()):
         flat[f"weights.{i}"] = np.array(backend.to_host(weight))
@@ -195,7 +174,7 @@ def _check_same_optimizer(optimizer, flat: dict) -> None:
         )
     for field in dataclasses.fields(optimizer.config):
         key = f"config.{field.name}"
-        expected = np.array(_stored_config_value(getattr(optimizer.config, field.name)))
+        expected = np.array(stored_config_value(getattr(optimizer.config, field.name)))
         if key not in flat or not np.array_equal(np.asarray(flat[key]), expected):
             raise ValueError(
                 f"state dict has {key} = {flat.get(key)!r}, this optimizer has {expected!r}; "
@@ -219,7 +198,8 @@ def read_optimizer_state(optimizer, flat: dict) -> tuple[list, Any, int]:
     ]
     if f"weights.{len(template_weights)}" in flat:
         raise ValueError("state dict holds more weight arrays than the model has trainable layers")
-    unknown = [key for key in flat if key not in _state_dict_keys(optimizer)]
+    known = _state_dict_keys(optimizer)
+    unknown = [key for key in flat if key not in known]
     if unknown:
         raise ValueError(
             f"state dict holds entries this optimizer does not have: {unknown!r} "

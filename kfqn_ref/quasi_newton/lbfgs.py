@@ -75,6 +75,26 @@ class LBFGSState(NamedTuple):
     count: int
     gamma: float
 
+    def check_loaded(self, prefix: str) -> None:
+        """Ranges of a loaded store: ``0 <= count <= memory``, ``gamma > 0``, vouched-for pairs.
+
+        The last is :func:`check_lbfgs_state`'s rule (every stored pair has ``s^T y > 0``), with
+        the message naming the state entry: a store whose ``count`` claims pairs it does not hold
+        is refused at load, not at the first step. Raises ``ValueError`` naming the entry, e.g.
+        ``state.layers.0.H_g.count`` (:func:`kfqn_ref.optim.state_io.check_loaded_values` calls it).
+        """
+        memory = self.S.shape[0]
+        if not 0 <= self.count <= memory:
+            raise ValueError(
+                f"state entry '{prefix}.count' must lie in [0, {memory}] (the memory), "
+                f"got {self.count}"
+            )
+        check_positive(f"state entry '{prefix}.gamma'", self.gamma)
+        try:
+            check_lbfgs_state(self)
+        except ValueError as error:
+            raise ValueError(f"state entry '{prefix}': {error}") from None
+
 
 class LBFGSAppend(NamedTuple):
     """Result of :func:`lbfgs_append`: the new state (the input state when rejected)."""
