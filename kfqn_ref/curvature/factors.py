@@ -129,7 +129,7 @@ def kbfgs_input_factor(a: Array, *, position_average: bool = False) -> Array:
     mean over the minibatch); ``position_average=True`` divides by ``P`` (the asdl convention).
     These are the reductions of :func:`input_factor`; K-BFGS differs from KFAC on the ``G`` side.
     """
-    return kbfgs_input_factor_unchecked(as_positions("a", a), position_average=position_average)
+    return input_factor(a, position_average=position_average)
 
 
 def kbfgs_input_factor_unchecked(a: Array, *, position_average: bool = False) -> Array:

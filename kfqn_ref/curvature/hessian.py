@@ -50,9 +50,6 @@ if TYPE_CHECKING:
 #: (:mod:`kfqn_ref.curvature.factors`).
 MAX_EXPLICIT_PARAMETERS = 2000
 
-#: ``(N, d, d)``: one matrix per sample.
-PER_SAMPLE_MATRICES_NDIM = 3
-
 
 def _check_explicit_size(size: int, what: str) -> None:
     """``ValueError`` unless an explicit ``size x size`` matrix is within the size limit."""
@@ -175,7 +172,7 @@ def _ggn(model, X, T, parameters: _Parametrisation):
 
     z = outputs(parameters.theta)  # output_function validates X
     model.loss.check_targets(z, T)  # the validation model.loss_function runs for _hessian
-    jacobians = autograd.jacobian(outputs)(parameters.theta)  # (N, d_z, P)
+    jacobians = autograd.jacobian(outputs)(parameters.theta)  # (N, d_z, n)
     loss_hessians = np.stack(
         [_sample_loss_hessian(model.loss, z[n], T[n : n + 1]) for n in range(len(z))]
     )

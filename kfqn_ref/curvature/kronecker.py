@@ -40,7 +40,7 @@ def vec(X: Array) -> Array:
     Entry ``X[i, j]`` lands at index ``i + j m``. Works on NumPy, CuPy and ``autograd.numpy``
     values (it only transposes and reshapes).
     """
-    check_shape("X", check_array_like("X", X), ndim=2)
+    _check_matrix("X", X)
     return vec_unchecked(X)
 
 
@@ -70,7 +70,7 @@ def unvec_unchecked(v: Array, shape: tuple[int, int]) -> Array:
 def kron(A: Array, G: Array) -> Array:
     """Return ``A kron G``, ``(m1 m2, n1 n2)``: block ``(i, j)`` is ``A[i, j] G``."""
     for name, factor in (("A", A), ("G", G)):
-        check_shape(name, check_array_like(name, factor), ndim=2)
+        _check_matrix(name, factor)
     return xp_of(A, G).kron(A, G)
 
 
@@ -82,7 +82,7 @@ def kron_matvec(A: Array, G: Array, X: Array) -> Array:
     ``O(m1 m2 n1 n2)``.
     """
     for name, matrix in (("A", A), ("G", G), ("X", X)):
-        check_shape(name, check_array_like(name, matrix), ndim=2)
+        _check_matrix(name, matrix)
     expected = (G.shape[1], A.shape[1])
     if tuple(X.shape) != expected:
         raise ValueError(
@@ -102,7 +102,7 @@ def rearrange(M: Array, shape_A: tuple[int, int], shape_G: tuple[int, int]) -> A
     shape_A = check_int_tuple("shape_A", shape_A, 2, 1, "(rows, cols)")
     shape_G = check_int_tuple("shape_G", shape_G, 2, 1, "(rows, cols)")
     (m1, n1), (m2, n2) = shape_A, shape_G
-    check_shape("M", check_array_like("M", M), ndim=2)
+    _check_matrix("M", M)
     if tuple(M.shape) != (m1 * m2, n1 * n2):
         raise ValueError(
             f"M must have shape (m1 m2, n1 n2) = {(m1 * m2, n1 * n2)} for factors of shapes "
@@ -182,3 +182,8 @@ def nearest_kronecker(
         rank_rtol = default_rank_rtol_unchecked(shape_A, shape_G, M.dtype)
     kronecker_rank = int(xp.sum(s > rank_rtol * s[0]))
     return NearestKronecker(A, G, relative_error, kronecker_rank, s)
+
+
+def _check_matrix(name: str, X) -> None:
+    """``TypeError`` unless ``X`` is array-like, ``ValueError`` unless it has two dimensions."""
+    check_shape(name, check_array_like(name, X), ndim=2)

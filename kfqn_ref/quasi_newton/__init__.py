@@ -11,8 +11,9 @@ What K-BFGS and K-BFGS(L) compose per Kronecker factor (``docs/derivations/quasi
 * :mod:`~kfqn_ref.quasi_newton.convergent` — the convergent (SdLBFGS-style) variant and its
   eigenvalue bounds (``docs/derivations/convergence.md``).
 
-Each public function checks its arguments once and calls its core ``*_unchecked`` (defined
-right below it in its module, not re-exported here), which trusted callers such as K-BFGS use.
+Each public function checks its arguments once; the public functions that trusted callers
+(K-BFGS) need have a core ``*_unchecked`` right below them in their module (not re-exported here);
+``bfgs_inverse_formula`` is unchecked by design.
 This package imports only :mod:`kfqn_ref.backend` and :mod:`kfqn_ref._checks`.
 """
 

@@ -18,8 +18,9 @@ code       symbol   meaning
 Every function here is pure: inputs are never modified, results are new arrays (or, for a skipped
 update, the input matrix itself), and the outcome is reported explicitly (``updated``,
 ``reason``). Arrays keep their dtype (float64 is the reference; float32 works) and their array
-module (:func:`kfqn_ref.backend.xp_of`). Each public function checks its arguments once and calls
-its core ``*_unchecked`` (for trusted callers: the other blocks and ``kfqn_ref.optim``).
+module (:func:`kfqn_ref.backend.xp_of`). Each public function checks its arguments once; the public
+functions that trusted callers (K-BFGS) need have a core ``*_unchecked`` right below them;
+``bfgs_inverse_formula`` is unchecked by design.
 """
 
 from __future__ import annotations

@@ -27,8 +27,7 @@ from kfqn_ref.backend import Array
 from kfqn_ref.quasi_newton.damping import (
     AUTHORS_MU1,
     DoubleDampedPair,
-    levenberg_marquardt_damping_unchecked,
-    powell_damping_unchecked,
+    double_damping_2022_unchecked,
 )
 from kfqn_ref.quasi_newton.lbfgs import (
     LBFGSAppend,
@@ -121,9 +120,7 @@ def convergent_damping_unchecked(
     s: Array, y: Array, *, gamma: float, mu2: float, mu1: float
 ) -> DoubleDampedPair:
     """As :func:`convergent_damping`, without argument checks (for trusted callers)."""
-    powell = powell_damping_unchecked(s, y, lambda u: gamma * u, mu1=mu1)
-    lm = levenberg_marquardt_damping_unchecked(powell.s, powell.y, mu2=mu2)
-    return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
+    return double_damping_2022_unchecked(s, y, lambda u: gamma * u, mu2=mu2, mu1=mu1)
 
 
 def convergent_lbfgs_append(

@@ -93,22 +93,23 @@ def powell_damping(
 
 def powell_damping_unchecked(s: Array, y: Array, H: Array | Callable, *, mu1: float) -> DampedPair:
     """As :func:`powell_damping`, without argument checks (for trusted callers)."""
-    if not host_bool((y != 0).any()):  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
+    y_max = host_scalar(abs(y).max()) if y.size else 0.0
+    if y_max == 0.0:  # y = 0: s^T y = 0 = mu1 y^T H y, nothing to damp
         return DampedPair(s, y, False)
     # Scale-safe test: with y = 2^e z (max|z| in [1/2, 1), exact), the test and theta are those of
     # the products divided by 2^e -- bit for bit the same as unscaled where nothing under- or
     # overflows, and still right where y^T H y alone would (a tiny or huge y).
     module = xp_of(s, y)
-    exponent = math.frexp(host_scalar(abs(y).max()))[1]
+    exponent = math.frexp(y_max)[1]
     z = module.ldexp(y, -exponent)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         Hz = apply_operator(H, z)
         s_dot_y = s @ z  # s^T y / 2^e
         y_H_y = host_scalar(module.ldexp(z @ Hz, exponent))  # y^T H y / 2^e
-    _check_finite_products(s_dot_y, y_H_y, "y^T H y")
+    s_dot_y_host, _ = _check_finite_products(s_dot_y, y_H_y, "y^T H y")
     if y_H_y <= 0.0:
         raise ValueError(f"H must be positive definite, but y^T H y = {y_H_y:.3e} <= 0")
-    if not host_scalar(s_dot_y) < mu1 * y_H_y:
+    if not s_dot_y_host < mu1 * y_H_y:
         return DampedPair(s, y, False)
     theta = (1.0 - mu1) * y_H_y / (y_H_y - s_dot_y)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -146,8 +147,8 @@ def second_damping_unchecked(s: Array, y: Array, *, eps: float) -> DampedPair:
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         s_dot_s = s @ s
         s_dot_y = s @ y
-    _check_finite_products(s_dot_y, s_dot_s, "s^T s")
-    if not host_scalar(s_dot_y) < eps * host_scalar(s_dot_s):
+    s_dot_y_host, s_dot_s_host = _check_finite_products(s_dot_y, s_dot_s, "s^T s")
+    if not s_dot_y_host < eps * s_dot_s_host:
         return DampedPair(s, y, False)
     theta = (1.0 - eps) * s_dot_s / (s_dot_s - s_dot_y)
     return DampedPair(s, theta * y + (1.0 - theta) * s, True)
@@ -232,11 +233,16 @@ def double_damping_2022_unchecked(
     return DoubleDampedPair(lm.s, lm.y, powell.damped, lm.damped)
 
 
-def _check_finite_products(s_dot_y, other, other_name: str) -> None:
-    """:class:`NonFiniteError` unless ``s^T y`` and ``other`` are finite (the pair overflows)."""
+def _check_finite_products(s_dot_y, other, other_name: str) -> tuple[float, float]:
+    """Return ``s^T y`` and ``other`` as host floats, for the caller's comparisons.
+
+    :class:`NonFiniteError` unless both are finite (the pair overflows). The caller keeps the
+    device scalars for its arithmetic (``theta``), so a float32 pair stays bit-identical.
+    """
     s_dot_y, other = host_scalar(s_dot_y), host_scalar(other)
     if not (math.isfinite(s_dot_y) and math.isfinite(other)):
         raise NonFiniteError(
             f"s^T y = {s_dot_y!r} and {other_name} = {other!r} must be finite: "
             "the pair overflows the floating-point range (rescale s and y)"
         )
+    return s_dot_y, other

@@ -347,9 +347,12 @@ def _compact_factors(state: LBFGSState) -> CompactFactors:
     """``S, Y`` (``(q, d)``), ``R^-1`` of ``triu(S Y^T)``, ``D = diag(S Y^T)``, ``Y Y^T``."""
     S, Y = lbfgs_pairs_unchecked(state)
     S_Yt = S @ Y.T
-    return CompactFactors(
-        S, Y, _upper_triangle_inverse(S_Yt), xp_of(S).diagonal(S_Yt).copy(), Y @ Y.T
-    )
+    return _factors_of(S, Y, S_Yt, xp_of(S).diagonal(S_Yt).copy())
+
+
+def _factors_of(S, Y, S_Yt, D) -> CompactFactors:
+    """The compact factors of the pairs ``S, Y`` with ``S_Yt = S Y^T`` and ``D = diag(S_Yt)``."""
+    return CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
 
 
 def _upper_triangle_inverse(matrix):
@@ -376,7 +379,7 @@ def _representable_factors(state: LBFGSState) -> CompactFactors | None:
         rho = 1.0 / D
         if not host_bool(module.all(module.isfinite(rho * rho))):
             return None
-        factors = CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
+        factors = _factors_of(S, Y, S_Yt, D)
         R_inv, B = factors.R_inv, module.diag(D) + state.gamma * factors.YtY
         gamma_Y = state.gamma * Y
         columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
