@@ -21,7 +21,6 @@ User files
 from __future__ import annotations
 
 import os
-import zipfile
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -130,13 +129,12 @@ def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
             yield dataset.X[index], dataset.T[index]
 
 
-def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x_key`` and ``t_key`` of the ``.npz`` archive at ``path`` (``backend.read_npz``)."""
-    arrays = backend.read_npz(path)
-    missing = [key for key in (x_key, t_key) if key not in arrays]
-    if missing:
-        raise ValueError(f"missing arrays {missing}; the file holds {sorted(arrays)}")
-    return arrays[x_key], arrays[t_key]
+def _read_data_npz(path) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` archive at ``path``; ``ValueError`` naming it if unreadable."""
+    try:
+        return backend.read_npz(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
 
 
 def load_npz(
@@ -150,10 +148,14 @@ def load_npz(
     sample counts differ, an entry is not finite, a value overflows ``dtype`` or an integer
     target does not fit ``int64``.
     """
-    try:
-        X, T = _read_npz_arrays(path, x_key, t_key)
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
+    arrays = _read_data_npz(path)
+    missing = [key for key in (x_key, t_key) if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"cannot read data set from {os.fspath(path)!r}: missing arrays {missing}; "
+            f"the file holds {sorted(arrays)}"
+        )
+    X, T = arrays[x_key], arrays[t_key]
     resolved = backend.resolve_dtype(dtype)
     for key, array in ((x_key, X), (t_key, T)):
         if array.dtype.kind not in "fiu":
@@ -292,10 +294,7 @@ def load_arrays(
 
 def _npz_inputs_and_labels(path) -> tuple[np.ndarray, np.ndarray | None]:
     """Arrays ``X`` and ``y`` (or ``None``) of a user's ``.npz`` archive."""
-    try:
-        arrays = backend.read_npz(path)
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
+    arrays = _read_data_npz(path)
     if "X" not in arrays:
         raise ValueError(
             f"{os.fspath(path)!r} must hold an array 'X' (inputs, shape (n, ...)) and optionally "
