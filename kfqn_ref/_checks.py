@@ -208,9 +208,7 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None, sha
     """
     check_float_dtype(name, array, dtype)
     check_shape(name, array, ndim=ndim, shape=shape)
-    module = xp_of(array)
-    if not host_bool(module.all(module.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    check_finite_entries(name, array)
     return array
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from kfqn_ref import backend
-from kfqn_ref._checks import check_int, check_non_negative
+from kfqn_ref._checks import check_finite_entries, check_int, check_non_negative
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -174,8 +174,8 @@ def load_npz(
 
 def _as_float(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``array`` (of numbers) as finite floats of ``dtype``; a cast that overflows says so."""
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    if array.dtype.kind == "f":
+        check_finite_entries(name, array)
     with np.errstate(over="ignore"):
         converted = array.astype(dtype)
     if not np.all(np.isfinite(converted)):
