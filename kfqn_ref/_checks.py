@@ -7,9 +7,12 @@
 * a **computation** on valid inputs that overflows raises :class:`NonFiniteError` (a
   ``ValueError``), and an optimizer step that raises it changes nothing.
 
-Every message names the argument, the expected form and what was received. Each checker returns
-the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
-public function reads ``lr = check_positive("lr", lr)`` and then computes.
+Every message names the argument, the expected form and what was received. A value checker
+returns the validated value (as a Python ``int``/``float``, an enum member, or the array
+unchanged), so a public function reads ``lr = check_positive("lr", lr)`` and then computes; the
+operator checkers return the operator, wrapped where its values are checked as they are produced.
+:func:`check_shape`, :func:`check_computed_finite`, :func:`check_curvature_pair`,
+:func:`check_finite_entries` and :func:`check_host_array` only raise (they return ``None``).
 
 Where checks live (a public ``foo`` checks once, at the edge; its core ``foo_unchecked`` only
 computes): ``docs/architecture.md``, "Validation".
