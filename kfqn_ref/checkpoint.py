@@ -44,7 +44,7 @@ def data_digest(dataset: data.Dataset) -> str:
     digest = hashlib.sha256()
     for array in (dataset.X, dataset.T):
         digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -77,7 +77,7 @@ def identity(path: str | os.PathLike) -> dict:
 
     Raises ``ValueError`` as :func:`load`.
     """
-    return json.loads(str(_read_checked(path)["identity"]))
+    return _identity_of(_read_checked(path))
 
 
 def load(path: str | os.PathLike, identity: dict) -> tuple[dict[str, np.ndarray], RunLog]:
@@ -91,7 +91,7 @@ def load(path: str | os.PathLike, identity: dict) -> tuple[dict[str, np.ndarray]
     """
     where = f"checkpoint {os.fspath(path)!r}"
     arrays = _read_checked(path)
-    stored = json.loads(str(arrays["identity"]))
+    stored = _identity_of(arrays)
     differences = [
         f"{key} {stored.get(key)!r} (this run: {identity.get(key)!r})"
         for key in sorted(set(stored) | set(identity))
@@ -105,6 +105,11 @@ def load(path: str | os.PathLike, identity: dict) -> tuple[dict[str, np.ndarray]
         if key.startswith("optimizer.")
     }
     return state, _log_from(arrays)
+
+
+def _identity_of(arrays: dict[str, np.ndarray]) -> dict:
+    """The run identity stored in a checkpoint's ``arrays`` (a JSON string)."""
+    return json.loads(str(arrays["identity"]))
 
 
 def _read_checked(path) -> dict[str, np.ndarray]:
