@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref import __version__, optim
+from kfqn_ref import __version__, backend, optim
 from kfqn_ref.methods import Method, Setting
+from kfqn_ref.optim import state_io
 from kfqn_ref.problems import Problem
 from kfqn_ref.train import RunLog
 
@@ -73,9 +74,8 @@ def _plain(value):
 def state_bytes(optimizer: optim.Optimizer) -> int:
     """Bytes of the optimizer's state arrays (``state.*`` of its state dict; no weights)."""
     return sum(
-        int(np.asarray(value).nbytes)
-        for key, value in optimizer.state_dict().items()
-        if key.startswith("state.")
+        int(backend.to_host(leaf).nbytes)
+        for _, leaf in state_io.iter_leaves(optimizer.state, "state")
     )
 
 
