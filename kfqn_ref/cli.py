@@ -402,11 +402,6 @@ def run_compare(args: argparse.Namespace) -> int:
     folder = prepare_out(args.out, args.overwrite)
     dtype = np.dtype(args.dtype or "float64")
     splits = {problem.slug: problem.split(problem.embedded(dtype)) for problem in problems}
-    total = sum(
-        len(method.grid()) * len(seeds) * epochs * (len(splits[p.slug].train.X) // p.batch_size)
-        for p in problems
-        for method in methods
-    )
     options = {"epochs": epochs, "seeds": seeds, "dtype": dtype.name, "quick": args.quick}
     results: list[report.RunResult] = []
     grid = [
@@ -416,6 +411,10 @@ def run_compare(args: argparse.Namespace) -> int:
         for setting in method.grid()
         for seed in seeds
     ]
+    total = sum(
+        epochs * (len(splits[problem.slug].train.X) // problem.batch_size)
+        for problem, _, _, _ in grid
+    )
     try:
         with _progress(total, args.quiet) as bar, _one_blas_thread(True):
             for problem, method, setting, seed in grid:
