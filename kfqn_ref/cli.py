@@ -433,18 +433,27 @@ def _compare_run(results, problem, split, method, setting, seed, epochs, dtype, 
         problem, method, setting, seed, optimizer, problem.batch_size, len(split.train.X), epochs
     )
     results.append(result)
+    _train(optimizer, result, split, on_step=lambda log: bar.update(1))
+    bar.update(epochs * result.steps_per_epoch - len(result.log.step_losses))  # a diverged run
+
+
+def _train(optimizer, result: report.RunResult, split, on_step) -> None:
+    """Train ``optimizer`` on ``split`` as ``result`` records it, logging into ``result.log``.
+
+    Batch size, epochs, seed and the ``A`` pre-pass are ``result``'s; the test split is
+    evaluated each epoch and ``on_step(log)`` runs after every step.
+    """
     train.run(
         optimizer,
         split.train,
-        batch_size=problem.batch_size,
-        epochs=epochs,
-        seed=seed,
+        batch_size=result.batch_size,
+        epochs=result.epochs,
+        seed=result.seed,
         test=split.test,
-        prepass=method.prepass,
+        prepass=result.method.prepass,
         log=result.log,
-        on_step=lambda log: bar.update(1),
+        on_step=on_step,
     )
-    bar.update(epochs * result.steps_per_epoch - len(result.log.step_losses))  # a diverged run
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -508,17 +517,7 @@ def run_train(args: argparse.Namespace) -> int:
         ):
             bar.update(done)
             bar.set_description(f"{problem.slug} {method.slug}")
-            train.run(
-                optimizer,
-                split.train,
-                batch_size=batch_size,
-                epochs=epochs,
-                seed=seed,
-                test=split.test,
-                prepass=method.prepass,
-                log=result.log,
-                on_step=on_step,
-            )
+            _train(optimizer, result, split, on_step)
     except KeyboardInterrupt:
         options["interrupted"] = True
     else:
