@@ -366,8 +366,7 @@ def write_outputs(folder: str, results: list[report.RunResult], options: dict) -
         report.write_run_logs(os.path.join(folder, "runs", result.problem.slug), result)
     selections = report.select([result for result in results if result.finished])
     names = []
-    if any(selection.best_runs for selection in selections):
-        plots.plot_losses(os.path.join(folder, "loss.png"), selections)
+    if plots.plot_losses(os.path.join(folder, "loss.png"), selections):
         names.append("loss.png")
     if plots.plot_accuracy(os.path.join(folder, "accuracy.png"), selections):
         names.append("accuracy.png")
