@@ -21,6 +21,7 @@ User files
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -225,7 +226,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     """
     try:
         raw = _read_maybe_gzip(path)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"cannot read IDX file {os.fspath(path)!r}: {error}") from error
     where = f"IDX file {os.fspath(path)!r}"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] < 1:
