@@ -45,6 +45,7 @@ from kfqn_ref import nn
 from kfqn_ref.optim import KBFGS, KBFGSL, KFAC, Adam
 from kfqn_ref.problems import PROBLEMS
 from kfqn_ref.quasi_newton import LBFGSState
+from kfqn_ref.report import state_bytes
 
 MNIST_WIDTHS = (784, 1000, 500, 250, 30, 250, 500, 1000, 784)
 GEMM_SIZE = 2000
@@ -158,13 +159,6 @@ def step_flops(optimizer, N: int) -> float | None:
         if layer_state.A is not None:
             total += 2 * N * width**2 / interval
     return total + (forward + input_grads) / interval
-
-
-def state_bytes(optimizer) -> int:
-    """Bytes of the optimizer's own state: the ``state.*`` entries of ``state_dict``."""
-    return sum(
-        array.nbytes for key, array in optimizer.state_dict().items() if key.startswith("state.")
-    )
 
 
 def pairs_held(optimizer) -> str:

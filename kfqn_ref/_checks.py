@@ -7,9 +7,12 @@
 * a **computation** on valid inputs that overflows raises :class:`NonFiniteError` (a
   ``ValueError``), and an optimizer step that raises it changes nothing.
 
-Every message names the argument, the expected form and what was received. Each checker returns
-the validated value (as a Python ``int``/``float``, an enum member, or the array unchanged), so a
-public function reads ``lr = check_positive("lr", lr)`` and then computes.
+Every message names the argument, the expected form and what was received. A value checker
+returns the validated value (as a Python ``int``/``float``, an enum member, or the array
+unchanged), so a public function reads ``lr = check_positive("lr", lr)`` and then computes; the
+operator checkers return the operator, wrapped where its values are checked as they are produced.
+:func:`check_shape`, :func:`check_computed_finite`, :func:`check_curvature_pair`,
+:func:`check_finite_entries` and :func:`check_host_array` only raise (they return ``None``).
 
 Where checks live (a public ``foo`` checks once, at the edge; its core ``foo_unchecked`` only
 computes): ``docs/architecture.md``, "Validation".
@@ -165,6 +168,13 @@ def check_generator(name: str, rng) -> np.random.Generator:
     return rng
 
 
+def check_instance(name: str, value, cls: type):
+    """Return ``value`` if it is an instance of ``cls``; else ``TypeError`` naming both."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {describe(value)}")
+    return value
+
+
 def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> tuple[int, ...]:
     """Return ``value``, a tuple or list of ``length`` ints ``>= minimum``, as a tuple.
 
@@ -177,6 +187,17 @@ def check_int_tuple(name: str, value, length: int, minimum: int, form: str) -> t
             f"{name} must be a tuple {form} of {length} ints >= {minimum}, got {value!r}"
         )
     return tuple(int(v) for v in value)
+
+
+def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair."""
+    pair = (value, value) if is_int(value) else value
+    form = f"an int >= {minimum} or a pair (h, w) of such ints"
+    if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
+        raise TypeError(f"{name} must be {form}, got {describe(value)} {value!r}")
+    if len(pair) != 2 or any(v < minimum or v > INT64_MAX for v in pair):
+        raise ValueError(f"{name} must be {form}, got {value!r}")
+    return int(pair[0]), int(pair[1])
 
 
 # --- Arrays ---
@@ -208,9 +229,7 @@ def check_float_array(name: str, array, dtype=None, ndim: int | None = None, sha
     """
     check_float_dtype(name, array, dtype)
     check_shape(name, array, ndim=ndim, shape=shape)
-    module = xp_of(array)
-    if not host_bool(module.all(module.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    check_finite_entries(name, array)
     return array
 
 
@@ -292,21 +311,34 @@ def check_computed_finite(name: str, array) -> None:
         )
 
 
-# --- added for nn ---
+def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
+    """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype.
+
+    Of length ``dim`` and dtype ``dtype`` when given (e.g. those of an L-BFGS store).
+    """
+    check_vector("s", s, dim=dim, dtype=dtype)
+    check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
 
 
-def check_int_pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """Return ``value``, an int or a pair ``(h, w)`` of ints, each ``>= minimum``, as a pair."""
-    pair = (value, value) if is_int(value) else value
-    form = f"an int >= {minimum} or a pair (h, w) of such ints"
-    if not isinstance(pair, tuple | list) or not all(is_int(v) for v in pair):
-        raise TypeError(f"{name} must be {form}, got {describe(value)} {value!r}")
-    if len(pair) != 2 or any(v < minimum or v > INT64_MAX for v in pair):
-        raise ValueError(f"{name} must be {form}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def check_finite_entries(name: str, array) -> None:
+    """``ValueError`` naming ``name`` if an input ``array`` (any numeric dtype) has NaN or Inf."""
+    module = xp_of(array)
+    if not host_bool(module.all(module.isfinite(array))):
+        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
 
 
-# --- added for optim ---
+def check_host_array(name: str, array, what: str) -> None:
+    """``TypeError`` naming ``name`` unless ``array`` is a host array (``what`` runs on NumPy)."""
+    module = xp_of(array)
+    if module is not np:
+        raise TypeError(
+            f"{name} must be a host (NumPy) array: {what} differentiates with autograd, which "
+            f"runs on the CPU only; got a {module.__name__} array (copy it with "
+            "kfqn_ref.backend.to_host, see docs/backends.md)"
+        )
+
+
+# --- Operators ---
 
 
 def finite_valued(name: str, operator):
@@ -324,25 +356,6 @@ def finite_valued(name: str, operator):
     return apply
 
 
-# --- added for quasi_newton/curvature ---
-
-
-def check_instance(name: str, value, cls: type):
-    """Return ``value`` if it is an instance of ``cls``; else ``TypeError`` naming both."""
-    if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a {cls.__name__}, got {describe(value)}")
-    return value
-
-
-def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
-    """Check that ``s`` and ``y`` are finite float vectors of one length and one dtype.
-
-    Of length ``dim`` and dtype ``dtype`` when given (e.g. those of an L-BFGS store).
-    """
-    check_vector("s", s, dim=dim, dtype=dtype)
-    check_vector("y", y, dim=s.shape[0], dtype=s.dtype)
-
-
 def check_spd_operator(name: str, A, dim: int, dtype):
     """Return ``A`` checked as an SPD ``(dim, dim)`` matrix, or a callable ``u -> A u`` wrapped.
 
@@ -356,27 +369,3 @@ def check_spd_operator(name: str, A, dim: int, dtype):
         return check_vector(f"{name} applied to a vector", A(u), dim=dim, dtype=dtype)
 
     return apply
-
-
-# --- added for reliability ---
-
-
-def check_finite_entries(name: str, array) -> None:
-    """``ValueError`` naming ``name`` if an input ``array`` (any numeric dtype) has NaN or Inf."""
-    module = xp_of(array)
-    if not host_bool(module.all(module.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
-
-
-# --- added for backends ---
-
-
-def check_host_array(name: str, array, what: str) -> None:
-    """``TypeError`` naming ``name`` unless ``array`` is a host array (``what`` runs on NumPy)."""
-    module = xp_of(array)
-    if module is not np:
-        raise TypeError(
-            f"{name} must be a host (NumPy) array: {what} differentiates with autograd, which "
-            f"runs on the CPU only; got a {module.__name__} array (copy it with "
-            "kfqn_ref.backend.to_host, see docs/backends.md)"
-        )

@@ -366,8 +366,7 @@ def write_outputs(folder: str, results: list[report.RunResult], options: dict) -
         report.write_run_logs(os.path.join(folder, "runs", result.problem.slug), result)
     selections = report.select([result for result in results if result.finished])
     names = []
-    if any(selection.best_runs for selection in selections):
-        plots.plot_losses(os.path.join(folder, "loss.png"), selections)
+    if plots.plot_losses(os.path.join(folder, "loss.png"), selections):
         names.append("loss.png")
     if plots.plot_accuracy(os.path.join(folder, "accuracy.png"), selections):
         names.append("accuracy.png")
@@ -402,11 +401,6 @@ def run_compare(args: argparse.Namespace) -> int:
     folder = prepare_out(args.out, args.overwrite)
     dtype = np.dtype(args.dtype or "float64")
     splits = {problem.slug: problem.split(problem.embedded(dtype)) for problem in problems}
-    total = sum(
-        len(method.grid()) * len(seeds) * epochs * (len(splits[p.slug].train.X) // p.batch_size)
-        for p in problems
-        for method in methods
-    )
     options = {"epochs": epochs, "seeds": seeds, "dtype": dtype.name, "quick": args.quick}
     results: list[report.RunResult] = []
     grid = [
@@ -416,6 +410,10 @@ def run_compare(args: argparse.Namespace) -> int:
         for setting in method.grid()
         for seed in seeds
     ]
+    total = sum(
+        epochs * (len(splits[problem.slug].train.X) // problem.batch_size)
+        for problem, _, _, _ in grid
+    )
     try:
         with _progress(total, args.quiet) as bar, _one_blas_thread(True):
             for problem, method, setting, seed in grid:
@@ -434,18 +432,27 @@ def _compare_run(results, problem, split, method, setting, seed, epochs, dtype, 
         problem, method, setting, seed, optimizer, problem.batch_size, len(split.train.X), epochs
     )
     results.append(result)
+    _train(optimizer, result, split, on_step=lambda log: bar.update(1))
+    bar.update(epochs * result.steps_per_epoch - len(result.log.step_losses))  # a diverged run
+
+
+def _train(optimizer, result: report.RunResult, split, on_step) -> None:
+    """Train ``optimizer`` on ``split`` as ``result`` records it, logging into ``result.log``.
+
+    Batch size, epochs, seed and the ``A`` pre-pass are ``result``'s; the test split is
+    evaluated each epoch and ``on_step(log)`` runs after every step.
+    """
     train.run(
         optimizer,
         split.train,
-        batch_size=problem.batch_size,
-        epochs=epochs,
-        seed=seed,
+        batch_size=result.batch_size,
+        epochs=result.epochs,
+        seed=result.seed,
         test=split.test,
-        prepass=method.prepass,
+        prepass=result.method.prepass,
         log=result.log,
-        on_step=lambda log: bar.update(1),
+        on_step=on_step,
     )
-    bar.update(epochs * result.steps_per_epoch - len(result.log.step_losses))  # a diverged run
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -509,17 +516,7 @@ def run_train(args: argparse.Namespace) -> int:
         ):
             bar.update(done)
             bar.set_description(f"{problem.slug} {method.slug}")
-            train.run(
-                optimizer,
-                split.train,
-                batch_size=batch_size,
-                epochs=epochs,
-                seed=seed,
-                test=split.test,
-                prepass=method.prepass,
-                log=result.log,
-                on_step=on_step,
-            )
+            _train(optimizer, result, split, on_step)
     except KeyboardInterrupt:
         options["interrupted"] = True
     else:

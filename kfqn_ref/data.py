@@ -21,14 +21,14 @@ User files
 from __future__ import annotations
 
 import os
-import zipfile
+import zlib
 from typing import Iterator, NamedTuple
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from kfqn_ref import backend
-from kfqn_ref._checks import check_int, check_non_negative
+from kfqn_ref._checks import check_finite_entries, check_int, check_non_negative
 
 #: Largest pixel value of scikit-learn's digits (they are counts 0..16 of a 4x4 block).
 DIGITS_MAX_PIXEL = 16.0
@@ -130,13 +130,12 @@ def _minibatch_stream(dataset: Dataset, batch_size: int, rng, epochs: int):
             yield dataset.X[index], dataset.T[index]
 
 
-def _read_npz_arrays(path, x_key: str, t_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x_key`` and ``t_key`` of the ``.npz`` archive at ``path`` (``backend.read_npz``)."""
-    arrays = backend.read_npz(path)
-    missing = [key for key in (x_key, t_key) if key not in arrays]
-    if missing:
-        raise ValueError(f"missing arrays {missing}; the file holds {sorted(arrays)}")
-    return arrays[x_key], arrays[t_key]
+def _read_data_npz(path) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` archive at ``path``; ``ValueError`` naming it if unreadable."""
+    try:
+        return backend.read_npz(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
 
 
 def load_npz(
@@ -150,10 +149,14 @@ def load_npz(
     sample counts differ, an entry is not finite, a value overflows ``dtype`` or an integer
     target does not fit ``int64``.
     """
-    try:
-        X, T = _read_npz_arrays(path, x_key, t_key)
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
+    arrays = _read_data_npz(path)
+    missing = [key for key in (x_key, t_key) if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"cannot read data set from {os.fspath(path)!r}: missing arrays {missing}; "
+            f"the file holds {sorted(arrays)}"
+        )
+    X, T = arrays[x_key], arrays[t_key]
     resolved = backend.resolve_dtype(dtype)
     for key, array in ((x_key, X), (t_key, T)):
         if array.dtype.kind not in "fiu":
@@ -172,8 +175,8 @@ def load_npz(
 
 def _as_float(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``array`` (of numbers) as finite floats of ``dtype``; a cast that overflows says so."""
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
+    if array.dtype.kind == "f":
+        check_finite_entries(name, array)
     with np.errstate(over="ignore"):
         converted = array.astype(dtype)
     if not np.all(np.isfinite(converted)):
@@ -223,7 +226,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     """
     try:
         raw = _read_maybe_gzip(path)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"cannot read IDX file {os.fspath(path)!r}: {error}") from error
     where = f"IDX file {os.fspath(path)!r}"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] < 1:
@@ -292,10 +295,7 @@ def load_arrays(
 
 def _npz_inputs_and_labels(path) -> tuple[np.ndarray, np.ndarray | None]:
     """Arrays ``X`` and ``y`` (or ``None``) of a user's ``.npz`` archive."""
-    try:
-        arrays = backend.read_npz(path)
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        raise ValueError(f"cannot read data set from {os.fspath(path)!r}: {error}") from error
+    arrays = _read_data_npz(path)
     if "X" not in arrays:
         raise ValueError(
             f"{os.fspath(path)!r} must hold an array 'X' (inputs, shape (n, ...)) and optionally "

@@ -94,8 +94,13 @@ def _by_problem(selections: list[Selection]) -> dict[str, list[Selection]]:
     return grouped
 
 
-def plot_losses(path: str, selections: list[Selection]) -> None:
-    """``loss.png``: training loss vs epoch and vs optimizer time, one row per problem."""
+def plot_losses(path: str, selections: list[Selection]) -> bool:
+    """``loss.png``: training loss vs epoch and vs optimizer time, one row per problem.
+
+    ``False`` (and nothing written) if no selection has a best run to plot.
+    """
+    if not any(selection.best_runs for selection in selections):
+        return False
     plt = _pyplot()
     grouped = _by_problem(selections)
     figure, axes = plt.subplots(
@@ -117,6 +122,7 @@ def plot_losses(path: str, selections: list[Selection]) -> None:
             panel.title.set_fontsize("medium")
             panel.grid(True, which="major", alpha=0.3)
     _finish(figure, axes.ravel(), path)
+    return True
 
 
 def plot_accuracy(path: str, selections: list[Selection]) -> bool:

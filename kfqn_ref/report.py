@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfqn_ref import __version__, optim
+from kfqn_ref import __version__, backend, optim
 from kfqn_ref.methods import Method, Setting
-from kfqn_ref.optim.state_io import stored_config_value
+from kfqn_ref.optim import state_io
 from kfqn_ref.problems import Problem
 from kfqn_ref.train import RunLog
 
@@ -61,7 +61,7 @@ class RunResult:
 def optimizer_config(optimizer: optim.Optimizer) -> dict:
     """The optimizer's configuration as JSON data (enum options spelled by their string value)."""
     return {
-        field.name: stored_config_value(getattr(optimizer.config, field.name))
+        field.name: state_io.stored_config_value(getattr(optimizer.config, field.name))
         for field in dataclasses.fields(optimizer.config)
     }
 
@@ -69,9 +69,8 @@ def optimizer_config(optimizer: optim.Optimizer) -> dict:
 def state_bytes(optimizer: optim.Optimizer) -> int:
     """Bytes of the optimizer's state arrays (``state.*`` of its state dict; no weights)."""
     return sum(
-        int(np.asarray(value).nbytes)
-        for key, value in optimizer.state_dict().items()
-        if key.startswith("state.")
+        int(backend.to_host(leaf).nbytes)
+        for _, leaf in state_io.iter_leaves(optimizer.state, "state")
     )
 
 
@@ -175,8 +174,11 @@ def write_run_logs(folder: str, result: RunResult) -> None:
 # -- summary.json and report.md --------------------------------------------------------------------
 
 
-def _best_row(selection: Selection, adam: Selection | None) -> dict:
-    """The numbers of one table row (``None`` where there is nothing to report)."""
+def _best_row(selection: Selection, adam_row: dict | None) -> dict:
+    """The numbers of one table row (``None`` where there is nothing to report).
+
+    ``adam_row``: Adam's row on the same problem (its ratios unset), or ``None``.
+    """
     runs = selection.best_runs
     row = {
         "problem": selection.problem.slug,
@@ -204,8 +206,7 @@ def _best_row(selection: Selection, adam: Selection | None) -> dict:
         )
         if selection.problem.classifier:
             row["test_accuracy_mean"] = float(np.mean([r.log.test_accuracies[-1] for r in runs]))
-    if adam is not None:
-        adam_row = _best_row(adam, None)
+    if adam_row is not None:
         row["state_vs_adam"] = row["state_bytes"] / adam_row["state_bytes"]
         if row["ms_per_step"] is not None and adam_row["ms_per_step"] is not None:
             row["ms_per_step_vs_adam"] = row["ms_per_step"] / adam_row["ms_per_step"]
@@ -214,8 +215,8 @@ def _best_row(selection: Selection, adam: Selection | None) -> dict:
 
 def best_rows(selections: list[Selection]) -> list[dict]:
     """One row per (problem, method); ratios are relative to Adam on the same problem."""
-    adams = {s.problem.slug: s for s in selections if s.method.slug == "adam"}
-    return [_best_row(s, adams.get(s.problem.slug)) for s in selections]
+    adam_rows = {s.problem.slug: _best_row(s, None) for s in selections if s.method.slug == "adam"}
+    return [_best_row(s, adam_rows.get(s.problem.slug)) for s in selections]
 
 
 def summary(results: list[RunResult], selections: list[Selection], options: dict) -> dict:
@@ -231,10 +232,7 @@ def summary(results: list[RunResult], selections: list[Selection], options: dict
             for slug, p in problems.items()
         },
         "best": best_rows(selections),
-        "runs": [
-            {key: run_record(r)[key] for key in _SUMMARY_RUN_KEYS} | {"log": _log_path(r)}
-            for r in results
-        ],
+        "runs": [_summary_run(r) for r in results],
     }
 
 
@@ -250,6 +248,12 @@ _SUMMARY_RUN_KEYS = (
     "median_step_seconds",
     "state_bytes",
 )
+
+
+def _summary_run(result: RunResult) -> dict:
+    """The :data:`_SUMMARY_RUN_KEYS` of the run's record and the path of its log."""
+    record = run_record(result)
+    return {key: record[key] for key in _SUMMARY_RUN_KEYS} | {"log": _log_path(result)}
 
 
 def _log_path(result: RunResult) -> str:

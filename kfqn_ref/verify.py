@@ -16,7 +16,7 @@ import numpy as np
 
 from kfqn_ref import nn
 from kfqn_ref import quasi_newton as qn
-from kfqn_ref.curvature import hessian, kfac_factors
+from kfqn_ref.curvature import hessian, kfac_factors, kron
 
 #: Relative tolerance of the identities (float64; rounding of a few hundred operations).
 IDENTITY_TOLERANCE = 1e-10
@@ -108,7 +108,7 @@ def kfac_type2_deep_linear(rng: np.random.Generator) -> float:
     factors = kfac_factors(model, model.forward_pass(X), T, "type2")
     errors = []
     for layer, f in zip(model.trainable_indices, factors, strict=True):
-        block = np.kron(f.A, f.G)
+        block = kron(f.A, f.G)
         errors.append(_relative(block, hessian.layer_ggn(model, X, T, layer)))
         errors.append(_relative(block, hessian.layer_hessian(model, X, T, layer)))
     return max(errors)

@@ -1,6 +1,7 @@
 """Embedded data sets, seeded minibatch streams and the .npz loader (kfqn_ref.data)."""
 
 import gc
+import gzip
 import re
 import warnings
 from collections.abc import Callable
@@ -141,6 +142,14 @@ def _load_bytes(content: bytes):
         return data.load_npz(tmp_path / "bad.npz")
 
     return call
+
+
+def _load_damaged_gzip(tmp_path):
+    """``load_idx`` of a ``.gz`` whose deflate data starts with a reserved block type."""
+    compressed = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 4, 1, 2, 3, 4])))
+    compressed[10] = 0xFF  # first deflate byte (after the 10-byte header): BTYPE 11, invalid
+    (tmp_path / "bad-idx1-ubyte.gz").write_bytes(bytes(compressed))
+    return data.load_idx(tmp_path / "bad-idx1-ubyte.gz")
 
 
 ROWS = [
@@ -357,6 +366,12 @@ ROWS = [
         _minibatches(batch_size=2, epochs=10**19),
         ValueError,
         r"epochs must be an integer of magnitude",
+    ),
+    Row(
+        "idx-gz-damaged-deflate",
+        _load_damaged_gzip,
+        ValueError,
+        r"cannot read IDX file '.*bad-idx1-ubyte\.gz': .*invalid block type",
     ),
     Row(
         "npz-strings",

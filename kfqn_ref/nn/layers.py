@@ -40,7 +40,13 @@ import numpy as np
 
 from kfqn_ref._checks import check_bool, check_float_dtype, check_int
 from kfqn_ref.backend import Array, xp_of
-from kfqn_ref.nn.im2col import PatchGeometry, extract_patches, fold_patches, patches_to_columns
+from kfqn_ref.nn.im2col import (
+    PatchGeometry,
+    columns_to_patches,
+    extract_patches,
+    fold_patches,
+    patches_to_columns,
+)
 
 
 def _append_one(x, xp):
@@ -371,9 +377,7 @@ class Conv2d(TrainableLayer):
 
     def _input_from_rows(self, rows, input_shape):
         out_height, out_width = self.geometry.output_size(input_shape[2], input_shape[3])
-        patches = rows.reshape(
-            input_shape[0], out_height, out_width, self.c_in, self.geometry.window_size
-        )
+        patches = columns_to_patches(rows, out_height, out_width, self.c_in)
         return fold_patches(patches, input_shape, self.geometry)
 
 

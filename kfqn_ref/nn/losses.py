@@ -13,7 +13,9 @@ Conventions §6: a loss is summed over output units and averaged over the miniba
   Fisher-type curvature), with an explicit ``numpy.random.Generator``;
 * ``mean_value(z, t, xp)``: ``f`` as a pure function of ``z``, written so that it also runs with
   ``xp = autograd.numpy`` (the autograd tests and the exact-Hessian code use it);
-* ``check_targets(z, t)``: the validation every public method runs first.
+* ``check_targets(z, t)``: the check of ``z``'s form and of the targets ``t`` against it, which
+  every public method taking ``t`` runs after checking ``z`` finite (``sample_targets`` takes
+  no ``t`` and checks ``z`` alone).
 
 Each public method checks its arguments and calls its core ``<method>_unchecked`` (same
 signature, no checks), which trusted callers use on arguments they checked once at their edge
@@ -212,9 +214,6 @@ class SigmoidCrossEntropy(Loss):
     def mean_value(self, z, t, xp):
         """``f = (1/N) sum_{n,i} [logaddexp(0, z_ni) - t_ni z_ni]``."""
         return xp.sum(xp.logaddexp(0, z) - t * z) / z.shape[0]
-
-    def _mean(self, z):
-        return sigmoid(z)
 
     def output_gradient_unchecked(self, z, t):
         """``s - t = (1 - t) s - t (1 - s)``, exact in form for ``t`` in ``{0, 1}``."""
