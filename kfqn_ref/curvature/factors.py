@@ -97,8 +97,11 @@ def _second_moment(x, position_average: bool):
     x = as_positions_unchecked(x)
     n_samples, n_positions, width = x.shape
     rows = x.reshape(n_samples * n_positions, width)
-    moment = rows.T @ rows / n_samples
-    return moment / n_positions if position_average else moment
+    moment = rows.T @ rows  # one SYRK (NumPy sees the transpose of the same array), a new array
+    moment /= n_samples
+    if position_average and n_positions > 1:
+        moment /= n_positions
+    return moment
 
 
 def input_factor(a: Array, *, position_average: bool = False) -> Array:
@@ -214,13 +217,27 @@ def kfac_factors(
     if fisher is FisherType.MONTE_CARLO:
         rng = check_generator("rng", np.random.default_rng(rng) if is_int(rng) else rng)
     output_gradients = _OUTPUT_GRADIENTS[fisher](model.loss, forward_pass.z, T, rng)
-    input_factors = [input_factor(record.a) for record in forward_pass.records]
-    output_factors_per_set = [
-        [
-            output_factor(record.g, position_average=True)
-            for record in model.backward_pass(forward_pass, gradients, weight_gradients=False)
-        ]
+    per_set = [
+        model.backward_pass(forward_pass, gradients, weight_gradients=False)
         for gradients in output_gradients
     ]
-    output_factors = [sum(per_layer) for per_layer in zip(*output_factors_per_set, strict=True)]
-    return [KroneckerFactors(A, G) for A, G in zip(input_factors, output_factors, strict=True)]
+    return kfac_factors_of_records(forward_pass.records, per_set)
+
+
+def kfac_factors_of_records(input_records, output_records_per_set) -> list[KroneckerFactors]:
+    """The core of :func:`kfac_factors`: eq. 11/14 from records already computed (no checks).
+
+    ``input_records``: one record per trainable layer with its ``a`` (a forward pass's records);
+    ``output_records_per_set``: for each set of output gradients (one for the empirical and the
+    Monte-Carlo Fisher, ``r`` for type-2), the records of its backward pass, with their ``g``.
+    Per layer ``A = input_factor(a)`` and ``G = sum over the sets of output_factor(g,
+    position_average=True)``.
+    """
+    factors = []
+    for position, record in enumerate(input_records):
+        G = None
+        for records in output_records_per_set:
+            G_set = _second_moment(records[position].g, position_average=True)
+            G = G_set if G is None else G + G_set
+        factors.append(KroneckerFactors(_second_moment(record.a, False), G))
+    return factors

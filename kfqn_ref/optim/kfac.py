@@ -42,7 +42,7 @@ from kfqn_ref.curvature.factors import (
     FisherType,
     KroneckerFactors,
     input_factor,
-    kfac_factors,
+    kfac_factors_of_records,
     output_factor,
 )
 from kfqn_ref.optim.base import Optimizer, check_loss_and_gradients, check_new_state, store_choice
@@ -225,53 +225,68 @@ def fisher_output_gradients(loss, z: Array, T, fisher: FisherType, drawn) -> lis
 
     ``EMPIRICAL``: ``[dl_n/dz_n at T]``; ``MONTE_CARLO``: ``[dl_n/dz_n at the drawn targets]``;
     ``TYPE2``: the columns ``S[:, :, k]`` of the loss-Hessian root ``S_n S_n^T = d2 l_n/dz_n^2``.
+    No checks: ``z`` is a checked forward pass's output, ``T`` and ``drawn`` are checked against it
+    (:meth:`KFAC.draw_targets` checks the targets of a ``target_source``; its own draws are valid
+    by construction).
     """
     if fisher is FisherType.EMPIRICAL:
-        return [loss.output_gradient(z, T)]
+        return [loss.output_gradient_unchecked(z, T)]
     if fisher is FisherType.MONTE_CARLO:
-        return [loss.output_gradient(z, drawn)]
-    root = loss.output_hessian_sqrt(z, T)
+        return [loss.output_gradient_unchecked(z, drawn)]
+    root = loss.output_hessian_sqrt_unchecked(z, T)
     return [root[:, :, k] for k in range(root.shape[2])]
 
 
-def kfac_reduce_factors(
-    model, forward_pass, output_gradients: list[Array]
-) -> list[KroneckerFactors]:
+def kfac_reduce_factors(input_records, output_records_per_set) -> list[KroneckerFactors]:
     """KFAC-reduce factors of every trainable layer (:class:`KFACApproximation`).
 
-    ``A = input_factor(mean_p a~)``; ``G`` sums ``output_factor(sum_p g)`` over the sets of
-    ``output_gradients`` (:func:`fisher_output_gradients`). Dense records have ``P = 1``.
+    ``A = input_factor(mean_p a~)`` from ``input_records``; ``G`` sums ``output_factor(sum_p g)``
+    over ``output_records_per_set``, the records of the backward pass of each set of output
+    gradients (:func:`fisher_output_gradients`). Dense records have ``P = 1``.
     """
 
     def reduce(x, over_positions):
         return over_positions(x, axis=1) if x.ndim == 3 else x
 
-    per_set = [
-        model.backward_pass_unchecked(forward_pass, gradients, weight_gradients=False)
-        for gradients in output_gradients
-    ]
     factors = []
-    for position, record in enumerate(forward_pass.records):
+    for position, record in enumerate(input_records):
         xp = backend.xp_of(record.a)
-        G = sum(output_factor(reduce(records[position].g, xp.sum)) for records in per_set)
+        G = sum(
+            output_factor(reduce(records[position].g, xp.sum)) for records in output_records_per_set
+        )
         factors.append(KroneckerFactors(input_factor(reduce(record.a, xp.mean)), G))
     return factors
 
 
 def minibatch_factors(
-    model, forward_pass, T, fisher: FisherType, drawn, approximation: KFACApproximation
+    model,
+    forward_pass,
+    T,
+    fisher: FisherType,
+    drawn,
+    approximation: KFACApproximation,
+    *,
+    true_target_records=None,
 ) -> list[KroneckerFactors]:
     """The minibatch factors of :class:`KFAC` (``drawn``: the Monte-Carlo targets, or ``None``).
 
-    ``EXPAND`` is :func:`kfqn_ref.curvature.kfac_factors`; the Monte-Carlo factors are its
-    empirical factors at the drawn targets.
+    ``EXPAND`` is :func:`kfqn_ref.curvature.kfac_factors` (its core
+    :func:`~kfqn_ref.curvature.factors.kfac_factors_of_records`); the Monte-Carlo factors are its
+    empirical factors at the drawn targets. Each set of :func:`fisher_output_gradients` is
+    backpropagated once (no weight gradients), except that the empirical ``G`` reuses
+    ``true_target_records``, the records of the gradient's backward pass at ``T``, when given.
+    ``forward_pass`` must be checked (finite ``z``) and ``T``, ``drawn`` checked against it.
     """
+    if fisher is FisherType.EMPIRICAL and true_target_records is not None:
+        per_set = [true_target_records]
+    else:
+        per_set = [
+            model.backward_pass_unchecked(forward_pass, gradients, weight_gradients=False)
+            for gradients in fisher_output_gradients(model.loss, forward_pass.z, T, fisher, drawn)
+        ]
     if approximation is KFACApproximation.REDUCE:
-        gradients = fisher_output_gradients(model.loss, forward_pass.z, T, fisher, drawn)
-        return kfac_reduce_factors(model, forward_pass, gradients)
-    if fisher is FisherType.MONTE_CARLO:
-        return kfac_factors(model, forward_pass, drawn, FisherType.EMPIRICAL)
-    return kfac_factors(model, forward_pass, T, fisher)
+        return kfac_reduce_factors(forward_pass.records, per_set)
+    return kfac_factors_of_records(forward_pass.records, per_set)
 
 
 def factor_decay(update_index: int, ema_decay: float) -> float:
@@ -373,13 +388,26 @@ class KFAC(Optimizer):
         self.state = self.state._replace(A=tuple(A), G=tuple(G), prepassed=count)
         return count
 
-    def _batch_factors(self, forward, T, draw: int) -> list[KroneckerFactors]:
-        """The minibatch factors of one forward pass (Monte-Carlo: draw ``draw``); ``T`` checked."""
+    def _batch_factors(
+        self, forward, T, draw: int, true_target_records=None
+    ) -> list[KroneckerFactors]:
+        """The minibatch factors of one forward pass (Monte-Carlo: draw ``draw``); ``T`` checked.
+
+        ``true_target_records``: the records of the gradient's backward pass at ``T``, if made.
+        """
         cfg = self.config
         drawn = None
         if cfg.fisher is FisherType.MONTE_CARLO:
             drawn = self.draw_targets(forward.z, draw)
-        return minibatch_factors(self.model, forward, T, cfg.fisher, drawn, cfg.conv_approximation)
+        return minibatch_factors(
+            self.model,
+            forward,
+            T,
+            cfg.fisher,
+            drawn,
+            cfg.conv_approximation,
+            true_target_records=true_target_records,
+        )
 
     def _initial_state(self) -> KFACState:
         weights = self.model.weights()
@@ -426,7 +454,7 @@ class KFAC(Optimizer):
         batch_factors = None
         if self.step_count % cfg.factor_interval == 0:
             draw = self.state.prepassed + self.step_count
-            batch_factors = self._batch_factors(forward, T, draw)
+            batch_factors = self._batch_factors(forward, T, draw, true_target_records=records)
         return loss, weights, regularised, batch_factors
 
     def _average_factors(self, state: KFACState, batch_factors) -> KFACState:

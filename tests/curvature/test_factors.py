@@ -21,6 +21,7 @@ from kfqn_ref.curvature.factors import (
     kbfgs_input_factor,
     kbfgs_minibatch_action,
     kfac_factors,
+    kfac_factors_of_records,
     output_factor,
 )
 from kfqn_ref.curvature.kronecker import vec
@@ -69,6 +70,30 @@ def test_factor_reductions_match_their_definitions(shape, position_average, seed
             _second_moment_by_loop(x[:, :1, :], False),
             what=f"{reduce.__name__}, dense",
         )
+
+
+class _Record:
+    """A stand-in record: only ``a`` (input side) or ``g`` (output side) is read."""
+
+    def __init__(self, a=None, g=None):
+        self.a, self.g = a, g
+
+
+@given(records_shapes, st.integers(min_value=1, max_value=3), st.booleans(), seeds)
+def test_kfac_factors_of_records_matches_the_definitions(shape, sets, conv, seed):
+    """The core of kfac_factors (eq. 11, 14): A = (1/N) sum_n sum_p a a^T of the input records and
+    G = sum over the sets of (1/(N P)) sum_n sum_p g g^T, each by explicit loops."""
+    rng = np.random.default_rng(seed)
+    n_samples, n_positions, width = shape
+    a = rng.standard_normal(shape)
+    gs = [rng.standard_normal((n_samples, n_positions, width + 1)) for _ in range(sets)]
+    if not conv:  # dense records: (N, d), P = 1
+        a, gs = a[:, 0, :], [g[:, 0, :] for g in gs]
+    (factor,) = kfac_factors_of_records([_Record(a=a)], [[_Record(g=g)] for g in gs])
+    positions = as_positions("a", a)
+    assert_close(factor.A, _second_moment_by_loop(positions, False), what="A of the records")
+    expected_G = sum(_second_moment_by_loop(as_positions("g", g), True) for g in gs)
+    assert_close(factor.G, expected_G, what="G summed over the sets")
 
 
 @given(records_shapes, st.booleans(), seeds)
