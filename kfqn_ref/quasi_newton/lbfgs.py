@@ -197,8 +197,12 @@ def lbfgs_append_unchecked(
     memory = state.S.shape[0]
     S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
     candidate = LBFGSState(S, Y, min(state.count + 1, memory), gamma)
-    factors = _representable_factors(candidate)
-    if factors is None:
+    kept = lbfgs_compact_factors_unchecked(state)
+    if state.count == memory:  # the oldest pair leaves the window
+        kept = _without_oldest_pair(kept)
+    with np.errstate(all="ignore"):  # an overflow makes the factors non-finite: rejected below
+        factors = _extended_factors(kept, *lbfgs_pairs_unchecked(candidate))
+    if not _is_representable(factors, gamma):
         return LBFGSAppend(state, False, SkipReason.NON_FINITE_RESULT)
     _remember_factors(candidate, factors)
     return LBFGSAppend(candidate, True, reason)
@@ -241,8 +245,9 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
 def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
     """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers).
 
-    Computed once per store (``O(q^2 d + q^3)``) and remembered while the store's arrays live:
-    :func:`lbfgs_append` remembers those of the store it returns (see ``docs/performance.md``).
+    Remembered while the store's arrays live: :func:`lbfgs_append` derives those of the store it
+    returns from those of its input in ``O(q d + q^2)`` and remembers them; a store met without
+    them (a loaded one) gets them pair by pair, by the same arithmetic (``docs/performance.md``).
     """
     small = _FACTORS.get(_factors_key(state))
     if small is None:
@@ -277,6 +282,32 @@ def lbfgs_compact_apply_unchecked(state: LBFGSState, V: Array) -> Array:
     inner = R_inv.T @ (D[:, None] * a + state.gamma * (YtY @ a) - state.gamma * YV)
     result = state.gamma * Q + S.T @ inner - state.gamma * (Y.T @ a)
     return result.reshape(V.shape)
+
+
+def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
+    """Return ``H V`` by whichever of two exact forms of [QN-13] costs less for this store.
+
+    A store holding at least as many pairs as its dimension (``count >= d``) applies its dense
+    ``d x d`` matrix ``H`` (formed once per store, ``O(q^2 d + q d^2)``, then ``O(d^2 k)`` per
+    product: no more memory than ``S`` and ``Y`` take); a store with fewer pairs applies the
+    compact form (:func:`lbfgs_compact_apply`, ``O(q d k + q^2 k)``), and so never forms a
+    ``d x d`` matrix. The two agree to rounding (``tests/quasi_newton/test_lbfgs.py``). ``V``:
+    ``(d,)`` or ``(d, k)``; the result has its shape.
+    """
+    _check_operand(check_lbfgs_state(state), V)
+    return lbfgs_apply_unchecked(state, V)
+
+
+def lbfgs_apply_unchecked(state: LBFGSState, V: Array) -> Array:
+    """As :func:`lbfgs_apply`, without argument checks (for trusted callers)."""
+    if state.count < state.S.shape[1]:
+        return lbfgs_compact_apply_unchecked(state, V)
+    key = _factors_key(state)
+    H = _DENSE.get(key)
+    if H is None:
+        H = _compact_dense_matrix(lbfgs_compact_factors_unchecked(state), state.gamma)
+        _remember(_DENSE, state, H)
+    return H @ V
 
 
 def lbfgs_inverse_matrix(state: LBFGSState) -> Array:
@@ -331,65 +362,142 @@ def hessian_action_lbfgs_append(
 #: no key's ``id`` is reused while its entry exists.
 _FACTORS: dict[tuple[int, int, int], tuple] = {}
 
+#: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely (same keys and rules).
+_DENSE: dict[tuple[int, int, int], object] = {}
+
 
 def _factors_key(state: LBFGSState) -> tuple[int, int, int]:
     return id(state.S), id(state.Y), state.count
 
 
-def _remember_factors(state: LBFGSState, factors: CompactFactors) -> None:
+def _remember(cache: dict, state: LBFGSState, value) -> None:
+    """Keep ``value`` in ``cache`` until the store's ``S`` or ``Y`` is freed."""
     key = _factors_key(state)
-    _FACTORS[key] = (factors.R_inv, factors.D, factors.YtY)
+    cache[key] = value
     for rows in (state.S, state.Y):
-        weakref.finalize(rows, _FACTORS.pop, key, None)
+        weakref.finalize(rows, cache.pop, key, None)
+
+
+def _remember_factors(state: LBFGSState, factors: CompactFactors) -> None:
+    _remember(_FACTORS, state, (factors.R_inv, factors.D, factors.YtY))
+
+
+def _compact_dense_matrix(factors: CompactFactors, gamma: float):
+    """The dense ``H`` of [QN-13] multiplied out, ``(d, d)``, in ``O(q^2 d + q d^2)``.
+
+    With ``A = R^-1 S`` (``(q, d)``) the compact form reads
+    ``H = gamma I + A^T (D + gamma Y Y^T) A - gamma (A^T Y + Y^T A)``.
+    """
+    S, Y, R_inv, D, YtY = factors
+    module = xp_of(S)
+    A = R_inv @ S
+    cross = A.T @ Y
+    H = A.T @ (D[:, None] * A + gamma * (YtY @ A)) - gamma * (cross + cross.T)
+    return H + gamma * module.eye(S.shape[1], dtype=S.dtype)
 
 
 def _compact_factors(state: LBFGSState) -> CompactFactors:
-    """``S, Y`` (``(q, d)``), ``R^-1`` of ``triu(S Y^T)``, ``D = diag(S Y^T)``, ``Y Y^T``."""
-    S, Y = lbfgs_pairs_unchecked(state)
-    S_Yt = S @ Y.T
-    return _factors_of(S, Y, S_Yt, xp_of(S).diagonal(S_Yt).copy())
+    """A store's compact factors, built pair by pair (oldest first) by :func:`_extended_factors`.
 
-
-def _factors_of(S, Y, S_Yt, D) -> CompactFactors:
-    """The compact factors of the pairs ``S, Y`` with ``S_Yt = S Y^T`` and ``D = diag(S_Yt)``."""
-    return CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
-
-
-def _upper_triangle_inverse(matrix):
-    """``triu(matrix)^-1`` (``(q, q)``)."""
-    module = xp_of(matrix)
-    return module.linalg.solve(module.triu(matrix), module.eye(matrix.shape[0], dtype=matrix.dtype))
-
-
-def _representable_factors(state: LBFGSState) -> CompactFactors | None:
-    """The store's compact factors if its matrix ``H`` and its three forms stay finite, else None.
-
-    The rule [QN-11b]: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the
-    compact form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns
-    of ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form
-    passes through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. The norm
-    of the block ``R^-T B R^-1`` (``B = D + gamma Y Y^T``) is bounded by ``||R^-1||_F^2 ||B||_F``
-    first and formed only when that bound is not finite.
+    ``O(q^2 d + q^3)`` with ``q`` Python steps: for a store met without remembered factors only.
     """
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
+    factors = CompactFactors(
+        S[:0],
+        Y[:0],
+        module.zeros((0, 0), dtype=S.dtype),
+        S[:0, 0],
+        module.zeros((0, 0), dtype=S.dtype),
+    )
+    with np.errstate(all="ignore"):  # a loaded store was representable; no overflow to detect
+        for count in range(1, state.count + 1):
+            factors = _extended_factors(factors, S[:count], Y[:count])
+    return factors
+
+
+def _pair_dots(rows, v):
+    """``rows @ v`` as one dot product per row, ``(q, d) -> (q,)``.
+
+    Each row is summed over its own ``d`` products only, so a row's dot product does not depend on
+    the other rows or on its position (a matrix-vector product may regroup by position).
+    """
+    return (rows * v).sum(axis=1)
+
+
+def _extended_factors(kept: CompactFactors, S, Y) -> CompactFactors:
+    """The compact factors [QN-13] of the ``q`` pairs ``S, Y`` (newest last) from ``kept``.
+
+    ``kept`` holds those of the first ``q - 1`` pairs. With the newest pair ``(s, y)``,
+    ``r = S y`` (``r_i = s_i^T y``, the new last column of ``R``; ``delta = r_q = s^T y``) and
+    ``c = Y y``::
+
+        R^-1 = [[R_old^-1, -R_old^-1 r_old / delta],    D = [D_old, delta],
+                [0,         1 / delta            ]]     Y Y^T = [[YtY_old, c_old], [c_old^T, c_q]]
+
+    (``r_old``, ``c_old``: all but the last entry). ``O(q d + q^2)``. Every entry is a sum in a
+    fixed order over the pairs it involves: dot products row by row (:func:`_pair_dots`), and
+    ``(R_old^-1 r_old)_i = sum_t R_old^-1[i, t] r_t`` added term after term, oldest pair first
+    (a sum over the first axis of a C-ordered array, which NumPy adds row after row; the terms
+    ``t < i`` are exact zeros). So the factors of a window of pairs do not depend on the pairs that
+    left it: a store rebuilt from its arrays (:func:`_compact_factors`) gets them bit for bit.
+    """
+    module = xp_of(S)
+    q = S.shape[0]
+    r, c = _pair_dots(S, Y[-1]), _pair_dots(Y, Y[-1])
+    delta = r[-1:]
+    terms = (kept.R_inv.T * r[:-1, None]).copy()  # C order: [t, i] = R_old^-1[i, t] r_t
+    R_inv = module.zeros((q, q), dtype=S.dtype)
+    R_inv[:-1, :-1] = kept.R_inv
+    R_inv[:-1, -1] = -terms.sum(axis=0) / delta
+    R_inv[-1, -1] = 1.0 / delta[0]
+    YtY = module.zeros((q, q), dtype=S.dtype)
+    YtY[:-1, :-1] = kept.YtY
+    YtY[:, -1] = c
+    YtY[-1, :] = c
+    return CompactFactors(S, Y, R_inv, module.concatenate([kept.D, delta]), YtY)
+
+
+def _without_oldest_pair(factors: CompactFactors) -> CompactFactors:
+    """The factors once the oldest pair has left: the trailing blocks (exact, no arithmetic).
+
+    The inverse of a trailing block of the upper-triangular ``R`` is the trailing block of
+    ``R^-1``, and :func:`_extended_factors` computed that block from the remaining pairs only.
+    """
+    S, Y, R_inv, D, YtY = factors
+    return CompactFactors(S[1:], Y[1:], R_inv[1:, 1:], D[1:], YtY[1:, 1:])
+
+
+def _is_representable(factors: CompactFactors, gamma: float) -> bool:
+    """Whether the store of these factors has a finite ``H`` and finite forms (rule [QN-11b]).
+
+    The rule: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact
+    form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
+    ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
+    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. The norm of the
+    block ``R^-T B R^-1`` (``B = D + gamma Y Y^T``) is bounded by
+    ``||R^-1||_F^2 (||D||_2 + gamma ||Y||_F^2)`` first (``O(q^2 + q d)``) and formed only when that
+    bound is not finite. Non-finite factors (an overflow while extending them) give ``False``.
+    """
+    S, Y, R_inv, D, YtY = factors
+    module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
-        S_Yt = S @ Y.T
-        D = module.diagonal(S_Yt).copy()
         rho = 1.0 / D
-        if not host_bool(module.all(module.isfinite(rho * rho))):
-            return None
-        factors = _factors_of(S, Y, S_Yt, D)
-        R_inv, B = factors.R_inv, module.diag(D) + state.gamma * factors.YtY
-        gamma_Y = state.gamma * Y
+        if not host_bool(module.isfinite(rho * rho).all()):
+            return False
+        gamma_Y = gamma * Y
         columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
         R_inv_2 = host_scalar((R_inv * R_inv).sum())
+        # ||B||_F <= ||D||_2 + gamma ||Y Y^T||_F <= ||D||_2 + gamma ||Y||_F^2
+        B_bound = math.sqrt(host_scalar((D * D).sum())) + gamma * host_scalar((Y * Y).sum())
         # ||R^-T B R^-1||_F <= ||R^-1||_F^2 ||B||_F: the q x q products only where that overflows
-        middle_norm = math.sqrt(R_inv_2 * R_inv_2 * host_scalar((B * B).sum()) + 2.0 * R_inv_2)
-        if not math.isfinite(state.gamma + middle_norm * columns):
+        bound = R_inv_2 * B_bound  # products, not **: a float overflow is inf, not an error
+        middle_norm = math.sqrt(bound * bound + 2.0 * R_inv_2)
+        if not math.isfinite(gamma + middle_norm * columns):
+            B = module.diag(D) + gamma * YtY
             inner = R_inv.T @ (B @ R_inv)
             middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
-    return factors if math.isfinite(state.gamma + middle_norm * columns) else None
+    return math.isfinite(gamma + middle_norm * columns)
 
 
 def _dense_update(H, s, y):

@@ -17,6 +17,7 @@ from kfqn_ref.quasi_newton import (
     hessian_action_lbfgs_append,
     lbfgs,
     lbfgs_append,
+    lbfgs_apply,
     lbfgs_compact_apply,
     lbfgs_compact_factors,
     lbfgs_init,
@@ -151,16 +152,36 @@ def test_gamma_rules():
 
 def test_compact_factors_are_the_inverse_triangle():
     """R_inv is the inverse of triu(S Y^T) (expected: numpy.linalg.inv), D its diagonal,
-    YtY = Y Y^T."""
+    YtY = Y Y^T, after every append: while the window fills and after it slides (the factors are
+    extended on each append, never recomputed)."""
     rng = np.random.default_rng(9)
     state = lbfgs_init(6, 4)
-    for s, y in curved_stream(rng, 6, ["curved"] * 4):
+    for s, y in curved_stream(rng, 6, ["curved"] * 9):
         state = lbfgs_append(state, s, y).state
-    S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
-    R = np.triu(S @ Y.T)
-    assert_close(R_inv, np.linalg.inv(R), rtol=1e-10, what="R^-1")
-    assert_close(D, np.einsum("ij,ij->i", S, Y), rtol=1e-12, what="D")
-    assert_close(YtY, Y @ Y.T, rtol=1e-12, what="Y Y^T")
+        S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
+        R = np.triu(S @ Y.T)
+        assert_close(R_inv, np.linalg.inv(R), rtol=1e-10, what="R^-1")
+        assert_close(D, np.einsum("ij,ij->i", S, Y), rtol=1e-12, what="D")
+        assert_close(YtY, Y @ Y.T, rtol=1e-12, what="Y Y^T")
+    assert state.count == 4
+
+
+@pytest.mark.parametrize(("d", "memory", "appends"), [(6, 4, 9), (3, 5, 9), (12, 40, 100)])
+def test_apply_is_the_dense_bfgs_matrix_in_either_form(d, memory, appends):
+    """lbfgs_apply (dense H once count >= d, compact before) equals the compact form and the
+    dense twin [QN-11] (expected: repeated dense BFGS updates, lbfgs_inverse_matrix) to 1e-10
+    of the size of H, for vectors and matrices, after every append."""
+    rng = np.random.default_rng(d + memory)
+    state = lbfgs_init(d, memory, gamma=0.8)
+    V = rng.standard_normal((d, 3))
+    for s, y in curved_stream(rng, d, ["curved"] * appends):
+        state = lbfgs_append(state, s, y).state
+        H = lbfgs_inverse_matrix(state)
+        scale = np.abs(H).max() * np.abs(V).max()
+        for got in (lbfgs_apply(state, V), lbfgs_apply(state, V[:, 0])[:, None]):
+            assert_close(got, H @ V[:, : got.shape[1]], atol=1e-10 * scale, what="apply")
+        assert_close(lbfgs_compact_apply(state, V), H @ V, atol=1e-10 * scale, what="compact")
+    assert state.count == min(memory, appends)
 
 
 def test_float32_store_keeps_dtype():
@@ -321,17 +342,37 @@ def test_remembered_compact_factors_equal_a_fresh_computation():
     assert state.count == memory
 
 
+def test_extended_factors_equal_a_fresh_computation_over_a_long_sliding_window():
+    """As the test above on a window of 40 pairs slid 60 times, with the dense matrix that
+    lbfgs_apply forms (count >= d): remembered and rebuilt agree bit for bit. The factors of a
+    window depend on its pairs only (docs/performance.md), so a resumed K-BFGS(L) run is
+    bit-identical to the uninterrupted one."""
+    rng = np.random.default_rng(11)
+    d, memory = 12, 40
+    state = lbfgs_init(d, memory, gamma=1.3)
+    v = rng.standard_normal(d)
+    for s, y in curved_stream(rng, d, ["curved"] * 100):
+        state = lbfgs_append(state, s, y).state
+    rebuilt = state._replace(S=state.S.copy(), Y=state.Y.copy())
+    for cached, fresh in zip(
+        lbfgs_compact_factors(state), lbfgs_compact_factors(rebuilt), strict=True
+    ):
+        np.testing.assert_array_equal(cached, fresh, strict=True)
+    np.testing.assert_array_equal(lbfgs_apply(state, v), lbfgs_apply(rebuilt, v), strict=True)
+
+
 def test_remembered_factors_leave_with_their_store():
     """The cache holds an entry only while its store's arrays live: a long run that drops its
     old stores does not grow it."""
     rng = np.random.default_rng(8)
-    state = lbfgs_init(4, 2)
+    state = lbfgs_init(2, 2)
     gc.collect()
-    before = len(lbfgs._FACTORS)
-    for s, y in curved_stream(rng, 4, ["curved"] * 20):
+    before = len(lbfgs._FACTORS), len(lbfgs._DENSE)
+    for s, y in curved_stream(rng, 2, ["curved"] * 20):
         state = lbfgs_append(state, s, y).state
+        lbfgs_apply(state, s)  # count >= d = 2 from the second append: a dense H too
     gc.collect()
-    assert len(lbfgs._FACTORS) <= before + 1
+    assert len(lbfgs._FACTORS) <= before[0] + 1 and len(lbfgs._DENSE) <= before[1] + 1
     del state
     gc.collect()
-    assert len(lbfgs._FACTORS) <= before
+    assert len(lbfgs._FACTORS) <= before[0] and len(lbfgs._DENSE) <= before[1]
