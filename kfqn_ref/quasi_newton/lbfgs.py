@@ -197,7 +197,7 @@ def lbfgs_append_unchecked(
     memory = state.S.shape[0]
     S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
     candidate = LBFGSState(S, Y, min(state.count + 1, memory), gamma)
-    kept = lbfgs_compact_factors_unchecked(state)
+    kept = _store_factors(state)
     if state.count == memory:  # the oldest pair leaves the window
         kept = _without_oldest_pair(kept)
     with np.errstate(all="ignore"):  # an overflow makes the factors non-finite: rejected below
@@ -249,12 +249,7 @@ def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
     returns from those of its input in ``O(q d + q^2)`` and remembers them; a store met without
     them (a loaded one) gets them pair by pair, by the same arithmetic (``docs/performance.md``).
     """
-    small = _FACTORS.get(_factors_key(state))
-    if small is None:
-        factors = _compact_factors(state)
-        _remember_factors(state, factors)
-        return factors
-    return CompactFactors(*lbfgs_pairs_unchecked(state), *small)
+    return _store_factors(state).compact()
 
 
 def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
@@ -285,14 +280,20 @@ def lbfgs_compact_apply_unchecked(state: LBFGSState, V: Array) -> Array:
 
 
 def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
-    """Return ``H V`` by whichever of two exact forms of [QN-13] costs less for this store.
+    """Return ``H V`` by the product form of [QN-13] (the fast form K-BFGS(L) uses).
 
-    A store holding at least as many pairs as its dimension (``count >= d``) applies its dense
-    ``d x d`` matrix ``H`` (formed once per store, ``O(q^2 d + q d^2)``, then ``O(d^2 k)`` per
-    product: no more memory than ``S`` and ``Y`` take); a store with fewer pairs applies the
-    compact form (:func:`lbfgs_compact_apply`, ``O(q d k + q^2 k)``), and so never forms a
-    ``d x d`` matrix. The two agree to rounding (``tests/quasi_newton/test_lbfgs.py``). ``V``:
-    ``(d,)`` or ``(d, k)``; the result has its shape.
+    With ``A = R^-1 S`` (``(q, d)``, kept up to date on every append) the compact representation
+    multiplies out to [QN-13b]::
+
+        H = A^T D A + gamma (I - Y^T A)^T (I - Y^T A)
+
+    A store holding fewer pairs than its dimension applies it as
+    ``H V = A^T (D w) + gamma (u - A^T (Y u))`` with ``w = A V``, ``u = V - Y^T w``
+    (``O(q d k)``, no ``d x d`` matrix). A store holding ``count >= d`` pairs forms the dense
+    ``H`` once (``O(q d^2 + d^3)``, no more memory than ``S`` and ``Y``) and applies it in
+    ``O(d^2 k)``. Both agree with :func:`lbfgs_compact_apply` and the dense twin to rounding
+    (``tests/quasi_newton/test_lbfgs.py``). ``V``: ``(d,)`` or ``(d, k)``; the result has its
+    shape.
     """
     _check_operand(check_lbfgs_state(state), V)
     return lbfgs_apply_unchecked(state, V)
@@ -300,12 +301,12 @@ def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
 
 def lbfgs_apply_unchecked(state: LBFGSState, V: Array) -> Array:
     """As :func:`lbfgs_apply`, without argument checks (for trusted callers)."""
+    factors = _store_factors(state)
     if state.count < state.S.shape[1]:
-        return lbfgs_compact_apply_unchecked(state, V)
-    key = _factors_key(state)
-    H = _DENSE.get(key)
+        return _product_form_apply(factors, state.gamma, V)
+    H = _DENSE.get(_factors_key(state))
     if H is None:
-        H = _compact_dense_matrix(lbfgs_compact_factors_unchecked(state), state.gamma)
+        H = _product_form_matrix(factors, state.gamma)
         _remember(_DENSE, state, H)
     return H @ V
 
@@ -356,10 +357,24 @@ def hessian_action_lbfgs_append(
 # ---------------------------------------------------------------------------------------------
 
 
-#: ``(R_inv, D, YtY)`` of live stores, keyed by :func:`_factors_key` (no views of ``S``, ``Y``,
-#: which would keep them alive). Stores are values (their arrays are never written in place), so
-#: a store's factors never change; an entry leaves when the store's ``S`` or ``Y`` is freed, so
-#: no key's ``id`` is reused while its entry exists.
+class _StoreFactors(NamedTuple):
+    """What a store derives from its ``q`` pairs: :class:`CompactFactors` plus ``A = R^-1 S``."""
+
+    S: object
+    Y: object
+    R_inv: object
+    D: object
+    YtY: object
+    A: object
+
+    def compact(self) -> CompactFactors:
+        return CompactFactors(self.S, self.Y, self.R_inv, self.D, self.YtY)
+
+
+#: :class:`_StoreFactors` of live stores, keyed by :func:`_factors_key` (the store's arrays are
+#: not kept: they would keep themselves alive). Stores are values (their arrays are never written
+#: in place), so a store's factors never change; an entry leaves when the store's ``S`` or ``Y``
+#: is freed, so no key's ``id`` is reused while its entry exists.
 _FACTORS: dict[tuple[int, int, int], tuple] = {}
 
 #: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely (same keys and rules).
@@ -378,38 +393,29 @@ def _remember(cache: dict, state: LBFGSState, value) -> None:
         weakref.finalize(rows, cache.pop, key, None)
 
 
-def _remember_factors(state: LBFGSState, factors: CompactFactors) -> None:
-    _remember(_FACTORS, state, (factors.R_inv, factors.D, factors.YtY))
+def _store_factors(state: LBFGSState) -> _StoreFactors:
+    """The store's :class:`_StoreFactors`: remembered ones, else built pair by pair."""
+    small = _FACTORS.get(_factors_key(state))
+    if small is not None:
+        return _StoreFactors(*lbfgs_pairs_unchecked(state), *small)
+    factors = _built_factors(state)
+    _remember_factors(state, factors)
+    return factors
 
 
-def _compact_dense_matrix(factors: CompactFactors, gamma: float):
-    """The dense ``H`` of [QN-13] multiplied out, ``(d, d)``, in ``O(q^2 d + q d^2)``.
-
-    With ``A = R^-1 S`` (``(q, d)``) the compact form reads
-    ``H = gamma I + A^T (D + gamma Y Y^T) A - gamma (A^T Y + Y^T A)``.
-    """
-    S, Y, R_inv, D, YtY = factors
-    module = xp_of(S)
-    A = R_inv @ S
-    cross = A.T @ Y
-    H = A.T @ (D[:, None] * A + gamma * (YtY @ A)) - gamma * (cross + cross.T)
-    return H + gamma * module.eye(S.shape[1], dtype=S.dtype)
+def _remember_factors(state: LBFGSState, factors: _StoreFactors) -> None:
+    _remember(_FACTORS, state, tuple(factors)[2:])
 
 
-def _compact_factors(state: LBFGSState) -> CompactFactors:
-    """A store's compact factors, built pair by pair (oldest first) by :func:`_extended_factors`.
+def _built_factors(state: LBFGSState) -> _StoreFactors:
+    """A store's factors, built pair by pair (oldest first) by :func:`_extended_factors`.
 
-    ``O(q^2 d + q^3)`` with ``q`` Python steps: for a store met without remembered factors only.
+    ``O(q^2 d)`` with ``q`` Python steps: for a store met without remembered factors only.
     """
     S, Y = lbfgs_pairs_unchecked(state)
     module = xp_of(S)
-    factors = CompactFactors(
-        S[:0],
-        Y[:0],
-        module.zeros((0, 0), dtype=S.dtype),
-        S[:0, 0],
-        module.zeros((0, 0), dtype=S.dtype),
-    )
+    empty = module.zeros((0, 0), dtype=S.dtype)
+    factors = _StoreFactors(S[:0], Y[:0], empty, S[:0, 0], empty, S[:0])
     with np.errstate(all="ignore"):  # a loaded store was representable; no overflow to detect
         for count in range(1, state.count + 1):
             factors = _extended_factors(factors, S[:count], Y[:count])
@@ -425,50 +431,50 @@ def _pair_dots(rows, v):
     return (rows * v).sum(axis=1)
 
 
-def _extended_factors(kept: CompactFactors, S, Y) -> CompactFactors:
-    """The compact factors [QN-13] of the ``q`` pairs ``S, Y`` (newest last) from ``kept``.
+def _extended_factors(kept: _StoreFactors, S, Y) -> _StoreFactors:
+    """The factors of the ``q`` pairs ``S, Y`` (newest last) from ``kept``, those of ``q - 1``.
 
-    ``kept`` holds those of the first ``q - 1`` pairs. With the newest pair ``(s, y)``,
-    ``r = S y`` (``r_i = s_i^T y``, the new last column of ``R``; ``delta = r_q = s^T y``) and
-    ``c = Y y``::
+    With the newest pair ``(s, y)`` and ``delta = s^T y``, the new last column of ``R`` is
+    ``[S_old y; delta]``, so (block inverse of an upper-triangular matrix, [QN-13])::
 
-        R^-1 = [[R_old^-1, -R_old^-1 r_old / delta],    D = [D_old, delta],
-                [0,         1 / delta            ]]     Y Y^T = [[YtY_old, c_old], [c_old^T, c_q]]
+        c = -R_old^-1 S_old y / delta = -A_old y / delta           (q - 1,)
+        R^-1 = [[R_old^-1, c], [0, 1 / delta]]                      D = [D_old, delta]
+        A = R^-1 S = [[A_old + c s^T], [s^T / delta]]               Y Y^T gains [Y y]
 
-    (``r_old``, ``c_old``: all but the last entry). ``O(q d + q^2)``. Every entry is a sum in a
-    fixed order over the pairs it involves: dot products row by row (:func:`_pair_dots`), and
-    ``(R_old^-1 r_old)_i = sum_t R_old^-1[i, t] r_t`` added term after term, oldest pair first
-    (a sum over the first axis of a C-ordered array, which NumPy adds row after row; the terms
-    ``t < i`` are exact zeros). So the factors of a window of pairs do not depend on the pairs that
-    left it: a store rebuilt from its arrays (:func:`_compact_factors`) gets them bit for bit.
+    ``O(q d)`` arithmetic (and an ``O(q^2)`` copy of ``R^-1``, ``Y Y^T``). Every entry is computed
+    from the rows it belongs to: dot products row by row (:func:`_pair_dots`) and row ``i`` of
+    ``A`` built only from the pairs ``t >= i``. So the factors of a window of pairs do not depend
+    on the pairs that left it: a store rebuilt from its arrays (:func:`_built_factors`, a loaded
+    state) gets them bit for bit.
     """
     module = xp_of(S)
     q = S.shape[0]
-    r, c = _pair_dots(S, Y[-1]), _pair_dots(Y, Y[-1])
-    delta = r[-1:]
-    terms = (kept.R_inv.T * r[:-1, None]).copy()  # C order: [t, i] = R_old^-1[i, t] r_t
+    s, y = S[-1], Y[-1]
+    delta = _pair_dots(S[-1:], y)  # (1,)
+    c = -_pair_dots(kept.A, y) / delta
     R_inv = module.zeros((q, q), dtype=S.dtype)
     R_inv[:-1, :-1] = kept.R_inv
-    R_inv[:-1, -1] = -terms.sum(axis=0) / delta
+    R_inv[:-1, -1] = c
     R_inv[-1, -1] = 1.0 / delta[0]
     YtY = module.zeros((q, q), dtype=S.dtype)
     YtY[:-1, :-1] = kept.YtY
-    YtY[:, -1] = c
-    YtY[-1, :] = c
-    return CompactFactors(S, Y, R_inv, module.concatenate([kept.D, delta]), YtY)
+    YtY[-1, :] = YtY[:, -1] = _pair_dots(Y, y)
+    A = module.concatenate([kept.A + c[:, None] * s, (R_inv[-1, -1] * s)[None, :]], axis=0)
+    return _StoreFactors(S, Y, R_inv, module.concatenate([kept.D, delta]), YtY, A)
 
 
-def _without_oldest_pair(factors: CompactFactors) -> CompactFactors:
+def _without_oldest_pair(factors: _StoreFactors) -> _StoreFactors:
     """The factors once the oldest pair has left: the trailing blocks (exact, no arithmetic).
 
     The inverse of a trailing block of the upper-triangular ``R`` is the trailing block of
-    ``R^-1``, and :func:`_extended_factors` computed that block from the remaining pairs only.
+    ``R^-1``, and :func:`_extended_factors` computed that block, and rows ``1..`` of ``A``, from
+    the remaining pairs only.
     """
-    S, Y, R_inv, D, YtY = factors
-    return CompactFactors(S[1:], Y[1:], R_inv[1:, 1:], D[1:], YtY[1:, 1:])
+    S, Y, R_inv, D, YtY, A = factors
+    return _StoreFactors(S[1:], Y[1:], R_inv[1:, 1:], D[1:], YtY[1:, 1:], A[1:])
 
 
-def _is_representable(factors: CompactFactors, gamma: float) -> bool:
+def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
     """Whether the store of these factors has a finite ``H`` and finite forms (rule [QN-11b]).
 
     The rule: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact
@@ -479,11 +485,11 @@ def _is_representable(factors: CompactFactors, gamma: float) -> bool:
     ``||R^-1||_F^2 (||D||_2 + gamma ||Y||_F^2)`` first (``O(q^2 + q d)``) and formed only when that
     bound is not finite. Non-finite factors (an overflow while extending them) give ``False``.
     """
-    S, Y, R_inv, D, YtY = factors
+    S, Y, R_inv, D, YtY, A = factors
     module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
         rho = 1.0 / D
-        if not host_bool(module.isfinite(rho * rho).all()):
+        if not host_bool(module.isfinite(rho * rho).all() & module.isfinite(A).all()):
             return False
         gamma_Y = gamma * Y
         columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
@@ -498,6 +504,27 @@ def _is_representable(factors: CompactFactors, gamma: float) -> bool:
             inner = R_inv.T @ (B @ R_inv)
             middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
     return math.isfinite(gamma + middle_norm * columns)
+
+
+def _product_form_apply(factors: _StoreFactors, gamma: float, V):
+    """``H V = A^T (D w) + gamma (u - A^T (Y u))``, ``w = A V``, ``u = V - Y^T w`` [QN-13b]."""
+    Q = _as_columns(V)
+    w = factors.A @ Q
+    u = Q - factors.Y.T @ w
+    result = factors.A.T @ (factors.D[:, None] * w) + gamma * (u - factors.A.T @ (factors.Y @ u))
+    return result.reshape(V.shape)
+
+
+def _product_form_matrix(factors: _StoreFactors, gamma: float):
+    """The dense ``H = G^T G + gamma E^T E`` of [QN-13b], ``G = D^(1/2) A``, ``E = I - Y^T A``.
+
+    ``(d, d)``, symmetric bit for bit (each Gram product is one symmetric product) and positive
+    semi-definite by construction. ``O(q d^2 + d^3)``.
+    """
+    module = xp_of(factors.S)
+    G = module.sqrt(factors.D)[:, None] * factors.A
+    E = module.eye(factors.S.shape[1], dtype=factors.S.dtype) - factors.Y.T @ factors.A
+    return G.T @ G + gamma * (E.T @ E)
 
 
 def _dense_update(H, s, y):

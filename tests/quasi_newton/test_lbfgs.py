@@ -243,8 +243,8 @@ def _safe_norm(v):
 )
 def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_gamma, scales):
     """Bad input ([QN-11b]): whatever finite pairs are appended (||s||, ||y|| from 1e-300 to 1e300,
-    random or parallel directions), the two-loop, compact and dense forms of H are finite after
-    every append (a pair that would break them is rejected with a reason, leaving the state
+    random or parallel directions), the two-loop, compact, product (lbfgs_apply) and dense forms
+    of H are finite after every append (a pair that would break them is rejected with a reason, leaving the state
     unchanged). For one stored pair they agree to 1e-10 of the size of the terms of [QN-2],
     gamma (1 + ||s||^2 ||y||^2 / (s^T y)^2) + ||s||^2 / s^T y (expected: the dense twin)."""
     rng = np.random.default_rng(seed)
@@ -262,6 +262,7 @@ def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_
             "dense": lbfgs_inverse_matrix(state),
             "two-loop": lbfgs_two_loop(state, eye),
             "compact": lbfgs_compact_apply(state, eye),
+            "apply": lbfgs_apply(state, eye),  # product form, or its dense H once count >= d
         }
         for name, H in forms.items():
             assert np.isfinite(H).all(), f"{name} after {result.reason}"
@@ -270,7 +271,7 @@ def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_
             with np.errstate(over="ignore"):
                 ratio = _safe_norm(s1) / float(s1 @ y1)
                 scale = gamma * (1.0 + (ratio * _safe_norm(y1)) ** 2) + ratio * _safe_norm(s1)
-            for name in ("two-loop", "compact"):
+            for name in ("two-loop", "compact", "apply"):
                 error = float(np.abs(forms[name] - forms["dense"]).max())
                 assert error <= 1e-10 * scale or math.isinf(scale), name
 
