@@ -301,13 +301,13 @@ def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
 
 def lbfgs_apply_unchecked(state: LBFGSState, V: Array) -> Array:
     """As :func:`lbfgs_apply`, without argument checks (for trusted callers)."""
-    factors = _store_factors(state)
     if state.count < state.S.shape[1]:
-        return _product_form_apply(factors, state.gamma, V)
-    H = _DENSE.get(_factors_key(state))
+        return _product_form_apply(_store_factors(state), state.gamma, V)
+    key = _factors_key(state)
+    H = _DENSE.get(key)
     if H is None:
-        H = _product_form_matrix(factors, state.gamma)
-        _remember(_DENSE, state, H)
+        H = _product_form_matrix(_store_factors(state), state.gamma)
+        _DENSE[key] = H  # _store_factors has remembered the factors: H leaves with them
     return H @ V
 
 
@@ -377,7 +377,8 @@ class _StoreFactors(NamedTuple):
 #: is freed, so no key's ``id`` is reused while its entry exists.
 _FACTORS: dict[tuple[int, int, int], tuple] = {}
 
-#: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely (same keys and rules).
+#: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely: same keys, and only
+#: for stores that have an entry in ``_FACTORS`` (whose removal removes this one too).
 _DENSE: dict[tuple[int, int, int], object] = {}
 
 
@@ -385,12 +386,9 @@ def _factors_key(state: LBFGSState) -> tuple[int, int, int]:
     return id(state.S), id(state.Y), state.count
 
 
-def _remember(cache: dict, state: LBFGSState, value) -> None:
-    """Keep ``value`` in ``cache`` until the store's ``S`` or ``Y`` is freed."""
-    key = _factors_key(state)
-    cache[key] = value
-    for rows in (state.S, state.Y):
-        weakref.finalize(rows, cache.pop, key, None)
+def _forget(key) -> None:
+    _FACTORS.pop(key, None)
+    _DENSE.pop(key, None)
 
 
 def _store_factors(state: LBFGSState) -> _StoreFactors:
@@ -404,7 +402,11 @@ def _store_factors(state: LBFGSState) -> _StoreFactors:
 
 
 def _remember_factors(state: LBFGSState, factors: _StoreFactors) -> None:
-    _remember(_FACTORS, state, tuple(factors)[2:])
+    """Keep the store's factors until its ``S`` or ``Y`` is freed."""
+    key = _factors_key(state)
+    _FACTORS[key] = tuple(factors)[2:]
+    for rows in (state.S, state.Y):
+        weakref.finalize(rows, _forget, key)
 
 
 def _built_factors(state: LBFGSState) -> _StoreFactors:
