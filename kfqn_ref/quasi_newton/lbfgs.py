@@ -245,11 +245,14 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
 def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
     """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers).
 
-    Remembered while the store's arrays live: :func:`lbfgs_append` derives those of the store it
-    returns from those of its input in ``O(q d + q^2)`` and remembers them; a store met without
-    them (a loaded one) gets them pair by pair, by the same arithmetic (``docs/performance.md``).
+    Computed on each call, ``O(q^2 d + q^3)`` (``R^-1`` by a solve with ``R``): the fast path,
+    :func:`lbfgs_apply`, keeps ``A = R^-1 S`` up to date instead [QN-13b].
     """
-    return _store_factors(state).compact()
+    S, Y = lbfgs_pairs_unchecked(state)
+    S_Yt = S @ Y.T
+    return CompactFactors(
+        S, Y, _upper_triangle_inverse(S_Yt), xp_of(S).diagonal(S_Yt).copy(), Y @ Y.T
+    )
 
 
 def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
@@ -260,8 +263,10 @@ def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
         H = gamma I + [S^T  gamma Y^T] [[R^-T (D + gamma Y Y^T) R^-1,  -R^-T],
                                         [-R^-1,                         0   ]] [S; gamma Y]
 
-    with the pairs as rows of ``S, Y`` (``(q, d)``). Cost ``O(q d k + q^2 k)`` per product after
-    ``O(q^2 d + q^3)`` for the factors. ``V``: ``(d,)`` or ``(d, k)``; the result has its shape.
+    with the pairs as rows of ``S, Y`` (``(q, d)``): the authors' ``LBFGS_Hv``, and the twin of
+    :func:`lbfgs_apply`. Cost ``O(q^2 d + q^3)`` for the factors (:func:`lbfgs_compact_factors`,
+    on every call) and ``O(q d k + q^2 k)`` for the product. ``V``: ``(d,)`` or ``(d, k)``; the
+    result has its shape.
     """
     _check_operand(check_lbfgs_state(state), V)
     return lbfgs_compact_apply_unchecked(state, V)
@@ -337,9 +342,10 @@ def hessian_action_lbfgs_append(
 ) -> LBFGSAppend:
     """Append a limited-memory Hessian-action pair [QN-14] for a known SPD ``M``.
 
-    ``s = H v`` (compact form), ``y = M s``, then :func:`lbfgs_append`, so that ``H ~ M^{-1}``
-    without forming ``M`` or any ``(d, d)`` matrix. ``v``: ``(d,)``; ``M``: SPD ``(d, d)`` or a
-    callable ``u -> M u``. The authors' ``Hessian-action-LBFGS`` passes ``gbar_norm = 0``.
+    ``s = H v`` (product form [QN-13b]), ``y = M s``, then :func:`lbfgs_append`, so that
+    ``H ~ M^{-1}`` without forming ``M`` or any ``(d, d)`` matrix. ``v``: ``(d,)``; ``M``: SPD
+    ``(d, d)`` or a callable ``u -> M u``. The authors' ``Hessian-action-LBFGS`` passes
+    ``gbar_norm = 0``.
     """
     check_lbfgs_state(state)
     check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
@@ -347,7 +353,7 @@ def hessian_action_lbfgs_append(
     gbar_norm = check_non_negative("gbar_norm", gbar_norm)
     relative_threshold = check_non_negative("relative_threshold", relative_threshold)
     rule = check_choice("gamma_rule", gamma_rule, GammaRule)
-    s = lbfgs_compact_apply_unchecked(state, v)
+    s = _product_form_apply(_store_factors(state), state.gamma, v)
     y = apply_operator(M, s)
     return lbfgs_append_unchecked(
         state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
@@ -358,17 +364,18 @@ def hessian_action_lbfgs_append(
 
 
 class _StoreFactors(NamedTuple):
-    """What a store derives from its ``q`` pairs: :class:`CompactFactors` plus ``A = R^-1 S``."""
+    """What a store keeps up to date from its ``q`` pairs for the product form [QN-13b].
+
+    ``S, Y``: ``(q, d)`` pairs, oldest first; ``A = R^-1 S`` ``(q, d)``; ``D`` ``(q,)``,
+    ``D_i = s_i^T y_i``; ``R_inv_rows2`` ``(q,)``, the squared norms of the rows of ``R^-1`` (for
+    the rule [QN-11b]). ``R^-1`` itself is not kept.
+    """
 
     S: object
     Y: object
-    R_inv: object
-    D: object
-    YtY: object
     A: object
-
-    def compact(self) -> CompactFactors:
-        return CompactFactors(self.S, self.Y, self.R_inv, self.D, self.YtY)
+    D: object
+    R_inv_rows2: object
 
 
 #: :class:`_StoreFactors` of live stores, keyed by :func:`_factors_key` (the store's arrays are
@@ -415,9 +422,7 @@ def _built_factors(state: LBFGSState) -> _StoreFactors:
     ``O(q^2 d)`` with ``q`` Python steps: for a store met without remembered factors only.
     """
     S, Y = lbfgs_pairs_unchecked(state)
-    module = xp_of(S)
-    empty = module.zeros((0, 0), dtype=S.dtype)
-    factors = _StoreFactors(S[:0], Y[:0], empty, S[:0, 0], empty, S[:0])
+    factors = _StoreFactors(S[:0], Y[:0], S[:0], S[:0, 0], S[:0, 0])
     with np.errstate(all="ignore"):  # a loaded store was representable; no overflow to detect
         for count in range(1, state.count + 1):
             factors = _extended_factors(factors, S[:count], Y[:count])
@@ -439,41 +444,39 @@ def _extended_factors(kept: _StoreFactors, S, Y) -> _StoreFactors:
     With the newest pair ``(s, y)`` and ``delta = s^T y``, the new last column of ``R`` is
     ``[S_old y; delta]``, so (block inverse of an upper-triangular matrix, [QN-13])::
 
-        c = -R_old^-1 S_old y / delta = -A_old y / delta           (q - 1,)
-        R^-1 = [[R_old^-1, c], [0, 1 / delta]]                      D = [D_old, delta]
-        A = R^-1 S = [[A_old + c s^T], [s^T / delta]]               Y Y^T gains [Y y]
+        R^-1 = [[R_old^-1, c], [0, 1 / delta]],   c = -R_old^-1 S_old y / delta = -A_old y / delta
+        A = R^-1 S = [[A_old + c s^T], [s^T / delta]],   D = [D_old, delta]
 
-    ``O(q d)`` arithmetic (and an ``O(q^2)`` copy of ``R^-1``, ``Y Y^T``). Every entry is computed
-    from the rows it belongs to: dot products row by row (:func:`_pair_dots`) and row ``i`` of
-    ``A`` built only from the pairs ``t >= i``. So the factors of a window of pairs do not depend
-    on the pairs that left it: a store rebuilt from its arrays (:func:`_built_factors`, a loaded
-    state) gets them bit for bit.
+    and row ``i`` of ``R^-1`` gains the entry ``c_i``. ``O(q d)``. Every entry is computed from the
+    rows it belongs to: dot products row by row (:func:`_pair_dots`), and row ``i`` of ``A`` (and
+    of ``R^-1``) from the pairs ``t >= i`` only, added in the order they came. So the factors of a
+    window of pairs do not depend on the pairs that left it: a store rebuilt from its arrays
+    (:func:`_built_factors`, a loaded state) gets them bit for bit.
     """
     module = xp_of(S)
-    q = S.shape[0]
     s, y = S[-1], Y[-1]
     delta = _pair_dots(S[-1:], y)  # (1,)
     c = -_pair_dots(kept.A, y) / delta
-    R_inv = module.zeros((q, q), dtype=S.dtype)
-    R_inv[:-1, :-1] = kept.R_inv
-    R_inv[:-1, -1] = c
-    R_inv[-1, -1] = 1.0 / delta[0]
-    YtY = module.zeros((q, q), dtype=S.dtype)
-    YtY[:-1, :-1] = kept.YtY
-    YtY[-1, :] = YtY[:, -1] = _pair_dots(Y, y)
-    A = module.concatenate([kept.A + c[:, None] * s, (R_inv[-1, -1] * s)[None, :]], axis=0)
-    return _StoreFactors(S, Y, R_inv, module.concatenate([kept.D, delta]), YtY, A)
+    inverse_delta = 1.0 / delta
+    A = module.concatenate([kept.A + c[:, None] * s, inverse_delta[:, None] * s], axis=0)
+    rows2 = module.concatenate([kept.R_inv_rows2 + c * c, inverse_delta * inverse_delta])
+    return _StoreFactors(S, Y, A, module.concatenate([kept.D, delta]), rows2)
 
 
 def _without_oldest_pair(factors: _StoreFactors) -> _StoreFactors:
-    """The factors once the oldest pair has left: the trailing blocks (exact, no arithmetic).
+    """The factors once the oldest pair has left: drop its row (exact, no arithmetic).
 
-    The inverse of a trailing block of the upper-triangular ``R`` is the trailing block of
-    ``R^-1``, and :func:`_extended_factors` computed that block, and rows ``1..`` of ``A``, from
-    the remaining pairs only.
+    Row ``i`` of ``R^-1`` and of ``A`` holds nothing of the pairs ``t < i``, and the inverse of a
+    trailing block of the upper-triangular ``R`` is the trailing block of ``R^-1``.
     """
-    S, Y, R_inv, D, YtY, A = factors
-    return _StoreFactors(S[1:], Y[1:], R_inv[1:, 1:], D[1:], YtY[1:, 1:], A[1:])
+    S, Y, A, D, R_inv_rows2 = factors
+    return _StoreFactors(S[1:], Y[1:], A[1:], D[1:], R_inv_rows2[1:])
+
+
+def _upper_triangle_inverse(matrix):
+    """``triu(matrix)^-1`` (``(q, q)``)."""
+    module = xp_of(matrix)
+    return module.linalg.solve(module.triu(matrix), module.eye(matrix.shape[0], dtype=matrix.dtype))
 
 
 def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
@@ -482,12 +485,13 @@ def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
     The rule: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact
     form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
     ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
-    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. The norm of the
-    block ``R^-T B R^-1`` (``B = D + gamma Y Y^T``) is bounded by
-    ``||R^-1||_F^2 (||D||_2 + gamma ||Y||_F^2)`` first (``O(q^2 + q d)``) and formed only when that
-    bound is not finite. Non-finite factors (an overflow while extending them) give ``False``.
+    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. With
+    ``B = D + gamma Y Y^T``, ``||M||_F^2 = ||R^-T B R^-1||_F^2 + 2 ||R^-1||_F^2``; the first term
+    is bounded by ``(||R^-1||_F^2 (||D||_2 + gamma ||Y||_F^2))^2`` (``O(q d)``), and formed
+    (``R^-1`` by a solve, two ``q x q`` products) only when that bound is not finite. ``A`` must
+    be finite too (an overflow while extending the factors gives ``False``).
     """
-    S, Y, R_inv, D, YtY, A = factors
+    S, Y, A, D, R_inv_rows2 = factors
     module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
         rho = 1.0 / D
@@ -495,15 +499,14 @@ def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
             return False
         gamma_Y = gamma * Y
         columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
-        R_inv_2 = host_scalar((R_inv * R_inv).sum())
+        R_inv_2 = host_scalar(R_inv_rows2.sum())
         # ||B||_F <= ||D||_2 + gamma ||Y Y^T||_F <= ||D||_2 + gamma ||Y||_F^2
         B_bound = math.sqrt(host_scalar((D * D).sum())) + gamma * host_scalar((Y * Y).sum())
-        # ||R^-T B R^-1||_F <= ||R^-1||_F^2 ||B||_F: the q x q products only where that overflows
         bound = R_inv_2 * B_bound  # products, not **: a float overflow is inf, not an error
         middle_norm = math.sqrt(bound * bound + 2.0 * R_inv_2)
         if not math.isfinite(gamma + middle_norm * columns):
-            B = module.diag(D) + gamma * YtY
-            inner = R_inv.T @ (B @ R_inv)
+            R_inv = _upper_triangle_inverse(S @ Y.T)
+            inner = R_inv.T @ ((module.diag(D) + gamma * (Y @ Y.T)) @ R_inv)
             middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
     return math.isfinite(gamma + middle_norm * columns)
 
