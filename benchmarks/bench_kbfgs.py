@@ -6,6 +6,7 @@ Run on demand (not collected by pytest; ``docs/performance.md`` gives the figure
     .venv/bin/python benchmarks/bench_kbfgs.py digits    # digits autoencoder, float64
     .venv/bin/python benchmarks/bench_kbfgs.py cnn       # the digits CNN, float64
     .venv/bin/python benchmarks/bench_kbfgs.py digits --profile "K-BFGS(L)"   # cProfile a row
+    .venv/bin/python benchmarks/bench_kbfgs.py mnist --parts K-BFGS   # time and rate per part
 
 Problems (random data ``X ~ U[0, 1)``, one minibatch reused for every step):
 
@@ -264,6 +265,81 @@ def print_table(optimizers, figures) -> None:
         print(f"{name + ' / K-BFGS':34s} {summary(ratios)}")
 
 
+#: The parts of a step that ``--parts`` times: (label, function name as cProfile lists it).
+PARTS = (
+    ("first pass (loss, gradients)", "forward_backward"),
+    ("second pass (K-BFGS update steps)", "_second_pass"),
+    ("running A (update steps)", "_input_factor_for_step"),
+    ("direction H_g m H_a", "precondition"),
+    ("factor updates (pairs, damping, BFGS)", "_update_factors"),
+)
+
+
+def part_flops(optimizer, N: int) -> dict[str, float]:
+    """Counted matrix-product FLOPs of each part of :data:`PARTS` per step (dense nets)."""
+    dense = [layer for layer in optimizer.model.layers if isinstance(layer, nn.Dense)]
+    shapes = [(layer.d_out, layer.d_in) for layer in dense]
+    forward = sum(2 * N * d_out * (d_in + 1) for d_out, d_in in shapes)
+    input_grads = sum(2 * N * d_out * d_in for d_out, d_in in shapes[1:])
+    flops = {"forward_backward": 2 * forward + input_grads}
+    if isinstance(optimizer, Adam):
+        return flops
+    interval = optimizer.config.update_interval
+    flops["_second_pass"] = (forward + input_grads) / interval
+    flops["_input_factor_for_step"] = sum(
+        2 * N * layer_state.A.shape[0] ** 2 / interval
+        for layer_state in optimizer.state.layers
+        if layer_state.A is not None
+    )
+    flops["precondition"] = (
+        sum(
+            2 * d_out * d_out * (d_in + 1) + 2 * d_out * (d_in + 1) ** 2
+            for d_out, d_in in shapes
+            if not isinstance(optimizer, KBFGSL)
+        )
+        or None
+    )
+    return flops
+
+
+def parts_row(row: Row, problem: Problem, steps: int) -> None:
+    """Seconds, counted GFLOP and GEMM fraction of each part of a step (cProfile cumulative
+    times: on the MNIST shape a step makes a few thousand Python calls, so the profiler costs
+    little there; on the digits net it inflates every part)."""
+    X, T = problem.batch()
+    optimizer = prepared(row, problem, X, T)
+    rate = gemm_rate(optimizer.model.weights()[0].dtype)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        optimizer.step(X, T)
+    profiler.disable()
+    cumulative = {}
+    for (file, _, name), (_, _, _, cumtime, _) in pstats.Stats(profiler).stats.items():
+        if name == "step" and not file.endswith("base.py"):
+            continue  # a subclass's step wraps Optimizer.step: count the base frame only
+        cumulative[name] = cumulative.get(name, 0.0) + cumtime
+    flops = part_flops(optimizer, X.shape[0])
+    step = cumulative["step"] / steps
+    print(
+        f"\n{row.name}: {1e3 * step:.1f} ms per step ({steps} steps), GEMM {rate / 1e9:.0f} GFLOP/s"
+    )
+    print(f"{'part':40s} {'ms/step':>9s} {'share':>6s} {'GFLOP':>7s} {'x GEMM rate':>12s}")
+    accounted = 0.0
+    for label, name in PARTS:
+        if name not in cumulative:
+            continue
+        seconds_per_step = cumulative[name] / steps
+        accounted += seconds_per_step
+        count = flops.get(name)
+        fraction = f"{count / seconds_per_step / rate:12.2f}" if count else f"{'-':>12s}"
+        gflop = f"{count / 1e9:7.2f}" if count else f"{'-':>7s}"
+        share = seconds_per_step / step
+        print(f"{label:40s} {1e3 * seconds_per_step:9.1f} {share:6.0%} {gflop} {fraction}")
+    rest = step - accounted
+    print(f"{'rest (momentum, moments, weight update)':40s} {1e3 * rest:9.1f} {rest / step:6.0%}")
+
+
 def profile_row(row: Row, problem: Problem, steps: int, top: int = 25) -> None:
     """cProfile ``steps`` steps of ``row`` after its warm-up; print the top functions."""
     X, T = problem.batch()
@@ -283,6 +359,7 @@ def main():
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (5)")
     parser.add_argument("--steps", type=int, help="steps per interval-1 cycle")
     parser.add_argument("--profile", metavar="ROW", help="cProfile this row instead of timing")
+    parser.add_argument("--parts", metavar="ROW", help="time and rate of each part of a step")
     args = parser.parse_args()
     problem = problems()[args.problem]
     if args.steps:
@@ -290,6 +367,9 @@ def main():
     print(problem.title)
     if args.profile:
         profile_row(next(r for r in ROWS if r.name == args.profile), problem, problem.steps)
+        return
+    if args.parts:
+        parts_row(next(r for r in ROWS if r.name == args.parts), problem, problem.steps)
         return
     rows = [row for row in ROWS if row.name not in problem.skip]
     optimizers, figures = measure(problem, rows, args.reps)

@@ -305,7 +305,7 @@ def check_array_like(name: str, array):
 def check_computed_finite(name: str, array) -> None:
     """Raise :class:`NonFiniteError` naming ``name`` if a computed ``array`` holds NaN or Inf."""
     module = xp_of(array)
-    if not host_bool(module.all(module.isfinite(array))):
+    if not host_bool(module.isfinite(array).all()):
         raise NonFiniteError(
             f"{name} is not finite (NaN or Inf from finite inputs: the computation overflowed)"
         )
@@ -323,7 +323,7 @@ def check_curvature_pair(s, y, dim: int | None = None, dtype=None) -> None:
 def check_finite_entries(name: str, array) -> None:
     """``ValueError`` naming ``name`` if an input ``array`` (any numeric dtype) has NaN or Inf."""
     module = xp_of(array)
-    if not host_bool(module.all(module.isfinite(array))):
+    if not host_bool(module.isfinite(array).all()):
         raise ValueError(f"{name} contains NaN or Inf; every entry must be finite")
 
 

@@ -137,6 +137,8 @@ def xp_of(*arrays: Array) -> types.ModuleType:
     with :func:`register_array_module`, else ``numpy``.
     """
     for array in arrays:
+        if type(array) is np.ndarray:  # the common case, decided without a lookup
+            continue
         if type(array) in _array_modules:
             return _array_modules[type(array)]
         if type(array).__module__.split(".")[0] == "cupy":
@@ -148,6 +150,8 @@ def xp_of(*arrays: Array) -> types.ModuleType:
 
 def to_host(array: Array) -> np.ndarray:
     """Return ``array`` as a host ``numpy.ndarray`` (copying from the device when needed)."""
+    if type(array) is np.ndarray:
+        return array
     if xp_of(array) is not np:
         return array.get()
     return np.asarray(array)
@@ -169,11 +173,15 @@ def host_scalar(value: Array) -> float:
     The one named conversion the package uses where a Python number is genuinely needed (a
     branch, a log line): each use is listed in ``docs/backends.md``.
     """
+    if isinstance(value, np.generic):  # a NumPy scalar (what a NumPy reduction returns)
+        return float(value)
     return float(to_host(value).reshape(()))
 
 
 def host_bool(value: Array) -> bool:
     """Return the 0-d boolean array ``value`` as a Python bool, on the host (a check's branch)."""
+    if isinstance(value, np.generic):
+        return bool(value)
     return bool(to_host(value).reshape(()))
 
 

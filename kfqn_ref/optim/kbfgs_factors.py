@@ -28,7 +28,7 @@ from kfqn_ref.quasi_newton.damping import (
     double_damping_2020_unchecked,
     double_damping_2022_unchecked,
 )
-from kfqn_ref.quasi_newton.lbfgs import lbfgs_append_unchecked, lbfgs_compact_apply_unchecked
+from kfqn_ref.quasi_newton.lbfgs import lbfgs_append_unchecked, lbfgs_apply_unchecked
 
 
 class KBFGSVariant(enum.Enum):
@@ -110,8 +110,13 @@ def position_count(a: Array) -> int:
 
 
 def sample_position_mean(x: Array) -> Array:
-    """``(1/(N P)) sum_n sum_p x_{n,p}``: dense ``(N, d)`` or conv ``(N, P, d)`` to ``(d,)``."""
-    return x.reshape(-1, x.shape[-1]).mean(axis=0)
+    """``(1/(N P)) sum_n sum_p x_{n,p}``: dense ``(N, d)`` or conv ``(N, P, d)`` to ``(d,)``.
+
+    Written as a sum and a division: NumPy's ``mean`` computes the same (bit for bit) with more
+    Python around it.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    return rows.sum(axis=0) / rows.shape[0]
 
 
 # --- Applying a factor (dense matrix or limited-memory store) ---
@@ -121,17 +126,18 @@ def apply_factor(H: Array | LBFGSState, V: Array) -> Array:
     """``H V`` for ``V`` ``(d,)`` or ``(d, k)``; ``H`` dense ``(d, d)`` or an :class:`LBFGSState`.
 
     A store is applied by the compact representation of Byrd, Nocedal & Schnabel, as the
-    authors' ``LBFGS_Hv``.
+    authors' ``LBFGS_Hv``, multiplied out to its dense matrix once it holds ``d`` pairs or more
+    (:func:`~kfqn_ref.quasi_newton.lbfgs_apply`, the cheaper form then).
     """
     if isinstance(H, LBFGSState):
-        return lbfgs_compact_apply_unchecked(H, V)
+        return lbfgs_apply_unchecked(H, V)
     return H @ V
 
 
 def factor_operator(H: Array | LBFGSState) -> Array | Callable[[Array], Array]:
     """``u -> H u`` for a dense or limited-memory factor (what the damping blocks accept)."""
     if isinstance(H, LBFGSState):
-        return lambda u: lbfgs_compact_apply_unchecked(H, u)
+        return lambda u: lbfgs_apply_unchecked(H, u)
     return H
 
 
@@ -143,7 +149,7 @@ def precondition(H_g: Array | LBFGSState, M: Array, H_a: Array | LBFGSState) -> 
     """
     left = apply_factor(H_g, M)
     if isinstance(H_a, LBFGSState):
-        return lbfgs_compact_apply_unchecked(H_a, left.T).T
+        return lbfgs_apply_unchecked(H_a, left.T).T
     return left @ H_a
 
 

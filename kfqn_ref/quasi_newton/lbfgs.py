@@ -197,8 +197,12 @@ def lbfgs_append_unchecked(
     memory = state.S.shape[0]
     S, Y = _with_row(state.S, state.count, s), _with_row(state.Y, state.count, y)
     candidate = LBFGSState(S, Y, min(state.count + 1, memory), gamma)
-    factors = _representable_factors(candidate)
-    if factors is None:
+    kept = _store_factors(state)
+    if state.count == memory:  # the oldest pair leaves the window
+        kept = _without_oldest_pair(kept)
+    with np.errstate(all="ignore"):  # an overflow makes the factors non-finite: rejected below
+        factors = _extended_factors(kept, *lbfgs_pairs_unchecked(candidate))
+    if not _is_representable(factors, gamma):
         return LBFGSAppend(state, False, SkipReason.NON_FINITE_RESULT)
     _remember_factors(candidate, factors)
     return LBFGSAppend(candidate, True, reason)
@@ -241,15 +245,14 @@ def lbfgs_compact_factors(state: LBFGSState) -> CompactFactors:
 def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
     """As :func:`lbfgs_compact_factors`, without argument checks (for trusted callers).
 
-    Computed once per store (``O(q^2 d + q^3)``) and remembered while the store's arrays live:
-    :func:`lbfgs_append` remembers those of the store it returns (see ``docs/performance.md``).
+    Computed on each call, ``O(q^2 d + q^3)`` (``R^-1`` by a solve with ``R``): the fast path,
+    :func:`lbfgs_apply`, keeps ``A = R^-1 S`` up to date instead [QN-13b].
     """
-    small = _FACTORS.get(_factors_key(state))
-    if small is None:
-        factors = _compact_factors(state)
-        _remember_factors(state, factors)
-        return factors
-    return CompactFactors(*lbfgs_pairs_unchecked(state), *small)
+    S, Y = lbfgs_pairs_unchecked(state)
+    S_Yt = S @ Y.T
+    return CompactFactors(
+        S, Y, _upper_triangle_inverse(S_Yt), xp_of(S).diagonal(S_Yt).copy(), Y @ Y.T
+    )
 
 
 def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
@@ -260,8 +263,10 @@ def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
         H = gamma I + [S^T  gamma Y^T] [[R^-T (D + gamma Y Y^T) R^-1,  -R^-T],
                                         [-R^-1,                         0   ]] [S; gamma Y]
 
-    with the pairs as rows of ``S, Y`` (``(q, d)``). Cost ``O(q d k + q^2 k)`` per product after
-    ``O(q^2 d + q^3)`` for the factors. ``V``: ``(d,)`` or ``(d, k)``; the result has its shape.
+    with the pairs as rows of ``S, Y`` (``(q, d)``): the authors' ``LBFGS_Hv``, and the twin of
+    :func:`lbfgs_apply`. Cost ``O(q^2 d + q^3)`` for the factors (:func:`lbfgs_compact_factors`,
+    on every call) and ``O(q d k + q^2 k)`` for the product. ``V``: ``(d,)`` or ``(d, k)``; the
+    result has its shape.
     """
     _check_operand(check_lbfgs_state(state), V)
     return lbfgs_compact_apply_unchecked(state, V)
@@ -277,6 +282,38 @@ def lbfgs_compact_apply_unchecked(state: LBFGSState, V: Array) -> Array:
     inner = R_inv.T @ (D[:, None] * a + state.gamma * (YtY @ a) - state.gamma * YV)
     result = state.gamma * Q + S.T @ inner - state.gamma * (Y.T @ a)
     return result.reshape(V.shape)
+
+
+def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
+    """Return ``H V`` by the product form of [QN-13] (the fast form K-BFGS(L) uses).
+
+    With ``A = R^-1 S`` (``(q, d)``, kept up to date on every append) the compact representation
+    multiplies out to [QN-13b]::
+
+        H = A^T D A + gamma (I - Y^T A)^T (I - Y^T A)
+
+    A store holding fewer pairs than its dimension applies it as
+    ``H V = A^T (D w) + gamma (u - A^T (Y u))`` with ``w = A V``, ``u = V - Y^T w``
+    (``O(q d k)``, no ``d x d`` matrix). A store holding ``count >= d`` pairs forms the dense
+    ``H`` once (``O(q d^2 + d^3)``, no more memory than ``S`` and ``Y``) and applies it in
+    ``O(d^2 k)``. Both agree with :func:`lbfgs_compact_apply` and the dense twin to rounding
+    (``tests/quasi_newton/test_lbfgs.py``). ``V``: ``(d,)`` or ``(d, k)``; the result has its
+    shape.
+    """
+    _check_operand(check_lbfgs_state(state), V)
+    return lbfgs_apply_unchecked(state, V)
+
+
+def lbfgs_apply_unchecked(state: LBFGSState, V: Array) -> Array:
+    """As :func:`lbfgs_apply`, without argument checks (for trusted callers)."""
+    if state.count < state.S.shape[1]:
+        return _product_form_apply(_store_factors(state), state.gamma, V)
+    key = _factors_key(state)
+    H = _DENSE.get(key)
+    if H is None:
+        H = _product_form_matrix(_store_factors(state), state.gamma)
+        _DENSE[key] = H  # _store_factors has remembered the factors: H leaves with them
+    return H @ V
 
 
 def lbfgs_inverse_matrix(state: LBFGSState) -> Array:
@@ -305,9 +342,10 @@ def hessian_action_lbfgs_append(
 ) -> LBFGSAppend:
     """Append a limited-memory Hessian-action pair [QN-14] for a known SPD ``M``.
 
-    ``s = H v`` (compact form), ``y = M s``, then :func:`lbfgs_append`, so that ``H ~ M^{-1}``
-    without forming ``M`` or any ``(d, d)`` matrix. ``v``: ``(d,)``; ``M``: SPD ``(d, d)`` or a
-    callable ``u -> M u``. The authors' ``Hessian-action-LBFGS`` passes ``gbar_norm = 0``.
+    ``s = H v`` (product form [QN-13b]), ``y = M s``, then :func:`lbfgs_append`, so that
+    ``H ~ M^{-1}`` without forming ``M`` or any ``(d, d)`` matrix. ``v``: ``(d,)``; ``M``: SPD
+    ``(d, d)`` or a callable ``u -> M u``. The authors' ``Hessian-action-LBFGS`` passes
+    ``gbar_norm = 0``.
     """
     check_lbfgs_state(state)
     check_vector("v", v, dim=state.S.shape[1], dtype=state.S.dtype)
@@ -315,7 +353,7 @@ def hessian_action_lbfgs_append(
     gbar_norm = check_non_negative("gbar_norm", gbar_norm)
     relative_threshold = check_non_negative("relative_threshold", relative_threshold)
     rule = check_choice("gamma_rule", gamma_rule, GammaRule)
-    s = lbfgs_compact_apply_unchecked(state, v)
+    s = _product_form_apply(_store_factors(state), state.gamma, v)
     y = apply_operator(M, s)
     return lbfgs_append_unchecked(
         state, s, y, gbar_norm=gbar_norm, relative_threshold=relative_threshold, gamma_rule=rule
@@ -325,34 +363,114 @@ def hessian_action_lbfgs_append(
 # ---------------------------------------------------------------------------------------------
 
 
-#: ``(R_inv, D, YtY)`` of live stores, keyed by :func:`_factors_key` (no views of ``S``, ``Y``,
-#: which would keep them alive). Stores are values (their arrays are never written in place), so
-#: a store's factors never change; an entry leaves when the store's ``S`` or ``Y`` is freed, so
-#: no key's ``id`` is reused while its entry exists.
+class _StoreFactors(NamedTuple):
+    """What a store keeps up to date from its ``q`` pairs for the product form [QN-13b].
+
+    ``S, Y``: ``(q, d)`` pairs, oldest first; ``A = R^-1 S`` ``(q, d)``; ``D`` ``(q,)``,
+    ``D_i = s_i^T y_i``; ``R_inv_rows2`` ``(q,)``, the squared norms of the rows of ``R^-1`` (for
+    the rule [QN-11b]). ``R^-1`` itself is not kept.
+    """
+
+    S: object
+    Y: object
+    A: object
+    D: object
+    R_inv_rows2: object
+
+
+#: :class:`_StoreFactors` of live stores, keyed by :func:`_factors_key` (the store's arrays are
+#: not kept: they would keep themselves alive). Stores are values (their arrays are never written
+#: in place), so a store's factors never change; an entry leaves when the store's ``S`` or ``Y``
+#: is freed, so no key's ``id`` is reused while its entry exists.
 _FACTORS: dict[tuple[int, int, int], tuple] = {}
+
+#: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely: same keys, and only
+#: for stores that have an entry in ``_FACTORS`` (whose removal removes this one too).
+_DENSE: dict[tuple[int, int, int], object] = {}
 
 
 def _factors_key(state: LBFGSState) -> tuple[int, int, int]:
     return id(state.S), id(state.Y), state.count
 
 
-def _remember_factors(state: LBFGSState, factors: CompactFactors) -> None:
+def _forget(key) -> None:
+    _FACTORS.pop(key, None)
+    _DENSE.pop(key, None)
+
+
+def _store_factors(state: LBFGSState) -> _StoreFactors:
+    """The store's :class:`_StoreFactors`: remembered ones, else built pair by pair."""
+    small = _FACTORS.get(_factors_key(state))
+    if small is not None:
+        return _StoreFactors(*lbfgs_pairs_unchecked(state), *small)
+    factors = _built_factors(state)
+    _remember_factors(state, factors)
+    return factors
+
+
+def _remember_factors(state: LBFGSState, factors: _StoreFactors) -> None:
+    """Keep the store's factors until its ``S`` or ``Y`` is freed."""
     key = _factors_key(state)
-    _FACTORS[key] = (factors.R_inv, factors.D, factors.YtY)
+    _FACTORS[key] = tuple(factors)[2:]
     for rows in (state.S, state.Y):
-        weakref.finalize(rows, _FACTORS.pop, key, None)
+        weakref.finalize(rows, _forget, key)
 
 
-def _compact_factors(state: LBFGSState) -> CompactFactors:
-    """``S, Y`` (``(q, d)``), ``R^-1`` of ``triu(S Y^T)``, ``D = diag(S Y^T)``, ``Y Y^T``."""
+def _built_factors(state: LBFGSState) -> _StoreFactors:
+    """A store's factors, built pair by pair (oldest first) by :func:`_extended_factors`.
+
+    ``O(q^2 d)`` with ``q`` Python steps: for a store met without remembered factors only.
+    """
     S, Y = lbfgs_pairs_unchecked(state)
-    S_Yt = S @ Y.T
-    return _factors_of(S, Y, S_Yt, xp_of(S).diagonal(S_Yt).copy())
+    factors = _StoreFactors(S[:0], Y[:0], S[:0], S[:0, 0], S[:0, 0])
+    with np.errstate(all="ignore"):  # a loaded store was representable; no overflow to detect
+        for count in range(1, state.count + 1):
+            factors = _extended_factors(factors, S[:count], Y[:count])
+    return factors
 
 
-def _factors_of(S, Y, S_Yt, D) -> CompactFactors:
-    """The compact factors of the pairs ``S, Y`` with ``S_Yt = S Y^T`` and ``D = diag(S_Yt)``."""
-    return CompactFactors(S, Y, _upper_triangle_inverse(S_Yt), D, Y @ Y.T)
+def _pair_dots(rows, v):
+    """``rows @ v`` as one dot product per row, ``(q, d) -> (q,)``.
+
+    Each row is summed over its own ``d`` products only, so a row's dot product does not depend on
+    the other rows or on its position (a matrix-vector product may regroup by position).
+    """
+    return (rows * v).sum(axis=1)
+
+
+def _extended_factors(kept: _StoreFactors, S, Y) -> _StoreFactors:
+    """The factors of the ``q`` pairs ``S, Y`` (newest last) from ``kept``, those of ``q - 1``.
+
+    With the newest pair ``(s, y)`` and ``delta = s^T y``, the new last column of ``R`` is
+    ``[S_old y; delta]``, so (block inverse of an upper-triangular matrix, [QN-13])::
+
+        R^-1 = [[R_old^-1, c], [0, 1 / delta]],   c = -R_old^-1 S_old y / delta = -A_old y / delta
+        A = R^-1 S = [[A_old + c s^T], [s^T / delta]],   D = [D_old, delta]
+
+    and row ``i`` of ``R^-1`` gains the entry ``c_i``. ``O(q d)``. Every entry is computed from the
+    rows it belongs to: dot products row by row (:func:`_pair_dots`), and row ``i`` of ``A`` (and
+    of ``R^-1``) from the pairs ``t >= i`` only, added in the order they came. So the factors of a
+    window of pairs do not depend on the pairs that left it: a store rebuilt from its arrays
+    (:func:`_built_factors`, a loaded state) gets them bit for bit.
+    """
+    module = xp_of(S)
+    s, y = S[-1], Y[-1]
+    delta = _pair_dots(S[-1:], y)  # (1,)
+    c = -_pair_dots(kept.A, y) / delta
+    inverse_delta = 1.0 / delta
+    A = module.concatenate([kept.A + c[:, None] * s, inverse_delta[:, None] * s], axis=0)
+    rows2 = module.concatenate([kept.R_inv_rows2 + c * c, inverse_delta * inverse_delta])
+    return _StoreFactors(S, Y, A, module.concatenate([kept.D, delta]), rows2)
+
+
+def _without_oldest_pair(factors: _StoreFactors) -> _StoreFactors:
+    """The factors once the oldest pair has left: drop its row (exact, no arithmetic).
+
+    Row ``i`` of ``R^-1`` and of ``A`` holds nothing of the pairs ``t < i``, and the inverse of a
+    trailing block of the upper-triangular ``R`` is the trailing block of ``R^-1``.
+    """
+    S, Y, A, D, R_inv_rows2 = factors
+    return _StoreFactors(S[1:], Y[1:], A[1:], D[1:], R_inv_rows2[1:])
 
 
 def _upper_triangle_inverse(matrix):
@@ -361,35 +479,57 @@ def _upper_triangle_inverse(matrix):
     return module.linalg.solve(module.triu(matrix), module.eye(matrix.shape[0], dtype=matrix.dtype))
 
 
-def _representable_factors(state: LBFGSState) -> CompactFactors | None:
-    """The store's compact factors if its matrix ``H`` and its three forms stay finite, else None.
+def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
+    """Whether the store of these factors has a finite ``H`` and finite forms (rule [QN-11b]).
 
-    The rule [QN-11b]: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the
-    compact form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns
-    of ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form
-    passes through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. The norm
-    of the block ``R^-T B R^-1`` (``B = D + gamma Y Y^T``) is bounded by ``||R^-1||_F^2 ||B||_F``
-    first and formed only when that bound is not finite.
+    The rule: finite ``rho_i^2`` for every pair, a finite middle matrix ``M`` of the compact
+    form [QN-13], and a finite ``gamma + ||M||_F max_j ||w_j||^2`` (``w_j`` the columns of
+    ``[S; gamma Y]``), which bounds every entry of ``H`` and of every matrix the dense form passes
+    through; why each is needed: ``docs/derivations/quasi-newton.md`` [QN-11b]. With
+    ``B = D + gamma Y Y^T``, ``||M||_F^2 = ||R^-T B R^-1||_F^2 + 2 ||R^-1||_F^2``; the first term
+    is bounded by ``(||R^-1||_F^2 (||D||_2 + gamma ||Y||_F^2))^2`` (``O(q d)``), and formed
+    (``R^-1`` by a solve, two ``q x q`` products) only when that bound is not finite. ``A`` must
+    be finite too (an overflow while extending the factors gives ``False``).
     """
-    S, Y = lbfgs_pairs_unchecked(state)
+    S, Y, A, D, R_inv_rows2 = factors
     module = xp_of(S)
     with np.errstate(all="ignore"):  # an overflow is what is being detected
-        S_Yt = S @ Y.T
-        D = module.diagonal(S_Yt).copy()
         rho = 1.0 / D
-        if not host_bool(module.all(module.isfinite(rho * rho))):
-            return None
-        factors = _factors_of(S, Y, S_Yt, D)
-        R_inv, B = factors.R_inv, module.diag(D) + state.gamma * factors.YtY
-        gamma_Y = state.gamma * Y
+        if not host_bool(module.isfinite(rho * rho).all() & module.isfinite(A).all()):
+            return False
+        gamma_Y = gamma * Y
         columns = host_scalar(((S * S).sum(axis=0) + (gamma_Y * gamma_Y).sum(axis=0)).max())
-        R_inv_2 = host_scalar((R_inv * R_inv).sum())
-        # ||R^-T B R^-1||_F <= ||R^-1||_F^2 ||B||_F: the q x q products only where that overflows
-        middle_norm = math.sqrt(R_inv_2 * R_inv_2 * host_scalar((B * B).sum()) + 2.0 * R_inv_2)
-        if not math.isfinite(state.gamma + middle_norm * columns):
-            inner = R_inv.T @ (B @ R_inv)
+        R_inv_2 = host_scalar(R_inv_rows2.sum())
+        # ||B||_F <= ||D||_2 + gamma ||Y Y^T||_F <= ||D||_2 + gamma ||Y||_F^2
+        B_bound = math.sqrt(host_scalar((D * D).sum())) + gamma * host_scalar((Y * Y).sum())
+        bound = R_inv_2 * B_bound  # products, not **: a float overflow is inf, not an error
+        middle_norm = math.sqrt(bound * bound + 2.0 * R_inv_2)
+        if not math.isfinite(gamma + middle_norm * columns):
+            R_inv = _upper_triangle_inverse(S @ Y.T)
+            inner = R_inv.T @ ((module.diag(D) + gamma * (Y @ Y.T)) @ R_inv)
             middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
-    return factors if math.isfinite(state.gamma + middle_norm * columns) else None
+    return math.isfinite(gamma + middle_norm * columns)
+
+
+def _product_form_apply(factors: _StoreFactors, gamma: float, V):
+    """``H V = A^T (D w) + gamma (u - A^T (Y u))``, ``w = A V``, ``u = V - Y^T w`` [QN-13b]."""
+    Q = _as_columns(V)
+    w = factors.A @ Q
+    u = Q - factors.Y.T @ w
+    result = factors.A.T @ (factors.D[:, None] * w) + gamma * (u - factors.A.T @ (factors.Y @ u))
+    return result.reshape(V.shape)
+
+
+def _product_form_matrix(factors: _StoreFactors, gamma: float):
+    """The dense ``H = G^T G + gamma E^T E`` of [QN-13b], ``G = D^(1/2) A``, ``E = I - Y^T A``.
+
+    ``(d, d)``, symmetric bit for bit (each Gram product is one symmetric product) and positive
+    semi-definite by construction. ``O(q d^2 + d^3)``.
+    """
+    module = xp_of(factors.S)
+    G = module.sqrt(factors.D)[:, None] * factors.A
+    E = module.eye(factors.S.shape[1], dtype=factors.S.dtype) - factors.Y.T @ factors.A
+    return G.T @ G + gamma * (E.T @ E)
 
 
 def _dense_update(H, s, y):

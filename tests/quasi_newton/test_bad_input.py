@@ -28,6 +28,7 @@ from kfqn_ref.quasi_newton import (
     hessian_action_lbfgs_append,
     hessian_action_pair,
     lbfgs_append,
+    lbfgs_apply,
     lbfgs_compact_apply,
     lbfgs_compact_factors,
     lbfgs_init,
@@ -185,6 +186,13 @@ ROWS = [
         "V must have shape",
     ),
     Row(
+        "apply-V-length",
+        lambda: lbfgs_apply(STATE, np.ones(4)),
+        ValueError,
+        r"V must have shape \(3,\) or \(3, k\)",
+    ),
+    Row("apply-V-float32", lambda: lbfgs_apply(STATE, np.ones(3, np.float32)), TypeError, "V"),
+    Row(
         "action-append-v-length",
         lambda: hessian_action_lbfgs_append(STATE, np.ones(2), H),
         ValueError,
@@ -292,6 +300,7 @@ ROWS = [
         for name, call in (
             ("two-loop", lambda: lbfgs_two_loop(STATE._replace(count=1), S)),
             ("compact", lambda: lbfgs_compact_apply(STATE._replace(count=1), S)),
+            ("apply", lambda: lbfgs_apply(STATE._replace(count=1), S)),
             ("append", lambda: lbfgs_append(STATE._replace(count=1), S, Y)),
             ("factors", lambda: lbfgs_compact_factors(STATE._replace(count=1))),
             ("dense", lambda: lbfgs_inverse_matrix(STATE._replace(count=1))),

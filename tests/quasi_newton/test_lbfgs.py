@@ -17,6 +17,7 @@ from kfqn_ref.quasi_newton import (
     hessian_action_lbfgs_append,
     lbfgs,
     lbfgs_append,
+    lbfgs_apply,
     lbfgs_compact_apply,
     lbfgs_compact_factors,
     lbfgs_init,
@@ -151,16 +152,42 @@ def test_gamma_rules():
 
 def test_compact_factors_are_the_inverse_triangle():
     """R_inv is the inverse of triu(S Y^T) (expected: numpy.linalg.inv), D its diagonal,
-    YtY = Y Y^T."""
+    YtY = Y Y^T, after every append: while the window fills and after it slides. So are the
+    factors that lbfgs_append keeps up to date for the product form [QN-13b]: A = R^-1 S, D, and
+    the squared row norms of R^-1."""
     rng = np.random.default_rng(9)
     state = lbfgs_init(6, 4)
-    for s, y in curved_stream(rng, 6, ["curved"] * 4):
+    for s, y in curved_stream(rng, 6, ["curved"] * 9):
         state = lbfgs_append(state, s, y).state
-    S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
-    R = np.triu(S @ Y.T)
-    assert_close(R_inv, np.linalg.inv(R), rtol=1e-10, what="R^-1")
-    assert_close(D, np.einsum("ij,ij->i", S, Y), rtol=1e-12, what="D")
-    assert_close(YtY, Y @ Y.T, rtol=1e-12, what="Y Y^T")
+        S, Y, R_inv, D, YtY = lbfgs_compact_factors(state)
+        R = np.triu(S @ Y.T)
+        assert_close(R_inv, np.linalg.inv(R), rtol=1e-10, what="R^-1")
+        assert_close(D, np.einsum("ij,ij->i", S, Y), rtol=1e-12, what="D")
+        assert_close(YtY, Y @ Y.T, rtol=1e-12, what="Y Y^T")
+        kept = lbfgs._store_factors(state)
+        assert_close(kept.A, np.linalg.inv(R) @ S, rtol=1e-10, what="A = R^-1 S")
+        assert_close(kept.D, D, rtol=1e-12, what="kept D")
+        rows2 = (np.linalg.inv(R) ** 2).sum(axis=1)
+        assert_close(kept.R_inv_rows2, rows2, rtol=1e-10, what="row norms of R^-1")
+    assert state.count == 4
+
+
+@pytest.mark.parametrize(("d", "memory", "appends"), [(6, 4, 9), (3, 5, 9), (12, 40, 100)])
+def test_apply_is_the_dense_bfgs_matrix_in_either_form(d, memory, appends):
+    """lbfgs_apply (dense H once count >= d, compact before) equals the compact form and the
+    dense twin [QN-11] (expected: repeated dense BFGS updates, lbfgs_inverse_matrix) to 1e-10
+    of the size of H, for vectors and matrices, after every append."""
+    rng = np.random.default_rng(d + memory)
+    state = lbfgs_init(d, memory, gamma=0.8)
+    V = rng.standard_normal((d, 3))
+    for s, y in curved_stream(rng, d, ["curved"] * appends):
+        state = lbfgs_append(state, s, y).state
+        H = lbfgs_inverse_matrix(state)
+        scale = np.abs(H).max() * np.abs(V).max()
+        for got in (lbfgs_apply(state, V), lbfgs_apply(state, V[:, 0])[:, None]):
+            assert_close(got, H @ V[:, : got.shape[1]], atol=1e-10 * scale, what="apply")
+        assert_close(lbfgs_compact_apply(state, V), H @ V, atol=1e-10 * scale, what="compact")
+    assert state.count == min(memory, appends)
 
 
 def test_float32_store_keeps_dtype():
@@ -222,10 +249,11 @@ def _safe_norm(v):
 )
 def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_gamma, scales):
     """Bad input ([QN-11b]): whatever finite pairs are appended (||s||, ||y|| from 1e-300 to 1e300,
-    random or parallel directions), the two-loop, compact and dense forms of H are finite after
-    every append (a pair that would break them is rejected with a reason, leaving the state
-    unchanged). For one stored pair they agree to 1e-10 of the size of the terms of [QN-2],
-    gamma (1 + ||s||^2 ||y||^2 / (s^T y)^2) + ||s||^2 / s^T y (expected: the dense twin)."""
+    random or parallel directions), the two-loop, compact, product (lbfgs_apply) and dense forms
+    of H are finite after every append (a pair that would break them is rejected with a reason,
+    leaving the state unchanged). For one stored pair they agree to 1e-10 of the size of the
+    terms of [QN-2], gamma (1 + ||s||^2 ||y||^2 / (s^T y)^2) + ||s||^2 / s^T y (expected: the
+    dense twin)."""
     rng = np.random.default_rng(seed)
     gamma = 10.0**log_gamma
     state = lbfgs_init(d, memory, gamma=gamma)
@@ -241,6 +269,7 @@ def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_
             "dense": lbfgs_inverse_matrix(state),
             "two-loop": lbfgs_two_loop(state, eye),
             "compact": lbfgs_compact_apply(state, eye),
+            "apply": lbfgs_apply(state, eye),  # product form, or its dense H once count >= d
         }
         for name, H in forms.items():
             assert np.isfinite(H).all(), f"{name} after {result.reason}"
@@ -249,7 +278,7 @@ def test_extreme_finite_data_never_give_a_non_finite_store(seed, d, memory, log_
             with np.errstate(over="ignore"):
                 ratio = _safe_norm(s1) / float(s1 @ y1)
                 scale = gamma * (1.0 + (ratio * _safe_norm(y1)) ** 2) + ratio * _safe_norm(s1)
-            for name in ("two-loop", "compact"):
+            for name in ("two-loop", "compact", "apply"):
                 error = float(np.abs(forms[name] - forms["dense"]).max())
                 assert error <= 1e-10 * scale or math.isinf(scale), name
 
@@ -304,34 +333,52 @@ def test_finite_store_whose_dense_products_overflow():
     assert_close(lbfgs_compact_apply(state, np.eye(4)), H, rtol=1e-10, what="compact")
 
 
-def test_remembered_compact_factors_equal_a_fresh_computation():
-    """The factors lbfgs_append remembers for the store it returns (the fast path) are, bit for
-    bit, those computed from scratch for a store rebuilt from copies of its arrays (as a loaded
-    state is), through filling and sliding of the window."""
+def _assert_kept_factors_equal_rebuilt(state, v):
+    """The factors lbfgs_append kept for ``state`` (the fast path) are, bit for bit, those built
+    from scratch for a store rebuilt from copies of its arrays (as a loaded state is), and so
+    are the products lbfgs_apply gives."""
+    rebuilt = state._replace(S=state.S.copy(), Y=state.Y.copy())
+    kept = lbfgs._store_factors(state)
+    for cached, fresh in zip(kept, lbfgs._store_factors(rebuilt), strict=True):
+        np.testing.assert_array_equal(cached, fresh, strict=True)
+    np.testing.assert_array_equal(lbfgs_apply(state, v), lbfgs_apply(rebuilt, v), strict=True)
+
+
+def test_kept_factors_equal_a_fresh_computation():
+    """Through filling and sliding of the window, with fewer pairs than d (product-form apply)."""
     rng = np.random.default_rng(7)
     d, memory = 5, 3
     state = lbfgs_init(d, memory, gamma=0.7)
     for s, y in curved_stream(rng, d, ["curved"] * 6):
         state = lbfgs_append(state, s, y).state
-        rebuilt = state._replace(S=state.S.copy(), Y=state.Y.copy())
-        for cached, fresh in zip(
-            lbfgs_compact_factors(state), lbfgs_compact_factors(rebuilt), strict=True
-        ):
-            np.testing.assert_array_equal(cached, fresh, strict=True)
+        _assert_kept_factors_equal_rebuilt(state, rng.standard_normal(d))
     assert state.count == memory
+
+
+def test_kept_factors_equal_a_fresh_computation_over_a_long_sliding_window():
+    """As above on a window of 40 pairs slid 60 times, with count >= d (lbfgs_apply applies the
+    dense H). The factors of a window depend on its pairs only (docs/derivations/quasi-newton.md
+    [QN-13b]), so a resumed K-BFGS(L) run is bit-identical to the uninterrupted one."""
+    rng = np.random.default_rng(11)
+    d, memory = 12, 40
+    state = lbfgs_init(d, memory, gamma=1.3)
+    for s, y in curved_stream(rng, d, ["curved"] * 100):
+        state = lbfgs_append(state, s, y).state
+    _assert_kept_factors_equal_rebuilt(state, rng.standard_normal(d))
 
 
 def test_remembered_factors_leave_with_their_store():
     """The cache holds an entry only while its store's arrays live: a long run that drops its
     old stores does not grow it."""
     rng = np.random.default_rng(8)
-    state = lbfgs_init(4, 2)
+    state = lbfgs_init(2, 2)
     gc.collect()
-    before = len(lbfgs._FACTORS)
-    for s, y in curved_stream(rng, 4, ["curved"] * 20):
+    before = len(lbfgs._FACTORS), len(lbfgs._DENSE)
+    for s, y in curved_stream(rng, 2, ["curved"] * 20):
         state = lbfgs_append(state, s, y).state
+        lbfgs_apply(state, s)  # count >= d = 2 from the second append: a dense H too
     gc.collect()
-    assert len(lbfgs._FACTORS) <= before + 1
+    assert len(lbfgs._FACTORS) <= before[0] + 1 and len(lbfgs._DENSE) <= before[1] + 1
     del state
     gc.collect()
-    assert len(lbfgs._FACTORS) <= before
+    assert len(lbfgs._FACTORS) <= before[0] and len(lbfgs._DENSE) <= before[1]
