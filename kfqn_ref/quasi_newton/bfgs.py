@@ -205,7 +205,7 @@ def bfgs_inverse_update_unchecked(
     if reason is not SkipReason.NONE:
         return BFGSUpdate(H, False, reason)
     H_new = bfgs_inverse_formula(H, s, y)
-    if not host_bool(xp_of(H_new).all(xp_of(H_new).isfinite(H_new))):
+    if not host_bool(xp_of(H_new).isfinite(H_new).all()):
         return BFGSUpdate(H, False, SkipReason.NON_FINITE_RESULT)
     return BFGSUpdate(H_new, True, SkipReason.NONE)
 
