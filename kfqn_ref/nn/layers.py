@@ -81,6 +81,19 @@ def sigmoid_pair(x: Array, xp=None) -> tuple[Array, Array]:
     return xp.where(non_negative, large, small), xp.where(non_negative, small, large)
 
 
+def softplus(x: Array) -> Array:
+    """``softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))``, elementwise, no overflow.
+
+    The right-hand side is the formula ``numpy.logaddexp(0, x)`` evaluates for each entry, written
+    with ufuncs that NumPy runs as SIMD loops (``logaddexp`` is a scalar loop, several times
+    slower); entries agree with it to an ulp or so. For plain arrays only: autograd takes the
+    derivative of ``|x|`` at ``x = 0`` as 0, so the second derivative of this form at 0 comes out
+    0 instead of ``1/4``; the pure forms (``apply``, ``mean_value``) keep ``logaddexp``.
+    """
+    xp = xp_of(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
 def sigmoid(x: Array, xp=None) -> Array:
     """``sigmoid(x) = 1 / (1 + exp(-x))``, the first of :func:`sigmoid_pair`."""
     return sigmoid_pair(x, xp)[0]
@@ -592,15 +605,15 @@ class Tanh(Activation):
 
 
 class Softplus(Activation):
-    """``y = log(1 + exp(x))`` (as ``logaddexp(0, x)``, no overflow); ``dx = dy sigmoid(x)``."""
+    """``y = log(1 + exp(x))`` (no overflow); ``dx = dy sigmoid(x)``."""
 
     def apply(self, x, xp):
-        """``y = logaddexp(0, x)``."""
+        """``y = logaddexp(0, x)`` (autograd differentiates it right; see :func:`softplus`)."""
         return xp.logaddexp(0, x)
 
     def forward_unchecked(self, x):
-        """Cache ``x``."""
-        return self.apply(x, xp_of(x)), x
+        """``y = max(x, 0) + log1p(exp(-|x|))`` (:func:`softplus`, the fast form); cache ``x``."""
+        return softplus(x), x
 
     def backward(self, cache, dy):
         """``dx = dy * sigmoid(x)`` (:func:`sigmoid`)."""

@@ -9,6 +9,7 @@ from helpers.compare import assert_close
 from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
+from kfqn_ref.nn.layers import softplus
 from kfqn_ref.nn.losses import _softmax
 from tests.nn.reference import LOSSES
 
@@ -244,3 +245,41 @@ def test_sigmoid_cross_entropy_at_saturated_logits():
     sqrt_diagonal = np.diagonal(loss.output_hessian_sqrt(z, zeros), axis1=1, axis2=2)
     np.testing.assert_allclose(sqrt_diagonal, np.sqrt(s * s_minus), rtol=SATURATED_RTOL, atol=0)
     assert_close(loss.value(z, zeros), -np.sum(log_expit(-z)), rtol=SATURATED_RTOL)
+
+
+#: Logits for the fast softplus: random ones, both signs of 0, and deep saturation up to 1e4 (where
+#: ``exp(-|z|)`` underflows to 0 and softplus is ``max(z, 0)`` exactly).
+SOFTPLUS_LOGITS = np.concatenate(
+    [
+        3.0 * np.random.default_rng(7).standard_normal(200),
+        [0.0, -0.0, 1e-300, -1e-300, 20.0, -20.0, 40.0, -40.0, 700.0, -700.0, 1e4, -1e4],
+    ]
+)
+
+
+def test_softplus_matches_logaddexp_form():
+    # Slow twin: numpy.logaddexp(0, z), the form the fast max(z, 0) + log1p(exp(-|z|)) rewrites
+    # (NumPy's scalar loop computes the same formula per entry), elementwise relative, both dtypes.
+    for dtype, rtol in ((np.float64, 1e-15), (np.float32, 1e-6)):
+        z = SOFTPLUS_LOGITS.astype(dtype)
+        fast = softplus(z)
+        assert fast.dtype == dtype
+        np.testing.assert_allclose(fast, np.logaddexp(dtype(0), z), rtol=rtol, atol=0)
+    np.testing.assert_array_equal(softplus(np.array([1e4, -1e4, 700.0])), [1e4, 0.0, 700.0])
+    # The Softplus layer's forward uses it; its apply (autograd's form) keeps logaddexp.
+    y, _ = nn.Softplus().forward(SOFTPLUS_LOGITS)
+    np.testing.assert_allclose(y, nn.Softplus().apply(SOFTPLUS_LOGITS, np), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_cross_entropy_value_matches_its_logaddexp_mean_value(dtype):
+    # Slow twin: mean_value with xp = numpy, sum of logaddexp(0, z) - t z (the autograd form).
+    # 1e-14 relative in float64; float32 sums of 4 x 212 terms: 1e-6.
+    loss = nn.SigmoidCrossEntropy()
+    rng = np.random.default_rng(3)
+    z = np.tile(SOFTPLUS_LOGITS, (4, 1)).astype(dtype)
+    for t in (rng.random(z.shape), (rng.random(z.shape) < 0.5) * 1.0):
+        t = t.astype(dtype)
+        expected = float(loss.mean_value(z, t, np))
+        rtol = 1e-14 if dtype == np.float64 else 1e-6
+        assert_close(loss.value(z, t), expected, rtol=rtol, what="SigmoidCrossEntropy.value")
