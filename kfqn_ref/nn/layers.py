@@ -549,15 +549,25 @@ class Identity(Activation):
 
 
 class ReLU(Activation):
-    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (derivative 0 taken at ``x = 0``)."""
+    """``y = max(x, 0)``; ``dx = dy * [x > 0]`` (derivative 0 taken at ``x = 0``).
+
+    A NaN input gives a NaN output (so the finiteness check of the network output sees it).
+    """
 
     def apply(self, x, xp):
-        """``y = x`` where ``x > 0``, else 0."""
-        return xp.where(x > 0, x, 0)
+        """``y = 0`` where ``x <= 0``, else ``x`` (NaN stays NaN).
+
+        Written with ``where`` for autograd, whose ``maximum`` would split the derivative at the
+        tie ``x = 0`` as 1/2 : 1/2; this gives 0 there, as :meth:`backward` does.
+        """
+        return xp.where(x <= 0, 0, x)
 
     def forward_unchecked(self, x):
-        """Cache ``y`` (``y > 0`` exactly where ``x > 0``)."""
-        y = self.apply(x, xp_of(x))
+        """``y = maximum(x, 0)`` (the values of :meth:`apply`, in one vectorised pass); cache ``y``.
+
+        ``y > 0`` exactly where ``x > 0``.
+        """
+        y = xp_of(x).maximum(x, 0)
         return y, y
 
     def backward(self, cache, dy):
