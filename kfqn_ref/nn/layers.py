@@ -77,7 +77,8 @@ def sigmoid_pair(x: Array, xp=None) -> tuple[Array, Array]:
     xp = xp_of(x) if xp is None else xp
     non_negative = x >= 0
     e = xp.exp(xp.where(non_negative, -x, x))
-    large, small = 1 / (1 + e), e / (1 + e)
+    one_plus_e = 1 + e
+    large, small = 1 / one_plus_e, e / one_plus_e
     return xp.where(non_negative, large, small), xp.where(non_negative, small, large)
 
 

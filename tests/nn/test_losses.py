@@ -9,7 +9,7 @@ from helpers.compare import assert_close
 from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
-from kfqn_ref.nn.layers import softplus
+from kfqn_ref.nn.layers import sigmoid_pair, softplus
 from kfqn_ref.nn.losses import _softmax
 from tests.nn.reference import LOSSES
 
@@ -228,6 +228,19 @@ def test_sigmoid_keeps_relative_precision_at_saturated_logits():
     )
     _, cache = nn.Softplus().forward(z)
     np.testing.assert_allclose(nn.Softplus().backward(cache, dy), s, rtol=SATURATED_RTOL, atol=0)
+
+
+def test_sigmoid_pair_equals_its_two_sided_formula_bit_for_bit():
+    # Slow twin: the written-out pair with 1 + e formed twice, (1/(1+e), e/(1+e)) for x >= 0 and
+    # swapped for x < 0, e = exp(-|x|): the same operations, so the same bits.
+    for dtype in (np.float64, np.float32):
+        x = np.concatenate([SATURATED, SOFTPLUS_LOGITS]).astype(dtype)
+        e = np.exp(-np.abs(x))
+        large, small = 1 / (1 + e), e / (1 + e)
+        s, s_minus = sigmoid_pair(x)
+        np.testing.assert_array_equal(s, np.where(x >= 0, large, small))
+        np.testing.assert_array_equal(s_minus, np.where(x >= 0, small, large))
+        assert s.dtype == s_minus.dtype == dtype
 
 
 def test_sigmoid_cross_entropy_at_saturated_logits():
