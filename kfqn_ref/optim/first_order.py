@@ -78,14 +78,15 @@ def regularised_gradients(
     """One forward/backward pass at the current weights, loss and gradients checked finite.
 
     Returns ``(loss, weights, regularised)`` where ``loss`` is the minibatch-mean loss ``f``
-    (without the weight-decay term), ``weights`` the homogeneous weights ``W~`` (copies) and
-    ``regularised`` the regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array
-    per trainable layer. The gradients are fresh arrays of this pass, so ``tau W~`` is added into
-    them in place; with ``tau = 0``, ``d`` is the gradient itself.
+    (without the weight-decay term), ``weights`` the homogeneous weights ``W~`` the pass used (the
+    model's own arrays, not copies: read them, never write into them) and ``regularised`` the
+    regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array per trainable layer.
+    The gradients are fresh arrays of this pass, so ``tau W~`` is added into them in place; with
+    ``tau = 0``, ``d`` is the gradient itself.
     """
     result = model.forward_backward(X, T)
     check_loss_and_gradients(result.loss, result.grads)
-    weights = model.weights()
+    weights = list(result.weights)
     regularised = result.grads
     if weight_decay != 0.0:
         for grad, weight in zip(regularised, weights, strict=True):
