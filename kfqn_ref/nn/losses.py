@@ -33,7 +33,7 @@ import numpy as np
 
 from kfqn_ref._checks import check_float_array, check_generator, describe
 from kfqn_ref.backend import SUPPORTED_DTYPES, Array, host_bool, host_scalar, to_host, xp_of
-from kfqn_ref.nn.layers import sigmoid, sigmoid_pair
+from kfqn_ref.nn.layers import sigmoid, sigmoid_pair, softplus
 
 #: Rows of probability targets of :class:`SoftmaxCrossEntropy` must sum to 1 within this many
 #: multiples of ``sqrt(machine epsilon)`` of their dtype.
@@ -212,8 +212,16 @@ class SigmoidCrossEntropy(Loss):
             )
 
     def mean_value(self, z, t, xp):
-        """``f = (1/N) sum_{n,i} [logaddexp(0, z_ni) - t_ni z_ni]``."""
+        """``f = (1/N) sum_{n,i} [logaddexp(0, z_ni) - t_ni z_ni]`` (autograd differentiates it)."""
         return xp.sum(xp.logaddexp(0, z) - t * z) / z.shape[0]
+
+    def value_unchecked(self, z, t):
+        """``f = (1/N) sum_{n,i} [softplus(z_ni) - t_ni z_ni]`` with the fast :func:`softplus`.
+
+        ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` is what ``logaddexp(0, z)`` of
+        :meth:`mean_value` evaluates, in vectorised ufuncs (several times faster).
+        """
+        return host_scalar(xp_of(z).sum(softplus(z) - t * z) / z.shape[0])
 
     def output_gradient_unchecked(self, z, t):
         """``s - t = (1 - t) s - t (1 - s)``, exact in form for ``t`` in ``{0, 1}``."""

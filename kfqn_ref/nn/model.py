@@ -79,11 +79,16 @@ class ForwardPass:
 
 @dataclass(frozen=True, eq=False)
 class ForwardBackward:
-    """Result of :meth:`Sequential.forward_backward`: mean loss, output ``z`` and the records."""
+    """Result of :meth:`Sequential.forward_backward`: mean loss, output ``z`` and the records.
+
+    ``weights`` are the weights the pass used, as in :class:`ForwardPass`: the model's own arrays,
+    not copies (no copy per step for an optimizer that only reads them; never write into them).
+    """
 
     loss: float
     output: object
     records: list
+    weights: tuple
 
     @property
     def grads(self) -> list:
@@ -349,4 +354,4 @@ class Sequential:
         loss = self.loss.value_unchecked(z, T)
         gradients = self.loss.output_gradient_unchecked(z, T)
         records = self.backward_pass_unchecked(forward_pass, gradients, weight_gradients)
-        return ForwardBackward(loss=loss, output=z, records=records)
+        return ForwardBackward(loss=loss, output=z, records=records, weights=forward_pass.weights)

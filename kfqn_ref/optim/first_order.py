@@ -54,8 +54,14 @@ def _new_gradient_weight(momentum: float, form: MomentumForm) -> float:
 
 
 def momentum_update(velocity: Array, d: Array, momentum: float, form: MomentumForm) -> Array:
-    """Return the new buffer ``mu v + c d`` (a new array; ``c`` as in :class:`MomentumForm`)."""
-    return momentum * velocity + _new_gradient_weight(momentum, form) * d
+    """Return the new buffer ``mu v + c d`` (a new array; ``c`` as in :class:`MomentumForm`).
+
+    Accumulated in the new array (the same two products and sum as the expression, so the same
+    bits, with one temporary fewer); ``velocity`` and ``d`` are not written.
+    """
+    new_velocity = _new_gradient_weight(momentum, form) * d
+    new_velocity += momentum * velocity
+    return new_velocity
 
 
 def nesterov_direction(new_velocity: Array, d: Array, momentum: float, form: MomentumForm) -> Array:
@@ -72,16 +78,19 @@ def regularised_gradients(
     """One forward/backward pass at the current weights, loss and gradients checked finite.
 
     Returns ``(loss, weights, regularised)`` where ``loss`` is the minibatch-mean loss ``f``
-    (without the weight-decay term), ``weights`` the homogeneous weights ``W~`` (copies) and
-    ``regularised`` the regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array
-    per trainable layer.
+    (without the weight-decay term), ``weights`` the homogeneous weights ``W~`` the pass used (the
+    model's own arrays, not copies: read them, never write into them) and ``regularised`` the
+    regularised gradients ``d = grad f + tau W~``, one ``(d_out, D)`` array per trainable layer.
+    The gradients are fresh arrays of this pass, so ``tau W~`` is added into them in place; with
+    ``tau = 0``, ``d`` is the gradient itself.
     """
     result = model.forward_backward(X, T)
     check_loss_and_gradients(result.loss, result.grads)
-    weights = model.weights()
-    regularised = [
-        grad + weight_decay * weight for grad, weight in zip(result.grads, weights, strict=True)
-    ]
+    weights = list(result.weights)
+    regularised = result.grads
+    if weight_decay != 0.0:
+        for grad, weight in zip(regularised, weights, strict=True):
+            grad += weight_decay * weight
     return result.loss, weights, regularised
 
 
@@ -89,11 +98,16 @@ def apply_steps(model, weights: list[Array], steps: list[Array], lr: float) -> N
     """Set the model's weights to ``W~ - lr * p`` for each layer's step ``p`` (new arrays).
 
     Raises :class:`~kfqn_ref.optim.base.NonFiniteError` (the step is refused) if a new weight is
-    not finite.
+    not finite. Each new weight starts as the new array ``-lr p`` and ``W~`` is added into it:
+    ``W~ + (-(lr p))`` rounds exactly as ``W~ - lr p`` (negation is exact), with one temporary
+    fewer; ``weights`` and ``steps`` are not written.
     """
-    set_new_weights(
-        model, [weight - lr * step for weight, step in zip(weights, steps, strict=True)]
-    )
+    new_weights = []
+    for weight, step in zip(weights, steps, strict=True):
+        new_weight = -lr * step
+        new_weight += weight
+        new_weights.append(new_weight)
+    set_new_weights(model, new_weights)
 
 
 def zeros_like_weights(model) -> tuple[Array, ...]:
@@ -236,11 +250,11 @@ class Adam(Optimizer):
         loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
         t = self.step_count + 1
         first = tuple(
-            cfg.beta1 * m + (1.0 - cfg.beta1) * d
+            _moving_average(m, d, cfg.beta1)
             for m, d in zip(self.state.first_moment, regularised, strict=True)
         )
         second = tuple(
-            cfg.beta2 * v + (1.0 - cfg.beta2) * d * d
+            _moving_average(v, d, cfg.beta2, square=True)
             for v, d in zip(self.state.second_moment, regularised, strict=True)
         )
         check_new_state("Adam second moment", second)
@@ -249,12 +263,33 @@ class Adam(Optimizer):
         return loss, AdamState(first_moment=first, second_moment=second)
 
 
+def _moving_average(average, d, beta: float, square: bool = False):
+    """``beta a + (1 - beta) d`` (or ``beta a + (1 - beta) d d`` with ``square``), a new array.
+
+    Accumulated in place in the new array it starts with ``(1 - beta) d``: the products and the sum
+    of the written-out expression, in its order (the same bits), with fewer temporaries. ``average``
+    and ``d`` are not written (they belong to the previous state and to the caller).
+    """
+    new = (1.0 - beta) * d
+    if square:
+        new *= d
+    new += beta * average
+    return new
+
+
 def _adam_direction(m, v, cfg: AdamConfig, t: int):
-    """``m_hat / (sqrt(v_hat) + eps)`` with the bias corrections of step ``t``."""
+    """``m_hat / (sqrt(v_hat) + eps)`` with the bias corrections of step ``t``, as one new array.
+
+    ``m_hat = m / (1 - beta1^t)``, ``v_hat = v / (1 - beta2^t)``; the square root, ``+ eps`` and the
+    division run in place on the two new arrays (same operations, same bits as the expression).
+    """
     xp = backend.xp_of(m)
-    m_hat = m / (1.0 - cfg.beta1**t)
-    v_hat = v / (1.0 - cfg.beta2**t)
-    return m_hat / (xp.sqrt(v_hat) + cfg.eps)
+    denominator = v / (1.0 - cfg.beta2**t)  # v_hat
+    xp.sqrt(denominator, out=denominator)
+    denominator += cfg.eps
+    direction = m / (1.0 - cfg.beta1**t)  # m_hat
+    direction /= denominator
+    return direction
 
 
 # --- RMSprop ---
@@ -318,13 +353,22 @@ class RMSprop(Optimizer):
         cfg = self.config
         loss, weights, regularised = regularised_gradients(self.model, X, T, cfg.weight_decay)
         square = tuple(
-            cfg.decay * s + (1.0 - cfg.decay) * d * d
+            _moving_average(s, d, cfg.decay, square=True)
             for s, d in zip(self.state.square_average, regularised, strict=True)
         )
         check_new_state("RMSprop mean square", square)
         buffer = tuple(
-            cfg.momentum * b + d / (backend.xp_of(s).sqrt(s) + cfg.eps)
+            _rmsprop_buffer(b, d, s, cfg)
             for b, d, s in zip(self.state.momentum_buffer, regularised, square, strict=True)
         )
         apply_steps(self.model, weights, buffer, cfg.lr)
         return loss, RMSpropState(square_average=square, momentum_buffer=buffer)
+
+
+def _rmsprop_buffer(b, d, s, cfg: RMSpropConfig):
+    """``mu b + d / (sqrt(s) + eps)``, a new array (``+ eps``, ``+ mu b`` in place: same bits)."""
+    denominator = backend.xp_of(s).sqrt(s)
+    denominator += cfg.eps
+    new = d / denominator
+    new += cfg.momentum * b
+    return new

@@ -147,7 +147,7 @@ for _name in _METHODS:
 #: The functions kfqn_ref calls as ``xp.<name>`` (``grep -rn "xp\\.\\|module\\." kfqn_ref``).
 _FUNCTIONS = (
     "abs all any arange argmax argmin asarray broadcast_to concatenate cumsum diag diagonal exp "
-    "eye full_like isfinite ldexp log logaddexp max maximum mean minimum ones outer pad sqrt "
+    "eye full_like isfinite ldexp log log1p logaddexp max maximum mean minimum ones outer pad sqrt "
     "stack sum take_along_axis tanh trace transpose triu where zeros zeros_like"
 ).split()
 _LINALG = "norm inv eigh svd solve cholesky".split()

@@ -150,6 +150,23 @@ def test_max_pool_gives_a_tied_window_gradient_to_its_first_entry_in_row_major_o
     np.testing.assert_array_equal(dx, [[[[0.0, 5.0], [0.0, 0.0]]], [[[7.0, 0.0], [0.0, 0.0]]]])
 
 
+def test_relu_forward_and_apply_match_the_where_formula_and_keep_nan():
+    # Slow twin: the former forward np.where(x > 0, x, 0), bit for bit (signs of zero included)
+    # wherever x is not NaN; a NaN stays NaN in both forms, so the check of z catches it.
+    for dtype in (np.float64, np.float32):
+        tiny, huge = np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max
+        special = np.array([0.0, -0.0, tiny, -tiny, huge, -huge, np.inf, -np.inf], dtype=dtype)
+        x = np.concatenate([np.random.default_rng(2).standard_normal(300).astype(dtype), special])
+        expected = np.where(x > 0, x, dtype(0))
+        for y in (nn.ReLU().forward(x)[0], nn.ReLU().apply(x, np)):
+            assert y.dtype == dtype
+            np.testing.assert_array_equal(y, expected)
+            np.testing.assert_array_equal(np.signbit(y), np.signbit(expected))
+    nan = np.array([np.nan, 1.0, -1.0])
+    np.testing.assert_array_equal(nn.ReLU().forward(nan)[0], [np.nan, 1.0, 0.0])
+    np.testing.assert_array_equal(nn.ReLU().apply(nan, np), [np.nan, 1.0, 0.0])
+
+
 def test_relu_derivative_at_zero_is_zero():
     # By hand: ReLU'(x) = [x > 0], so 0 at x = 0 and x = -0.0; dy passes only where x > 0.
     x = np.array([0.0, -0.0, 2.0, -3.0])

@@ -9,6 +9,7 @@ from helpers.compare import assert_close
 from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
+from kfqn_ref.nn.layers import sigmoid_pair, softplus
 from kfqn_ref.nn.losses import _softmax
 from tests.nn.reference import LOSSES
 
@@ -229,6 +230,19 @@ def test_sigmoid_keeps_relative_precision_at_saturated_logits():
     np.testing.assert_allclose(nn.Softplus().backward(cache, dy), s, rtol=SATURATED_RTOL, atol=0)
 
 
+def test_sigmoid_pair_equals_its_two_sided_formula_bit_for_bit():
+    # Slow twin: the written-out pair with 1 + e formed twice, (1/(1+e), e/(1+e)) for x >= 0 and
+    # swapped for x < 0, e = exp(-|x|): the same operations, so the same bits.
+    for dtype in (np.float64, np.float32):
+        x = np.concatenate([SATURATED, SOFTPLUS_LOGITS]).astype(dtype)
+        e = np.exp(-np.abs(x))
+        large, small = 1 / (1 + e), e / (1 + e)
+        s, s_minus = sigmoid_pair(x)
+        np.testing.assert_array_equal(s, np.where(x >= 0, large, small))
+        np.testing.assert_array_equal(s_minus, np.where(x >= 0, small, large))
+        assert s.dtype == s_minus.dtype == dtype
+
+
 def test_sigmoid_cross_entropy_at_saturated_logits():
     # Independent route: scipy.special.expit / log_expit. Gradient s - t is expit(z) at t = 0 and
     # -expit(-z) at t = 1; Hessian diagonal expit(z) expit(-z); value sum_i softplus(z_i) - t_i z_i
@@ -244,3 +258,41 @@ def test_sigmoid_cross_entropy_at_saturated_logits():
     sqrt_diagonal = np.diagonal(loss.output_hessian_sqrt(z, zeros), axis1=1, axis2=2)
     np.testing.assert_allclose(sqrt_diagonal, np.sqrt(s * s_minus), rtol=SATURATED_RTOL, atol=0)
     assert_close(loss.value(z, zeros), -np.sum(log_expit(-z)), rtol=SATURATED_RTOL)
+
+
+#: Logits for the fast softplus: random ones, both signs of 0, and deep saturation up to 1e4 (where
+#: ``exp(-|z|)`` underflows to 0 and softplus is ``max(z, 0)`` exactly).
+SOFTPLUS_LOGITS = np.concatenate(
+    [
+        3.0 * np.random.default_rng(7).standard_normal(200),
+        [0.0, -0.0, 1e-300, -1e-300, 20.0, -20.0, 40.0, -40.0, 700.0, -700.0, 1e4, -1e4],
+    ]
+)
+
+
+def test_softplus_matches_logaddexp_form():
+    # Slow twin: numpy.logaddexp(0, z), the form the fast max(z, 0) + log1p(exp(-|z|)) rewrites
+    # (NumPy's scalar loop computes the same formula per entry), elementwise relative, both dtypes.
+    for dtype, rtol in ((np.float64, 1e-15), (np.float32, 1e-6)):
+        z = SOFTPLUS_LOGITS.astype(dtype)
+        fast = softplus(z)
+        assert fast.dtype == dtype
+        np.testing.assert_allclose(fast, np.logaddexp(dtype(0), z), rtol=rtol, atol=0)
+    np.testing.assert_array_equal(softplus(np.array([1e4, -1e4, 700.0])), [1e4, 0.0, 700.0])
+    # The Softplus layer's forward uses it; its apply (autograd's form) keeps logaddexp.
+    y, _ = nn.Softplus().forward(SOFTPLUS_LOGITS)
+    np.testing.assert_allclose(y, nn.Softplus().apply(SOFTPLUS_LOGITS, np), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_cross_entropy_value_matches_its_logaddexp_mean_value(dtype):
+    # Slow twin: mean_value with xp = numpy, sum of logaddexp(0, z) - t z (the autograd form).
+    # 1e-14 relative in float64; float32 sums of 4 x 212 terms: 1e-6.
+    loss = nn.SigmoidCrossEntropy()
+    rng = np.random.default_rng(3)
+    z = np.tile(SOFTPLUS_LOGITS, (4, 1)).astype(dtype)
+    for t in (rng.random(z.shape), (rng.random(z.shape) < 0.5) * 1.0):
+        t = t.astype(dtype)
+        expected = float(loss.mean_value(z, t, np))
+        rtol = 1e-14 if dtype == np.float64 else 1e-6
+        assert_close(loss.value(z, t), expected, rtol=rtol, what="SigmoidCrossEntropy.value")

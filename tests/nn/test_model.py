@@ -282,3 +282,19 @@ def test_set_weights_unchecked_keeps_copies():
     weights[0][...] = 0.0
     for got, want in zip(model.weights(), other.weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_forward_backward_reports_the_weights_it_used_without_copying():
+    # The same arrays as the ForwardPass keeps (no copy); later set_weights replaces the model's
+    # list and leaves them, so they stay the weights of that pass.
+    model = _model()
+    X = np.random.default_rng(3).standard_normal((4, 2, 9, 8))
+    before = model.weights()
+    result = model.forward_backward(X, np.array([0, 1, 2, 1]))
+    assert len(result.weights) == len(before)
+    for used, expected in zip(result.weights, before, strict=True):
+        np.testing.assert_array_equal(used, expected)
+    assert all(a is b for a, b in zip(result.weights, model.forward_pass(X).weights, strict=True))
+    model.set_weights([w + 1.0 for w in before])
+    for used, expected in zip(result.weights, before, strict=True):
+        np.testing.assert_array_equal(used, expected)
