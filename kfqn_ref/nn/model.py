@@ -176,6 +176,22 @@ class Sequential:
         """As :meth:`set_weights`, without argument checks (for trusted callers)."""
         self._weights = [w.copy() for w in weights]
 
+    def weight_arrays(self) -> tuple[Array, ...]:
+        """The model's own weight arrays, not copies (as :attr:`ForwardPass.weights`).
+
+        Read them, never write into them: the model never writes into its arrays (it replaces
+        them), so the tuple stays a snapshot of the weights of this moment.
+        """
+        return tuple(self._weights)
+
+    def adopt_weights_unchecked(self, weights: Sequence[Array]) -> None:
+        """Make ``weights`` the model's own arrays, without copying or checking them.
+
+        For arrays that nothing else will write into: an optimizer's new weights (fresh arrays of
+        its step) or a :meth:`weight_arrays` snapshot put back.
+        """
+        self._weights = list(weights)
+
     def _check_weight_count(self, weights) -> None:
         """Check for a list or tuple (or autograd's box of one), one entry per trainable layer."""
         count = len(self.trainable_indices)

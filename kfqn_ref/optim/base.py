@@ -67,11 +67,12 @@ def check_new_state(name: str, arrays: Sequence[Array]) -> None:
 def set_new_weights(model, new_weights: Sequence[Array]) -> None:
     """Set the model's weights after one finiteness check of each new weight.
 
+    ``new_weights`` must be fresh arrays of this step, which the model then owns (no copy).
     Raises :class:`NonFiniteError` naming the trainable layer (nothing is set then).
     """
     for i, weight in enumerate(new_weights):
         _checks.check_computed_finite(f"new weights of trainable layer {i}", weight)
-    model.set_weights_unchecked(list(new_weights))  # shapes and dtypes are the model's own
+    model.adopt_weights_unchecked(new_weights)  # fresh arrays of this step, the model's shapes
 
 
 class Optimizer(abc.ABC):
@@ -137,11 +138,11 @@ class Optimizer(abc.ABC):
         not finite. Weights and state are unchanged whenever it raises.
         """
         _check_batch(X, T)
-        saved_weights = self.model.weights()
+        saved_weights = self.model.weight_arrays()  # never written into: a snapshot, no copy
         try:
             loss, new_state = self._step(X, T)
         except BaseException:
-            self.model.set_weights_unchecked(saved_weights)
+            self.model.adopt_weights_unchecked(saved_weights)
             raise
         self.state = new_state
         self.step_count += 1

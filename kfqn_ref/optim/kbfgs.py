@@ -382,7 +382,7 @@ class _KroneckerBFGS(Optimizer):
         update = k % cfg.update_interval == 0
         first = self.model.forward_backward(X, T)
         check_loss_and_gradients(first.loss, first.grads)
-        weights = self.model.weights()
+        weights = first.weights  # the model's arrays: read only
         layers, directions = [], []
         for layer_state, record, weight in zip(
             self.state.layers, first.records, weights, strict=True

@@ -247,8 +247,7 @@ def lost_positive_definiteness(H_g: Array | LBFGSState, y: Array) -> bool:
     ``s^T y / y^T H_g y`` is meaningless. The authors' code divides by it anyway; :class:`KBFGS`
     skips the ``G`` update instead (``docs/optimizers/kbfgs.md``).
     """
-    xp = backend.xp_of(y)
-    if not backend.host_bool(xp.any(y != 0)):
+    if not backend.host_bool((y != 0).any()):
         return False
     return not backend.host_scalar(y @ apply_factor(H_g, y)) > 0.0
 

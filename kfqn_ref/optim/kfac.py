@@ -449,7 +449,7 @@ class KFAC(Optimizer):
         output_gradients = model.loss.output_gradient_unchecked(forward.z, T)
         records = model.backward_pass_unchecked(forward, output_gradients)
         check_loss_and_gradients(loss, [r.grad for r in records])
-        weights = model.weights()
+        weights = forward.weights  # the model's arrays: read only
         regularised = [r.grad + cfg.weight_decay * w for r, w in zip(records, weights, strict=True)]
         batch_factors = None
         if self.step_count % cfg.factor_interval == 0:

@@ -146,23 +146,22 @@ def bfgs_inverse_formula(H: Array, s: Array, y: Array) -> Array:
     """Return the BFGS inverse update without checks (callers must ensure ``s^T y > 0``).
 
     ``H+ = (I - rho s y^T) H (I - rho y s^T) + rho s s^T`` [QN-1], evaluated in the expanded form
-    [QN-2] (``O(d^2)``, exactly symmetric when ``H`` is) with the coefficients in the authors'
-    order (``get_BFGS_formula``)::
+    [QN-2] with the coefficients of the authors' ``get_BFGS_formula``::
 
         H+ = H + (rho^2 y^T H y + rho) s s^T - rho (s (Hy)^T + (Hy) s^T),   rho = 1 / (s^T y)
 
-    so that it overflows where theirs does (``NON_FINITE_RESULT`` in :func:`bfgs_inverse_update`).
-    Shapes: ``H (d, d)``, ``s, y (d,)``.
+    written as one symmetric rank-2 term [QN-2b]: ``H+ = H + (s v^T + v s^T)`` with
+    ``v = (rho^2 y^T H y + rho) s / 2 - rho Hy``, so that ``H+`` is exactly symmetric when ``H`` is,
+    in four passes over ``(d, d)`` arrays. An overflow gives a non-finite ``H+``, which
+    :func:`bfgs_inverse_update` rejects (``NON_FINITE_RESULT``). Shapes: ``H (d, d)``,
+    ``s, y (d,)``.
     """
     xp = xp_of(H, s, y)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected by the caller
         rho = 1.0 / (s @ y)
         Hy = H @ y
-        return (
-            H
-            + (rho * rho * (y @ Hy) + rho) * xp.outer(s, s)
-            - rho * (xp.outer(s, Hy) + xp.outer(Hy, s))
-        )
+        v = (0.5 * (rho * rho * (y @ Hy) + rho)) * s - rho * Hy
+        return H + (xp.outer(s, v) + xp.outer(v, s))
 
 
 def bfgs_inverse_update(
@@ -206,7 +205,7 @@ def bfgs_inverse_update_unchecked(
     if reason is not SkipReason.NONE:
         return BFGSUpdate(H, False, reason)
     H_new = bfgs_inverse_formula(H, s, y)
-    if not host_bool(xp_of(H_new).all(xp_of(H_new).isfinite(H_new))):
+    if not host_bool(xp_of(H_new).isfinite(H_new).all()):
         return BFGSUpdate(H, False, SkipReason.NON_FINITE_RESULT)
     return BFGSUpdate(H_new, True, SkipReason.NONE)
 

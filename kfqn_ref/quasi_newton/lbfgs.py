@@ -293,12 +293,12 @@ def lbfgs_apply(state: LBFGSState, V: Array) -> Array:
         H = A^T D A + gamma (I - Y^T A)^T (I - Y^T A)
 
     A store holding fewer pairs than its dimension applies it as
-    ``H V = A^T (D w) + gamma (u - A^T (Y u))`` with ``w = A V``, ``u = V - Y^T w``
-    (``O(q d k)``, no ``d x d`` matrix). A store holding ``count >= d`` pairs forms the dense
-    ``H`` once (``O(q d^2 + d^3)``, no more memory than ``S`` and ``Y``) and applies it in
-    ``O(d^2 k)``. Both agree with :func:`lbfgs_compact_apply` and the dense twin to rounding
-    (``tests/quasi_newton/test_lbfgs.py``). ``V``: ``(d,)`` or ``(d, k)``; the result has its
-    shape.
+    ``H V = gamma u + A^T (D w - gamma Y u)`` with ``w = A V``, ``u = V - Y^T w``
+    (``4 q d k`` multiply-adds, no ``q x q`` product and no ``d x d`` matrix). A store holding
+    ``count >= d`` pairs forms the dense ``H`` once (``O(q d^2 + d^3)``, no more memory than
+    ``S`` and ``Y``) and applies it in ``O(d^2 k)``. Both agree with :func:`lbfgs_compact_apply`
+    and the dense twin to rounding (``tests/quasi_newton/test_lbfgs.py``). ``V``: ``(d,)`` or
+    ``(d, k)``; the result has its shape.
     """
     _check_operand(check_lbfgs_state(state), V)
     return lbfgs_apply_unchecked(state, V)
@@ -512,11 +512,14 @@ def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
 
 
 def _product_form_apply(factors: _StoreFactors, gamma: float, V):
-    """``H V = A^T (D w) + gamma (u - A^T (Y u))``, ``w = A V``, ``u = V - Y^T w`` [QN-13b]."""
+    """``H V = gamma u + A^T (D w - gamma Y u)``, ``w = A V``, ``u = V - Y^T w`` [QN-13b].
+
+    Four products with ``(q, d)`` matrices, ``4 q d k`` multiply-adds for ``V`` ``(d, k)``.
+    """
     Q = _as_columns(V)
     w = factors.A @ Q
     u = Q - factors.Y.T @ w
-    result = factors.A.T @ (factors.D[:, None] * w) + gamma * (u - factors.A.T @ (factors.Y @ u))
+    result = gamma * u + factors.A.T @ (factors.D[:, None] * w - gamma * (factors.Y @ u))
     return result.reshape(V.shape)
 
 

@@ -298,3 +298,22 @@ def test_forward_backward_reports_the_weights_it_used_without_copying():
     model.set_weights([w + 1.0 for w in before])
     for used, expected in zip(result.weights, before, strict=True):
         np.testing.assert_array_equal(used, expected)
+
+
+def test_weight_arrays_are_a_snapshot_and_adopted_arrays_are_not_copied():
+    # weight_arrays hands out the model's own arrays; replacing the weights (set_weights or
+    # adopt_weights_unchecked) never writes into them, so an earlier tuple keeps the earlier
+    # weights (expected: copies taken with weights()). adopt_weights_unchecked keeps the very
+    # arrays it is given (an optimizer's fresh new weights).
+    model = _model()
+    snapshot, expected = model.weight_arrays(), model.weights()
+    assert all(a is b for a, b in zip(snapshot, model.weight_arrays(), strict=True))
+    new = [w + 1.0 for w in expected]
+    model.adopt_weights_unchecked(new)
+    assert all(a is b for a, b in zip(model.weight_arrays(), new, strict=True))
+    model.set_weights([w + 2.0 for w in expected])
+    for kept, want in zip(snapshot, expected, strict=True):
+        np.testing.assert_array_equal(kept, want)
+    model.adopt_weights_unchecked(snapshot)
+    for got, want in zip(model.weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
