@@ -19,7 +19,8 @@ Problems (random data ``X ~ U[0, 1)``, one minibatch reused for every step):
 How: every optimizer gets a fresh model (same seed), then a warm-up (one update cycle; the
 ``memory`` steps that fill the K-BFGS(L) stores for the "full store" rows). Then ``--reps``
 repetitions, each timing every row in turn (interleaved) over one cycle of steps (``--steps``
-steps, or the 20 steps of an update interval of 20), and, for ``mnist``, one large GEMM. Each
+steps, or the 20 steps of an update interval of 20), and, for ``mnist``, one large GEMM right
+before each row (the speed of a shared machine drifts within a repetition). Each
 figure is a ratio within one repetition (a row's step time over Adam's; counted FLOPs over time
 over the GEMM rate); the table prints the median over the repetitions and the spread
 ``(max - min) / median``, so that the load of other processes on the machine cancels.
@@ -224,16 +225,17 @@ def measure(problem: Problem, rows, reps: int):
     figures = {row.name: Figures() for row in rows}
     dtype = optimizers["Adam"].model.weights()[0].dtype
     for _ in range(reps):
-        rate = gemm_rate(dtype) if problem.gemm else None
-        per_step = {
-            row.name: cycle_seconds(optimizers[row.name], max(problem.steps, row.interval), X, T)
-            for row in rows
-        }
+        per_step, rate = {}, {}
+        for row in rows:  # the GEMM rate right before each row: the machine's speed drifts
+            rate[row.name] = gemm_rate(dtype) if problem.gemm else None
+            steps = max(problem.steps, row.interval)
+            per_step[row.name] = cycle_seconds(optimizers[row.name], steps, X, T)
         for row in rows:
             figures[row.name].time_ratio.append(per_step[row.name] / per_step["Adam"])
-            flops = step_flops(optimizers[row.name], X.shape[0]) if rate else None
+            flops = step_flops(optimizers[row.name], X.shape[0]) if problem.gemm else None
             if flops is not None:
-                figures[row.name].gemm_fraction.append(flops / per_step[row.name] / rate)
+                fraction = flops / per_step[row.name] / rate[row.name]
+                figures[row.name].gemm_fraction.append(fraction)
     return optimizers, figures
 
 
