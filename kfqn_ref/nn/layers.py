@@ -75,11 +75,16 @@ def sigmoid_pair(x: Array, xp=None) -> tuple[Array, Array]:
     ``sigmoid'(x)``. Pure (no in-place writes): it also runs with ``xp = autograd.numpy``.
     """
     xp = xp_of(x) if xp is None else xp
-    non_negative = x >= 0
-    e = xp.exp(xp.where(non_negative, -x, x))
-    one_plus_e = 1 + e
+    non_negative, e, one_plus_e = _sigmoid_parts(x, xp)
     large, small = 1 / one_plus_e, e / one_plus_e
     return xp.where(non_negative, large, small), xp.where(non_negative, small, large)
+
+
+def _sigmoid_parts(x: Array, xp):
+    """``(x >= 0, e, 1 + e)`` with ``e = exp(-|x|)``, written with ``where`` (autograd-safe)."""
+    non_negative = x >= 0
+    e = xp.exp(xp.where(non_negative, -x, x))
+    return non_negative, e, 1 + e
 
 
 def softplus(x: Array) -> Array:
@@ -96,8 +101,13 @@ def softplus(x: Array) -> Array:
 
 
 def sigmoid(x: Array, xp=None) -> Array:
-    """``sigmoid(x) = 1 / (1 + exp(-x))``, the first of :func:`sigmoid_pair`."""
-    return sigmoid_pair(x, xp)[0]
+    """``sigmoid(x) = 1 / (1 + exp(-x))``: the first of :func:`sigmoid_pair`, bit for bit.
+
+    It forms and selects only that half (one ``where`` instead of two).
+    """
+    xp = xp_of(x) if xp is None else xp
+    non_negative, e, one_plus_e = _sigmoid_parts(x, xp)
+    return xp.where(non_negative, 1 / one_plus_e, e / one_plus_e)
 
 
 # --- Base classes ---

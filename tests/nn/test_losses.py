@@ -9,7 +9,7 @@ from helpers.compare import assert_close
 from scipy.special import expit, log_expit
 
 from kfqn_ref import nn
-from kfqn_ref.nn.layers import sigmoid_pair, softplus
+from kfqn_ref.nn.layers import sigmoid, sigmoid_pair, softplus
 from kfqn_ref.nn.losses import _softmax
 from tests.nn.reference import LOSSES
 
@@ -241,6 +241,7 @@ def test_sigmoid_pair_equals_its_two_sided_formula_bit_for_bit():
         np.testing.assert_array_equal(s, np.where(x >= 0, large, small))
         np.testing.assert_array_equal(s_minus, np.where(x >= 0, small, large))
         assert s.dtype == s_minus.dtype == dtype
+        np.testing.assert_array_equal(sigmoid(x), s)  # sigmoid forms only its half: same bits
 
 
 def test_sigmoid_cross_entropy_at_saturated_logits():
