@@ -7,13 +7,18 @@ The state is an :class:`LBFGSState` of plain arrays and numbers: the pairs are t
 appending drops the oldest pair (a sliding window).
 
 The same matrix ``H`` (the BFGS matrix obtained from ``gamma I`` by the stored pairs, oldest first)
-is applied three ways, kept together by the tests:
+is applied four ways, kept together by the tests:
 
+* :func:`lbfgs_apply` — the product form [QN-13b], ``H = A^T D A + gamma (I - Y^T A)^T (I - Y^T A)``
+  with ``A = R^-1 S`` kept up to date on every append (``O(q d)``): the fast form K-BFGS(L) uses;
 * :func:`lbfgs_two_loop` — the two-loop recursion (Nocedal & Wright, Algorithm 7.4) [QN-12];
 * :func:`lbfgs_compact_apply` — the compact representation of Byrd, Nocedal & Schnabel (1994),
   which the authors' ``LBFGS_Hv`` uses [QN-13];
 * :func:`lbfgs_inverse_matrix` — the dense matrix by repeated dense BFGS updates [QN-11] (slow
   twin, for tests and small ``d``).
+
+What a store derives from its pairs for the product form lives beside it, keyed on its arrays
+(:func:`_store_factors`), not in the state: a loaded store rebuilds it bit for bit.
 
 ``V`` may be a vector ``(d,)`` or a matrix ``(d, k)`` whose columns are transformed: K-BFGS(L)
 applies ``H_g`` to the gradient matrix ``(d_out, d_in + 1)`` as ``H_g @ grad``.
@@ -309,10 +314,11 @@ def lbfgs_apply_unchecked(state: LBFGSState, V: Array) -> Array:
     if state.count < state.S.shape[1]:
         return _product_form_apply(_store_factors(state), state.gamma, V)
     key = _factors_key(state)
-    H = _DENSE.get(key)
-    if H is None:
+    gamma, H = _DENSE.get(key, (None, None))
+    if gamma != state.gamma:  # not formed yet, or formed for a store with another gamma
         H = _product_form_matrix(_store_factors(state), state.gamma)
-        _DENSE[key] = H  # _store_factors has remembered the factors: H leaves with them
+        # _store_factors has remembered the factors under this key: H leaves with them
+        _DENSE[key] = (state.gamma, H)
     return H @ V
 
 
@@ -384,9 +390,10 @@ class _StoreFactors(NamedTuple):
 #: is freed, so no key's ``id`` is reused while its entry exists.
 _FACTORS: dict[tuple[int, int, int], tuple] = {}
 
-#: The dense ``H`` of live stores that :func:`lbfgs_apply` applies densely: same keys, and only
-#: for stores that have an entry in ``_FACTORS`` (whose removal removes this one too).
-_DENSE: dict[tuple[int, int, int], object] = {}
+#: ``(gamma, H)``: the dense ``H`` of live stores that :func:`lbfgs_apply` applies densely, and
+#: the ``gamma`` it was formed with (the factors do not depend on ``gamma``, ``H`` does). Same
+#: keys, and only for stores that have an entry in ``_FACTORS`` (whose removal removes this one).
+_DENSE: dict[tuple[int, int, int], tuple] = {}
 
 
 def _factors_key(state: LBFGSState) -> tuple[int, int, int]:

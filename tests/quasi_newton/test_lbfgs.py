@@ -359,6 +359,19 @@ def test_kept_factors_equal_a_fresh_computation(d, memory, appends):
     assert state.count == memory
 
 
+def test_a_store_with_the_same_pairs_and_another_gamma_gets_its_own_dense_matrix():
+    """The remembered dense H belongs to the gamma it was formed with: a copy of the store with
+    another gamma (state._replace) applies its own H (expected: the dense twin of that store)."""
+    rng = np.random.default_rng(12)
+    state = lbfgs_init(3, 4, gamma=1.0)
+    for s, y in curved_stream(rng, 3, ["curved"] * 4):
+        state = lbfgs_append(state, s, y).state
+    eye = np.eye(3)
+    for gamma in (1.0, 5.0, 1.0):
+        store = state._replace(gamma=gamma)
+        assert_close(lbfgs_apply(store, eye), lbfgs_inverse_matrix(store), rtol=1e-10, what="H")
+
+
 def test_remembered_factors_leave_with_their_store():
     """The cache holds an entry only while its store's arrays live: a long run that drops its
     old stores does not grow it."""
