@@ -195,7 +195,11 @@ def _prepass(optimizer, dataset, batch_size: int, seed: int, log: RunLog) -> Non
 
 
 def _evaluate(model, dataset, test, log: RunLog, step: int, started: float) -> None:
-    """Append the training-set loss (and test accuracy) to ``log``, or record the divergence."""
+    """Append the training-set loss (and test accuracy) to ``log``, or record the divergence.
+
+    An overflow in either (the test set's outputs can overflow where the training set's do not)
+    ends the run as diverged at ``step``, and nothing of this evaluation enters the log.
+    """
     try:
         loss = dataset_loss(model, dataset)
     except NonFiniteError as error:
@@ -204,9 +208,16 @@ def _evaluate(model, dataset, test, log: RunLog, step: int, started: float) -> N
     if not math.isfinite(loss):
         log.diverged = Divergence(step, f"training-set loss is {loss} (the loss overflowed)")
         return
-    log.epoch_losses.append(loss)
+    test_accuracy = None
     if test is not None:
-        log.test_accuracies.append(accuracy(model, test))
+        try:
+            test_accuracy = accuracy(model, test)
+        except NonFiniteError as error:
+            log.diverged = Divergence(step, f"test accuracy: {error}")
+            return
+    log.epoch_losses.append(loss)
+    if test_accuracy is not None:
+        log.test_accuracies.append(test_accuracy)
     log.epoch_wall_seconds.append(time.perf_counter() - started)
 
 

@@ -120,6 +120,27 @@ def test_a_forward_overflow_at_the_end_of_an_epoch_is_logged_not_raised(monkeypa
     assert log.epoch_losses == [] and log.step_losses == []
 
 
+def test_a_test_set_overflow_at_the_end_of_an_epoch_is_logged_not_raised(monkeypatch):
+    """The training-set loss is finite but the test set's outputs overflow (here: accuracy
+    raises as the forward pass's check does): the run is recorded as diverged at that step, and
+    neither the loss nor an accuracy of that evaluation enters the log (the two stay aligned)."""
+
+    def overflow(model, data_set):
+        raise optim.NonFiniteError("network output z is not finite")
+
+    monkeypatch.setattr(train, "accuracy", overflow)
+    dataset = small_regression()
+    log = train.run(
+        optim.SGDMomentum(linear_model(), lr=0.01),
+        dataset,
+        batch_size=20,
+        epochs=1,
+        test=dataset,
+    )
+    assert log.diverged == train.Divergence(0, "test accuracy: network output z is not finite")
+    assert log.epoch_losses == [] and log.test_accuracies == [] and log.step_losses == []
+
+
 def test_a_resumed_run_continues_the_same_stream_bit_identically():
     dataset = small_regression()
     whole = optim.Adam(linear_model(), lr=0.05)
