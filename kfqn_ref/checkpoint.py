@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -72,12 +73,49 @@ def save(
     backend.write_npz(path, arrays)
 
 
+class Checkpoint(NamedTuple):
+    """A checkpoint as read: its run ``identity``, the optimizer's ``state`` dict, the ``log``."""
+
+    identity: dict
+    state: dict
+    log: RunLog
+
+
+def read(path: str | os.PathLike) -> Checkpoint:
+    """Read the checkpoint at ``path`` once, after the format and version checks.
+
+    Raises ``ValueError`` if the file is not a readable checkpoint or was written by another
+    format or package version (as :func:`load`).
+    """
+    arrays = _read_checked(path)
+    state = {
+        key.removeprefix("optimizer."): value
+        for key, value in arrays.items()
+        if key.startswith("optimizer.")
+    }
+    return Checkpoint(_identity_of(arrays), state, _log_from(arrays))
+
+
+def check_identity(stored: Checkpoint, identity: dict, path: str | os.PathLike) -> None:
+    """``ValueError`` naming every entry of ``identity`` that differs from the checkpoint's."""
+    differences = [
+        f"{key} {stored.identity.get(key)!r} (this run: {identity.get(key)!r})"
+        for key in sorted(set(stored.identity) | set(identity))
+        if stored.identity.get(key) != identity.get(key)
+    ]
+    if differences:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} belongs to another run: it has "
+            + "; ".join(differences)
+        )
+
+
 def identity(path: str | os.PathLike) -> dict:
     """The ``identity`` of the checkpoint at ``path`` (after the format and version checks).
 
     Raises ``ValueError`` as :func:`load`.
     """
-    return _identity_of(_read_checked(path))
+    return read(path).identity
 
 
 def load(path: str | os.PathLike, identity: dict) -> tuple[dict[str, np.ndarray], RunLog]:
@@ -89,22 +127,9 @@ def load(path: str | os.PathLike, identity: dict) -> tuple[dict[str, np.ndarray]
         If the file is not a readable checkpoint, was written by another format or package
         version, or for another run: the message names every entry of ``identity`` that differs.
     """
-    where = f"checkpoint {os.fspath(path)!r}"
-    arrays = _read_checked(path)
-    stored = _identity_of(arrays)
-    differences = [
-        f"{key} {stored.get(key)!r} (this run: {identity.get(key)!r})"
-        for key in sorted(set(stored) | set(identity))
-        if stored.get(key) != identity.get(key)
-    ]
-    if differences:
-        raise ValueError(f"{where} belongs to another run: it has " + "; ".join(differences))
-    state = {
-        key.removeprefix("optimizer."): value
-        for key, value in arrays.items()
-        if key.startswith("optimizer.")
-    }
-    return state, _log_from(arrays)
+    stored = read(path)
+    check_identity(stored, identity, path)
+    return stored.state, stored.log
 
 
 def _identity_of(arrays: dict[str, np.ndarray]) -> dict:

@@ -460,7 +460,8 @@ def _train(optimizer, result: report.RunResult, split, on_step) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """``kfqn-ref train``: one method, one setting, one problem; checkpoints and resumption."""
-    stored = _stored_identity(args.resume) if args.resume else {}
+    resumed = _stored_checkpoint(args.resume) if args.resume else None
+    stored = resumed.identity if resumed else {}
     problem = args.problem or PROBLEMS.get(stored.get("problem", "digits-autoencoder"))
     method = args.method or METHODS.get(stored.get("method"))
     if method is None or problem is None:
@@ -493,10 +494,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         folder = args.resume
         try:
-            state, result.log = checkpoint.load(os.path.join(folder, "checkpoint.npz"), identity)
-            optimizer.load_state_dict(state)
+            checkpoint.check_identity(resumed, identity, os.path.join(folder, "checkpoint.npz"))
+            optimizer.load_state_dict(resumed.state)
         except ValueError as error:
             raise CommandError(str(error)) from None
+        result.log = resumed.log
     else:
         folder = prepare_out(args.out or os.path.join("runs", "train"), args.overwrite)
     path = os.path.join(folder, "checkpoint.npz")
@@ -524,12 +526,13 @@ def run_train(args: argparse.Namespace) -> int:
     return _finish(folder, write_outputs(folder, [result], options), "interrupted" in options)
 
 
-def _stored_identity(folder: str) -> dict:
+def _stored_checkpoint(folder: str) -> checkpoint.Checkpoint:
+    """The checkpoint of ``--resume folder``, read once (its identity fills unset options)."""
     path = os.path.join(folder, "checkpoint.npz")
     if not os.path.isfile(path):
         raise CommandError(f"--resume {folder!r} holds no checkpoint.npz")
     try:
-        return checkpoint.identity(path)
+        return checkpoint.read(path)
     except ValueError as error:
         raise CommandError(str(error)) from None
 

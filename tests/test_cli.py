@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from kfqn_ref import __version__, checkpoint, cli, data, methods, problems, report, verify
+from kfqn_ref import __version__, backend, checkpoint, cli, data, methods, problems, report, verify
 from tests.cli.files import digit_like_images, write_idx
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -305,3 +305,19 @@ def test_golden_is_a_command_of_kfqn_ref(capsys):
     # the committed golden files are a candidate that passes
     arguments = ["golden", "check", "--golden", golden, "--candidate", golden, "--case", listed[0]]
     assert cli.main(arguments) == 0
+
+
+def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    # The resumed run takes its options from the checkpoint's identity and its state from the
+    # same read (expected: one read_npz call on checkpoint.npz, where there used to be two).
+    out = tmp_path / "run"
+    assert (
+        cli.main(["train", "--method", "adam", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    )
+    reads = []
+    read_npz = backend.read_npz
+    monkeypatch.setattr(
+        backend, "read_npz", lambda path: reads.append(os.fspath(path)) or read_npz(path)
+    )
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert reads == [os.path.join(str(out), "checkpoint.npz")]
