@@ -141,28 +141,51 @@ ROWS = (
 # ---------------------------------------------------------------------------------------------
 
 
-def step_flops(optimizer, N: int) -> float | None:
-    """Counted matrix-product FLOPs of one step on a dense net (module doc; None for K-FAC)."""
-    if isinstance(optimizer, KFAC):
-        return None
+#: The parts of a step that ``--parts`` times: (label, function name as cProfile lists it).
+PARTS = (
+    ("first pass (loss, gradients)", "forward_backward"),
+    ("second pass (K-BFGS update steps)", "_second_pass"),
+    ("running A (update steps)", "_input_factor_for_step"),
+    ("direction H_g m H_a", "precondition"),
+    ("factor updates (pairs, damping, BFGS)", "_update_factors"),
+)
+
+
+def part_flops(optimizer, N: int) -> dict[str, float]:
+    """Counted matrix-product FLOPs per step of each part of :data:`PARTS` (dense nets).
+
+    The count of the module docstring: passes, the amortised second pass and running ``A``, and
+    the direction ``H_g M H_a`` (``2 d`` per entry of ``M`` for a dense factor of size ``d``,
+    ``8 q`` for a store of ``q`` pairs).
+    """
     dense = [layer for layer in optimizer.model.layers if isinstance(layer, nn.Dense)]
     shapes = [(layer.d_out, layer.d_in) for layer in dense]
     forward = sum(2 * N * d_out * (d_in + 1) for d_out, d_in in shapes)
     input_grads = sum(2 * N * d_out * d_in for d_out, d_in in shapes[1:])
-    total = 2 * forward + input_grads
+    flops = {"forward_backward": 2 * forward + input_grads}
     if isinstance(optimizer, Adam):
-        return total
+        return flops
     interval = optimizer.config.update_interval
+    flops["_second_pass"] = (forward + input_grads) / interval
+    flops["_input_factor_for_step"] = sum(
+        2 * N * layer_state.A.shape[0] ** 2 / interval
+        for layer_state in optimizer.state.layers
+        if layer_state.A is not None
+    )
+    flops["precondition"] = 0.0
     for layer_state in optimizer.state.layers:
         d_out, width = layer_state.momentum.shape
         for factor, dim in ((layer_state.H_g, d_out), (layer_state.H_a, width)):
-            if isinstance(factor, LBFGSState):
-                total += 8 * factor.count * d_out * width
-            else:
-                total += 2 * dim * d_out * width
-        if layer_state.A is not None:
-            total += 2 * N * width**2 / interval
-    return total + (forward + input_grads) / interval
+            per_entry = 8 * factor.count if isinstance(factor, LBFGSState) else 2 * dim
+            flops["precondition"] += per_entry * d_out * width
+    return flops
+
+
+def step_flops(optimizer, N: int) -> float | None:
+    """Counted matrix-product FLOPs of one step on a dense net (module doc; None for K-FAC)."""
+    if isinstance(optimizer, KFAC):
+        return None
+    return sum(part_flops(optimizer, N).values())
 
 
 def pairs_held(optimizer) -> str:
@@ -280,43 +303,6 @@ def print_table(optimizers, figures) -> None:
         ratios = [t / b for t, b in zip(figures[name].time_ratio, base, strict=True)]
         best = best_ratio(figures, name, "K-BFGS")
         print(f"{name + ' / K-BFGS':34s} {summary(ratios)} {best:6.2f}")
-
-
-#: The parts of a step that ``--parts`` times: (label, function name as cProfile lists it).
-PARTS = (
-    ("first pass (loss, gradients)", "forward_backward"),
-    ("second pass (K-BFGS update steps)", "_second_pass"),
-    ("running A (update steps)", "_input_factor_for_step"),
-    ("direction H_g m H_a", "precondition"),
-    ("factor updates (pairs, damping, BFGS)", "_update_factors"),
-)
-
-
-def part_flops(optimizer, N: int) -> dict[str, float]:
-    """Counted matrix-product FLOPs of each part of :data:`PARTS` per step (dense nets)."""
-    dense = [layer for layer in optimizer.model.layers if isinstance(layer, nn.Dense)]
-    shapes = [(layer.d_out, layer.d_in) for layer in dense]
-    forward = sum(2 * N * d_out * (d_in + 1) for d_out, d_in in shapes)
-    input_grads = sum(2 * N * d_out * d_in for d_out, d_in in shapes[1:])
-    flops = {"forward_backward": 2 * forward + input_grads}
-    if isinstance(optimizer, Adam):
-        return flops
-    interval = optimizer.config.update_interval
-    flops["_second_pass"] = (forward + input_grads) / interval
-    flops["_input_factor_for_step"] = sum(
-        2 * N * layer_state.A.shape[0] ** 2 / interval
-        for layer_state in optimizer.state.layers
-        if layer_state.A is not None
-    )
-    flops["precondition"] = (
-        sum(
-            2 * d_out * d_out * (d_in + 1) + 2 * d_out * (d_in + 1) ** 2
-            for d_out, d_in in shapes
-            if not isinstance(optimizer, KBFGSL)
-        )
-        or None
-    )
-    return flops
 
 
 def parts_row(row: Row, problem: Problem, steps: int) -> None:
