@@ -253,11 +253,7 @@ def lbfgs_compact_factors_unchecked(state: LBFGSState) -> CompactFactors:
     Computed on each call, ``O(q^2 d + q^3)`` (``R^-1`` by a solve with ``R``): the fast path,
     :func:`lbfgs_apply`, keeps ``A = R^-1 S`` up to date instead [QN-13b].
     """
-    S, Y = lbfgs_pairs_unchecked(state)
-    S_Yt = S @ Y.T
-    return CompactFactors(
-        S, Y, _upper_triangle_inverse(S_Yt), xp_of(S).diagonal(S_Yt).copy(), Y @ Y.T
-    )
+    return _compact_factors_of(*lbfgs_pairs_unchecked(state))
 
 
 def lbfgs_compact_apply(state: LBFGSState, V: Array) -> Array:
@@ -480,10 +476,13 @@ def _without_oldest_pair(factors: _StoreFactors) -> _StoreFactors:
     return _StoreFactors(S[1:], Y[1:], A[1:], D[1:], R_inv_rows2[1:])
 
 
-def _upper_triangle_inverse(matrix):
-    """``triu(matrix)^-1`` (``(q, q)``)."""
-    module = xp_of(matrix)
-    return module.linalg.solve(module.triu(matrix), module.eye(matrix.shape[0], dtype=matrix.dtype))
+def _compact_factors_of(S, Y) -> CompactFactors:
+    """:class:`CompactFactors` of the pairs ``S, Y`` ``(q, d)``: ``R^-1`` by a solve with ``R``."""
+    module = xp_of(S)
+    S_Yt = S @ Y.T
+    eye = module.eye(S.shape[0], dtype=S.dtype)
+    R_inv = module.linalg.solve(module.triu(S_Yt), eye)
+    return CompactFactors(S, Y, R_inv, module.diagonal(S_Yt).copy(), Y @ Y.T)
 
 
 def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
@@ -512,8 +511,8 @@ def _is_representable(factors: _StoreFactors, gamma: float) -> bool:
         bound = R_inv_2 * B_bound  # products, not **: a float overflow is inf, not an error
         middle_norm = math.sqrt(bound * bound + 2.0 * R_inv_2)
         if not math.isfinite(gamma + middle_norm * columns):
-            R_inv = _upper_triangle_inverse(S @ Y.T)
-            inner = R_inv.T @ ((module.diag(D) + gamma * (Y @ Y.T)) @ R_inv)
+            _, _, R_inv, _, YtY = _compact_factors_of(S, Y)
+            inner = R_inv.T @ ((module.diag(D) + gamma * YtY) @ R_inv)
             middle_norm = math.sqrt(host_scalar((inner * inner).sum()) + 2.0 * R_inv_2)
     return math.isfinite(gamma + middle_norm * columns)
 
