@@ -125,9 +125,10 @@ def sample_position_mean(x: Array) -> Array:
 def apply_factor(H: Array | LBFGSState, V: Array) -> Array:
     """``H V`` for ``V`` ``(d,)`` or ``(d, k)``; ``H`` dense ``(d, d)`` or an :class:`LBFGSState`.
 
-    A store is applied by the compact representation of Byrd, Nocedal & Schnabel, as the
-    authors' ``LBFGS_Hv``, multiplied out to its dense matrix once it holds ``d`` pairs or more
-    (:func:`~kfqn_ref.quasi_newton.lbfgs_apply`, the cheaper form then).
+    A store is applied by :func:`~kfqn_ref.quasi_newton.lbfgs_apply`: the compact representation
+    of Byrd, Nocedal & Schnabel (the authors' ``LBFGS_Hv``) multiplied out to its product form
+    ``H = A^T D A + gamma (I - Y^T A)^T (I - Y^T A)``, ``A = R^-1 S``, or to its dense matrix once
+    the store holds ``d`` pairs or more ([QN-13b] of ``docs/derivations/quasi-newton.md``).
     """
     if isinstance(H, LBFGSState):
         return lbfgs_apply_unchecked(H, V)
