@@ -544,7 +544,8 @@ class KBFGS(_KroneckerBFGS):
 class KBFGSL(_KroneckerBFGS):
     """K-BFGS(L): ``H_g`` is an L-BFGS store of ``memory`` pairs.
 
-    ``H_g`` has ``H_0 = hg_initial I`` (fixed) and the compact representation; ``H_a`` is dense,
+    ``H_g`` has ``H_0 = hg_initial I`` (fixed), applied by the product form of the compact
+    representation (:func:`~kfqn_ref.quasi_newton.lbfgs_apply`); ``H_a`` is dense,
     or a limited-memory Hessian-action store with ``memory_light=True``. Options:
     :class:`KBFGSLConfig`.
     """
